@@ -1,0 +1,342 @@
+"""`train(...)`: fine-tune inside the kernel with transformers' Trainer, on a background thread.
+
+The run directory (`runs/<id>/`) holds `config.yaml` (with the exact training and validation
+rows in `data/`), so `resume_run(path)` or `python -m workbench resume path` can continue it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from workbench.adapters import Method, apply_method, count_parameters
+from workbench.config import write_atomic
+from workbench.data import Examples, load_data
+from workbench.errors import AllLabelsMaskedError, WorkbenchError
+from workbench.generation import Decoding, generate
+from workbench.hyperparameters import Hyperparameters
+from workbench.run import Run, complete_checkpoints, save_atomic_dir
+from workbench.templates import Template, default_template, get_template
+from workbench.tokenize import CompletionCollator, tokenize_examples
+
+
+def runs_root() -> Path:
+    """Where run directories go: `$WORKBENCH_RUNS`, else ./runs."""
+    return Path(os.environ.get("WORKBENCH_RUNS", "runs"))
+
+
+def new_run_dir(label: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = runs_root() / f"{stamp}-{label}"
+    suffix = 1
+    while path.exists():
+        suffix += 1
+        path = runs_root() / f"{stamp}-{label}-{suffix}"
+    return path
+
+
+def train(
+    model,
+    tokenizer,
+    train_data: Examples,
+    validation: Examples | None = None,
+    *,
+    template: Template | str | None = None,
+    method: Method | None = None,
+    hyperparameters: Hyperparameters | None = None,
+    run_dir: str | Path | None = None,
+    samples: int = 3,
+    start: bool = True,
+) -> Run:
+    """Start fine-tuning and return the Run at once (training continues in the background).
+
+    `template` defaults to the one that suits the data format. `samples` validation prompts are
+    answered at every evaluation. The model is adapted in place (LoRA layers are injected);
+    `run.model` is the model being trained, with the adapter switchable for before/after.
+    """
+    method = method or Method()
+    hp = hyperparameters or Hyperparameters()
+    template = (
+        get_template(template) if template is not None else default_template(train_data.format)
+    )
+    train_tokens = tokenize_examples(
+        train_data,
+        template,
+        tokenizer,
+        max_length=hp.max_length,
+        completion_only=hp.completion_only,
+        truncation_side=hp.truncation_side,
+    )
+    _check_learnable(train_tokens, train_data)
+    val_tokens = None
+    if validation is not None and len(validation):
+        val_tokens = tokenize_examples(
+            validation,
+            template,
+            tokenizer,
+            max_length=hp.max_length,
+            completion_only=hp.completion_only,
+            truncation_side=hp.truncation_side,
+        )
+    already_adapted = method.uses_lora and hasattr(model, "peft_config")  # e.g. run.model again
+    if not already_adapted:
+        model = apply_method(model, method)
+    run_dir = Path(run_dir) if run_dir else new_run_dir(f"{method.kind}-{_task_label(train_data)}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    sample_rows = validation if validation is not None and len(validation) else train_data
+    sample_rows = sample_rows.rows[:samples]
+    _write_run_config(run_dir, model, template, method, hp, train_data, validation, sample_rows)
+    sample_prompts = [template.render_prompt(r, tokenizer) for r in sample_rows]
+    references = [template.render(r, tokenizer)[1] for r in sample_rows]
+
+    def build_trainer(run: Run, resuming: bool):
+        return _build_trainer(
+            run,
+            model,
+            tokenizer,
+            hp,
+            train_tokens,
+            val_tokens,
+            sample_prompts,
+            references,
+            resuming,
+        )
+
+    run = Run(run_dir, build_trainer, on_success=lambda r: _save_final(r, model, tokenizer))
+    run.model, run.tokenizer, run.template, run.method, run.hyperparameters = (
+        model,
+        tokenizer,
+        template,
+        method,
+        hp,
+    )
+    run.parameters = count_parameters(model)
+    run.truncation = train_tokens.report
+    return run.start() if start else run
+
+
+def _task_label(data: Examples) -> str:
+    tasks = list(data.tasks)
+    return tasks[0] if len(tasks) == 1 else f"{len(tasks)}tasks"
+
+
+def _check_learnable(tokens, data: Examples) -> None:
+    report = tokens.report
+    if len(report.without_loss) == report.rows:
+        raise AllLabelsMaskedError(
+            f"No row of {data.source} has a token to learn from: {report}. Every label would "
+            "be -100 (masked). Raise max_length, or use truncation_side='left'."
+        )
+    if report.truncated:
+        warnings.warn(str(report), stacklevel=3)
+
+
+def _write_run_config(
+    run_dir: Path,
+    model,
+    template: Template,
+    method: Method,
+    hp: Hyperparameters,
+    train_data: Examples,
+    validation: Examples | None,
+    sample_rows: list[dict],
+) -> None:
+    import yaml
+
+    data_dir = run_dir / "data"
+    files = {"train": train_data, "validation": validation}
+    for name, examples in files.items():
+        if examples is not None:
+            lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in examples.rows)
+            write_atomic(data_dir / f"{name}.jsonl", lines)
+    config = {
+        "model": getattr(model, "workbench_source", None) or model.config.name_or_path,
+        "template": {k: v for k, v in asdict(template).items() if k != "description"},
+        "method": method.to_dict(),
+        "hyperparameters": hp.to_dict(),
+        "data": {
+            "format": train_data.format,
+            "train": "data/train.jsonl",
+            "validation": "data/validation.jsonl" if validation is not None else None,
+            "sources": sorted({train_data.source_of(i) for i in range(len(train_data))}),
+            "rows": {"train": len(train_data), "validation": len(validation or [])},
+        },
+        "samples": len(sample_rows),
+    }
+    write_atomic(
+        run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
+    )
+
+
+def _build_trainer(
+    run: Run,
+    model,
+    tokenizer,
+    hp: Hyperparameters,
+    train_tokens,
+    val_tokens,
+    sample_prompts: list[str],
+    references: list[str],
+    resuming: bool,
+):
+    from transformers import EarlyStoppingCallback, Trainer
+
+    device = str(next(model.parameters()).device).split(":")[0]
+    args = hp.to_training_args(
+        str(run.run_dir / "checkpoints"),
+        device=device,
+        dtype=next(model.parameters()).dtype,
+        has_validation=val_tokens is not None,
+    )
+    if resuming:
+        args.eval_on_start = False  # the resumed run already evaluated its start
+    callbacks = [
+        _EventBridge(
+            run,
+            tokenizer,
+            sample_prompts,
+            references,
+            Decoding(max_new_tokens=hp.sample_max_new_tokens),
+        )
+    ]
+    if hp.early_stopping_patience and val_tokens is not None:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=hp.early_stopping_patience))
+    return Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_tokens.to_hf(),
+        eval_dataset=val_tokens.to_hf() if val_tokens is not None else None,
+        data_collator=CompletionCollator(tokenizer.pad_token_id),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+
+
+def _save_final(run: Run, model, tokenizer) -> dict[str, Any]:
+    """Save the adapter (or the whole model for full fine-tuning) and the report."""
+    name = "adapter" if hasattr(model, "peft_config") else "model"
+
+    def save(folder: Path) -> None:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
+    save_atomic_dir(save, run.run_dir / name)
+    summary: dict[str, Any] = {name: str(run.run_dir / name)}
+    evaluations = [e for e in run.events if e["event"] == "evaluation"]
+    if evaluations:
+        summary["eval_loss"] = evaluations[-1]["eval_loss"]
+    try:
+        from workbench.report import write_report
+
+        summary["report"] = str(write_report(run.run_dir))
+    except ImportError as error:  # plotly missing: the run itself is still complete
+        warnings.warn(f"No report.html: {error}", stacklevel=2)
+    return summary
+
+
+try:
+    from transformers import TrainerCallback
+except ImportError:  # pragma: no cover - transformers is a dependency
+    TrainerCallback = object
+
+
+class _EventBridge(TrainerCallback):
+    """Turns Trainer callbacks into the Run's events; also stops on request or on NaN."""
+
+    def __init__(
+        self, run: Run, tokenizer, prompts: list[str], references: list[str], decoding: Decoding
+    ) -> None:
+        self.run, self.tokenizer, self.prompts = run, tokenizer, prompts
+        self.references, self.decoding = references, decoding
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.run.emit(
+            "started",
+            step=state.global_step,
+            max_steps=state.max_steps,
+            run_dir=str(self.run.run_dir),
+            parameters=str(self.run.parameters),
+        )
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.run._stop_requested:
+            control.should_training_stop = True
+            control.should_save = True
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs and not self.run.on_step_log(state, logs):
+            control.should_training_stop = True
+            control.should_save = False  # never checkpoint NaN weights
+            control.should_evaluate = False
+        return control
+
+    def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+        loss = (metrics or {}).get("eval_loss")
+        perplexity = math.exp(loss) if loss is not None and loss < 50 else None
+        self.run.emit("evaluation", step=state.global_step, eval_loss=loss, perplexity=perplexity)
+        if self.prompts and model is not None:
+            answers = generate(model, self.tokenizer, self.prompts, self.decoding)
+            rows = [
+                {"prompt": p, "reference": r, "answer": a}
+                for p, r, a in zip(self.prompts, self.references, answers)
+            ]
+            record = self.run.emit("samples", step=state.global_step, samples=rows)
+            with open(self.run.run_dir / "samples.jsonl", "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                handle.flush()
+
+    def on_save(self, args, state, control, **kwargs):
+        self.run.mark_checkpoint(state)
+
+
+def load_run_config(run_dir: str | Path) -> dict[str, Any]:
+    """The parsed config.yaml of a run directory."""
+    import yaml
+
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: is {run_dir} a run directory?")
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def resume_run(run_dir: str | Path, model=None, tokenizer=None) -> Run:
+    """Continue a stopped, failed or killed run from its newest complete checkpoint.
+
+    Loads the model named in config.yaml unless `model` and `tokenizer` are given (a fresh,
+    un-adapted base model).
+    """
+    from workbench.models import load_model
+
+    run_dir = Path(run_dir)
+    config = load_run_config(run_dir)
+    if not complete_checkpoints(run_dir):
+        raise WorkbenchError(f"{run_dir} has no complete checkpoint to resume from.")
+    if model is None:
+        model, tokenizer = load_model(config["model"])
+    data = config["data"]
+    train_data = load_data(run_dir / data["train"], format=data["format"], verbose=False)
+    validation = (
+        load_data(run_dir / data["validation"], format=data["format"], verbose=False)
+        if data.get("validation")
+        else None
+    )
+    run = train(
+        model,
+        tokenizer,
+        train_data,
+        validation,
+        template=Template(**config["template"]),
+        method=Method.from_dict(config["method"]),
+        hyperparameters=Hyperparameters.from_dict(config["hyperparameters"]),
+        run_dir=run_dir,
+        samples=config.get("samples", 3),
+        start=False,
+    )
+    return run.resume()
