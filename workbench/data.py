@@ -140,7 +140,7 @@ def load_data(
     detected = format or detect_format([r for _, r in records if isinstance(r, dict)], name)
     if detected not in FORMAT_MARKERS:
         raise WorkbenchError(f"`format`={detected!r} is not one of {', '.join(FORMAT_MARKERS)}.")
-    default_task = task or Path(name).stem or "default"
+    default_task = task or (Path(name).stem if Path(name).suffix else "default")
     rows, locations = [], []
     seen: dict[str, int] = {}
     for location, record in records:
@@ -161,8 +161,11 @@ def load_data(
         locations.append(location)
     examples = Examples(rows, detected, name, locations)
     if verbose:
+        invalid = len({p.row for p in problems})
         print(
-            f"{name}: {len(records)} rows, detected format: {detected}"
+            f"{name}: {len(rows)} valid rows"
+            + (f" ({invalid} invalid)" if invalid else "")
+            + f", detected format: {detected}"
             + ("" if format is None else " (given)")
         )
     return _apply_problems(examples, problems, drop_invalid)
@@ -338,7 +341,8 @@ def _read_source(source: Any) -> tuple[str, list[tuple[int, Any]], list[Problem]
 
 
 def _indexed(records: list) -> list[tuple[int, Any]]:
-    return list(enumerate(records))
+    """Row numbers counted from 1, as a person counts them (files use line numbers)."""
+    return list(enumerate(records, start=1))
 
 
 def _looks_like_hub_id(text: str) -> bool:
@@ -363,13 +367,7 @@ def _read_file(path: Path) -> tuple[str, list[tuple[int, Any]], list[Problem]]:
             raise DataValidationError([Problem(name, None, None, "must hold a list of rows")])
         return name, _indexed(data), []
     if suffix in (".csv", ".tsv"):
-        import pandas as pd
-
-        frame = pd.read_csv(
-            path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False
-        )
-        # line numbers as an editor shows them: the header is line 1
-        return name, [(i + 2, r) for i, r in enumerate(frame.to_dict("records"))], []
+        return name, _read_csv(path, "\t" if suffix == ".tsv" else ","), []
     if suffix == ".parquet":
         import pandas as pd
 
@@ -379,6 +377,23 @@ def _read_file(path: Path) -> tuple[str, list[tuple[int, Any]], list[Problem]]:
     )
 
 
+def _read_csv(path: Path, delimiter: str) -> list[tuple[int, dict]]:
+    """Rows keyed by the line each starts on (the header is line 1; a quoted field may span
+    lines). Every value is text; an empty cell is ''. A short row lacks its last fields."""
+    import csv
+
+    records = []
+    with open(path, encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle, delimiter=delimiter)
+        header = next(reader, None) or []
+        start = reader.line_num + 1
+        for cells in reader:
+            if any(cell.strip() for cell in cells):
+                records.append((start, dict(zip(header, cells))))
+            start = reader.line_num + 1
+    return records
+
+
 def _read_jsonl(path: Path) -> tuple[list[tuple[int, Any]], list[Problem]]:
     records, problems = [], []
     with open(path, encoding="utf-8") as handle:
@@ -386,7 +401,7 @@ def _read_jsonl(path: Path) -> tuple[list[tuple[int, Any]], list[Problem]]:
             if not line.strip():
                 continue
             try:
-                records.append((line_number, json.loads(line)))
+                records.append((line_number, json.loads(line.rstrip("\r\n"))))
             except json.JSONDecodeError as error:
                 problems.append(
                     Problem(

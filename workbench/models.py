@@ -265,7 +265,7 @@ def load_model(
         model = _from_pretrained(AutoModelForCausalLM, source, local, model_kwargs)
     except ModelLoadError:
         raise
-    except (OSError, ValueError) as error:
+    except Exception as error:  # safetensors, tokenizers and the hub raise their own types
         if local:
             raise ModelLoadError(f"Could not load the model in {source}: {error}") from error
         raise _offline_help(name_or_path, error) from error

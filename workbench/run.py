@@ -163,7 +163,7 @@ class Run:
         except torch.OutOfMemoryError as error:
             self._fail(f"{OOM_ADVICE} ({str(error).splitlines()[0]})")
             return
-        except Exception as error:
+        except BaseException as error:  # noqa: BLE001 - a thread must always record its end
             if "out of memory" in str(error).lower():
                 self._fail(f"{OOM_ADVICE} ({error})")
             else:

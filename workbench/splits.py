@@ -35,15 +35,17 @@ def split_data(
     rng = random.Random(seed)
     groups: dict[str, list[int]] = {}
     for i, row in enumerate(examples.rows):
-        key = row["task"] if stratify else "all"
-        groups.setdefault(key, []).append(i)
+        groups.setdefault(row["task"] if stratify else "all", []).append(i)
+    shares = allocate(count, {task: len(indices) for task, indices in groups.items()})
+    if len(groups) > 1:  # every task with 2+ rows gets a validation row, taken from the largest
+        for task, indices in groups.items():
+            largest = max(shares, key=shares.get)
+            if shares[task] == 0 and len(indices) > 1 and shares[largest] > 1:
+                shares[task], shares[largest] = 1, shares[largest] - 1
     held: list[int] = []
-    for indices in groups.values():
+    for task, indices in groups.items():
         rng.shuffle(indices)
-        share = round(len(indices) * count / n)
-        if len(groups) > 1 and len(indices) > 1:
-            share = max(share, 1)
-        held.extend(indices[:share])
+        held.extend(indices[: shares[task]])
     held_set = set(held)
     train = [i for i in range(n) if i not in held_set]
     rng.shuffle(train)
@@ -85,10 +87,11 @@ def mix_tasks(
     weight = {k: v / sum(proportions.values()) for k, v in proportions.items()}
     if total is None:
         total = int(min(len(datasets[k]) / w for k, w in weight.items() if w > 0))
+    wanted = allocate(total, weight)
     rng = random.Random(seed)
     rows, locations, sources = [], [], []
     for name, data in datasets.items():
-        want = round(total * weight[name])
+        want = wanted[name]
         if want > len(data):
             raise WorkbenchError(
                 f"Task `{name}` has {len(data)} rows but the mix asks for {want} "
@@ -110,3 +113,15 @@ def mix_tasks(
         source="mix(" + ", ".join(datasets) + ")",
         dropped=[],
     )
+
+
+def allocate(total: int, weights: dict[str, float]) -> dict[str, int]:
+    """Split `total` into whole numbers proportional to `weights` that add up to exactly
+    `total` (largest remainder: the rounding leftovers go to the largest fractions)."""
+    scale = sum(weights.values())
+    exact = {k: total * w / scale for k, w in weights.items()}
+    shares = {k: int(v) for k, v in exact.items()}
+    leftover = total - sum(shares.values())
+    for key in sorted(exact, key=lambda k: exact[k] - shares[k], reverse=True)[:leftover]:
+        shares[key] += 1
+    return shares

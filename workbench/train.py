@@ -86,6 +86,9 @@ def train(
         )
     already_adapted = method.uses_lora and hasattr(model, "peft_config")  # e.g. run.model again
     if not already_adapted:
+        from transformers import set_seed
+
+        set_seed(hp.seed)  # LoRA's initial weights come from this seed too
         model = apply_method(model, method)
     run_dir = Path(run_dir) if run_dir else new_run_dir(f"{method.kind}-{_task_label(train_data)}")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -130,8 +133,8 @@ def _check_learnable(tokens, data: Examples) -> None:
     report = tokens.report
     if len(report.without_loss) == report.rows:
         raise AllLabelsMaskedError(
-            f"No row of {data.source} has a token to learn from: {report}. Every label would "
-            "be -100 (masked). Raise max_length, or use truncation_side='left'."
+            f"No row of {data.source} has a token to learn from (every label would be -100, "
+            f"masked): {report}"
         )
     if report.truncated:
         warnings.warn(str(report), stacklevel=3)
@@ -185,7 +188,7 @@ def _build_trainer(
     references: list[str],
     resuming: bool,
 ):
-    from transformers import EarlyStoppingCallback, Trainer
+    from transformers import EarlyStoppingCallback, PrinterCallback, Trainer
 
     device = str(next(model.parameters()).device).split(":")[0]
     args = hp.to_training_args(
@@ -207,7 +210,7 @@ def _build_trainer(
     ]
     if hp.early_stopping_patience and val_tokens is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=hp.early_stopping_patience))
-    return Trainer(
+    trainer = Trainer(
         model=model,
         args=args,
         train_dataset=train_tokens.to_hf(),
@@ -216,6 +219,8 @@ def _build_trainer(
         processing_class=tokenizer,
         callbacks=callbacks,
     )
+    trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; events replace it
+    return trainer
 
 
 def _save_final(run: Run, model, tokenizer) -> dict[str, Any]:

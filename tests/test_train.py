@@ -1,0 +1,292 @@
+"""Training runs on a tiny local model: learning, events, stop/resume, NaN, OOM, run directory."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import SAMPLE_DATA
+
+import workbench
+from workbench.adapters import Method
+from workbench.errors import AllLabelsMaskedError
+from workbench.generation import Decoding, generate
+from workbench.hyperparameters import Hyperparameters
+from workbench.run import COMPLETE_MARKER, complete_checkpoints
+from workbench.train import resume_run, train
+
+
+@pytest.fixture(scope="module")
+def tickets():
+    data = workbench.load_data(SAMPLE_DATA / "support_tickets.jsonl", verbose=False)
+    rest, validation = workbench.split_data(data, 8, seed=0)
+    return rest.select(range(48)), validation
+
+
+def quick(**changes) -> Hyperparameters:
+    """Few fast steps on the tiny model."""
+    settings = dict(
+        max_steps=6,
+        batch_size=4,
+        eval_every=3,
+        learning_rate=5e-3,
+        max_length=256,
+        sample_max_new_tokens=4,
+    )
+    settings.update(changes)
+    return Hyperparameters(**settings)
+
+
+def test_tiny_model_learns_a_tiny_task(tiny):
+    model, tokenizer = tiny
+    data = workbench.load_data(SAMPLE_DATA / "support_tickets.jsonl", verbose=False)
+    train_rows, validation = workbench.split_data(data, 16, seed=0)
+    prompts = [workbench.TEMPLATES["alpaca"].render_prompt(r) for r in validation.rows]
+    labels = {"billing", "shipping", "technical", "account"}
+    answers_before = generate(model, tokenizer, prompts, Decoding(max_new_tokens=4))
+    assert not labels & set(answers_before)  # a random model does not answer with a topic
+    run = train(
+        model,
+        tokenizer,
+        train_rows.select(range(96)),
+        validation,
+        template="alpaca",
+        method=Method(kind="full"),
+        hyperparameters=quick(max_steps=60, batch_size=8, eval_every=30, learning_rate=1e-2),
+    )
+    run.wait()
+    assert run.status == "finished", run.error
+    losses = run.losses
+    assert len(losses) == 60
+    assert sum(losses[-5:]) / 5 < 0.3 * sum(losses[:5]) / 5
+    evals = [e["eval_loss"] for e in run.events if e["event"] == "evaluation"]
+    assert evals[-1] < evals[0]
+    answers_after = generate(run.model, tokenizer, prompts, Decoding(max_new_tokens=4))
+    assert set(answers_after) <= labels  # it learned the format: a topic and then EOS
+
+
+def test_events_arrive_in_order_and_match_metrics_jsonl(tiny, tickets):
+    model, tokenizer = tiny
+    seen = []
+    run = train(model, tokenizer, *tickets, hyperparameters=quick(), start=False)
+    run.add_callback("*", lambda e: seen.append(e["event"]))
+    run.start().wait()
+    assert run.status == "finished", run.error
+    assert seen[0] == "started" and seen[-1] == "finished"
+    assert seen[1:3] == ["evaluation", "samples"]  # the base model's validation loss first
+    assert seen.count("step") == 6
+    assert seen.count("checkpoint") == 2  # steps 3 and 6
+    step_numbers = [e["step"] for e in run.events if e["event"] == "step"]
+    assert step_numbers == [1, 2, 3, 4, 5, 6]
+    first_step = seen.index("step")
+    assert seen.index("checkpoint") > first_step
+    lines = (run.run_dir / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["event"] for line in lines] == seen
+    step = next(e for e in run.events if e["event"] == "step" and e["step"] == 2)
+    assert step["tokens_seen"] > 0 and step["tokens_per_second"] > 0
+    assert step["learning_rate"] > 0 and step["grad_norm"] is not None
+
+
+def test_run_directory_holds_what_reproduces_the_run(tiny, tickets):
+    model, tokenizer = tiny
+    run = train(model, tokenizer, *tickets, hyperparameters=quick()).wait()
+    assert run.status == "finished", run.error
+    folder = run.run_dir
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    assert config["method"]["kind"] == "lora"
+    assert config["hyperparameters"]["max_steps"] == 6
+    assert config["template"]["name"] == "alpaca"
+    assert config["data"]["rows"] == {"train": 48, "validation": 8}
+    assert len((folder / "data" / "train.jsonl").read_text().splitlines()) == 48
+    assert (folder / "adapter" / "adapter_model.safetensors").is_file()
+    assert (folder / "report.html").read_text().count("plotly") > 0
+    samples = [json.loads(x) for x in (folder / "samples.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in samples] == [0, 3, 6]
+    assert all(len(s["samples"]) == 3 for s in samples)
+    assert [p.name for p in complete_checkpoints(folder)] == ["checkpoint-3", "checkpoint-6"]
+    assert json.loads((folder / "status.json").read_text())["status"] == "finished"
+    assert not list(folder.glob(".*tmp*"))  # no temporary leftovers
+
+
+def test_stop_then_resume_gives_the_same_losses_as_an_uninterrupted_run(tiny_model_dir, tickets):
+    settings = quick(max_steps=8, eval_every=4)
+    model, tokenizer = workbench.load_model(str(tiny_model_dir))
+    reference = train(model, tokenizer, *tickets, hyperparameters=settings).wait()
+    assert reference.status == "finished", reference.error
+
+    model, tokenizer = workbench.load_model(str(tiny_model_dir))
+    run = train(model, tokenizer, *tickets, hyperparameters=settings, start=False)
+    run.add_callback("step", lambda e: run.stop() if e["step"] == 2 else None)
+    run.start().wait()
+    assert run.status == "stopped"
+    stopped = next(e for e in run.events if e["event"] == "stopped")
+    assert stopped["step"] == 3  # stops at the end of the next step, with a checkpoint
+    assert stopped["checkpoint"].endswith("checkpoint-3")
+    run.resume().wait()
+    assert run.status == "finished", run.error
+    assert run.losses == pytest.approx(reference.losses, rel=1e-5)
+    assert len(run.losses) == 8
+
+
+def test_resume_from_a_run_directory_with_a_fresh_model(tiny_model_dir, tickets):
+    settings = quick(max_steps=6, eval_every=3)
+    model, tokenizer = workbench.load_model(str(tiny_model_dir))
+    reference = train(model, tokenizer, *tickets, hyperparameters=settings).wait()
+
+    model, tokenizer = workbench.load_model(str(tiny_model_dir))
+    first = train(model, tokenizer, *tickets, hyperparameters=settings, start=False)
+    first.add_callback("step", lambda e: first.stop() if e["step"] == 2 else None)
+    first.start().wait()
+    fresh_model, fresh_tokenizer = workbench.load_model(str(tiny_model_dir))
+    resumed = resume_run(first.run_dir, fresh_model, fresh_tokenizer).wait()
+    assert resumed.status == "finished", resumed.error
+    assert resumed.losses == pytest.approx(reference.losses[3:], rel=1e-5)
+
+
+def _nan_after(model, calls: int):
+    """Make the model's logits NaN from the `calls`-th training forward pass on."""
+    count = {"n": 0}
+
+    def hook(module, args, output):
+        if module.training:
+            count["n"] += 1
+            if count["n"] >= calls:
+                output.loss = output.loss * float("nan")
+        return output
+
+    return model.register_forward_hook(hook)
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tiny, tickets):
+    model, tokenizer = tiny
+    _nan_after(model, calls=5)
+    run = train(
+        model,
+        tokenizer,
+        *tickets,
+        method=Method(kind="full"),
+        hyperparameters=quick(max_steps=8, eval_every=2),
+    ).wait()
+    assert run.status == "failed"
+    assert "nan" in run.error.lower() and "step 5" in run.error
+    assert "checkpoint-4" in run.error
+    assert [p.name for p in complete_checkpoints(run.run_dir)] == ["checkpoint-2", "checkpoint-4"]
+    assert not (run.run_dir / "checkpoints" / "checkpoint-6").exists()
+    assert not (run.run_dir / "model").exists()
+    assert math.isnan(run.losses[-1]) and len(run.losses) == 5
+    assert run.events[-1]["event"] == "failed"
+
+
+def test_out_of_memory_fails_with_concrete_advice(tiny, tickets, monkeypatch):
+    from transformers import Trainer
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(Trainer, "training_step", out_of_memory)
+    model, tokenizer = tiny
+    run = train(model, tokenizer, *tickets, hyperparameters=quick()).wait()
+    assert run.status == "failed"
+    for advice in ("batch_size", "max_length", "gradient_checkpointing", "4bit"):
+        assert advice in run.error
+    assert run.events[-1]["event"] == "failed"
+
+
+def test_a_crash_while_saving_never_leaves_a_checkpoint_marked_complete(tiny, tickets, monkeypatch):
+    from transformers import Trainer
+
+    original = Trainer._save_checkpoint
+
+    def crash_on_second_save(self, *args, **kwargs):
+        if self.state.global_step < 4:
+            return original(self, *args, **kwargs)
+        folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(b"half a file")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Trainer, "_save_checkpoint", crash_on_second_save)
+    model, tokenizer = tiny
+    run = train(model, tokenizer, *tickets, hyperparameters=quick(eval_every=2)).wait()
+    assert run.status == "failed" and "No space left" in run.error
+    partial = run.run_dir / "checkpoints" / "checkpoint-4"
+    assert partial.is_dir() and not (partial / COMPLETE_MARKER).exists()
+    assert [p.name for p in complete_checkpoints(run.run_dir)] == ["checkpoint-2"]
+    monkeypatch.setattr(Trainer, "_save_checkpoint", original)
+    run.resume().wait()  # continues from checkpoint-2, not from the half-written one
+    assert run.status == "finished", run.error
+    resumed = next(e for e in run.events if e["event"] == "started" and e["step"] > 0)
+    assert resumed["step"] == 2
+
+
+def test_ctrl_c_in_wait_stops_cleanly_with_a_checkpoint(tiny, tickets):
+    model, tokenizer = tiny
+    run = train(
+        model, tokenizer, *tickets, hyperparameters=quick(max_steps=50, eval_every=40), start=False
+    )
+    started = []
+    run.add_callback("step", lambda e: started.append(e["step"]))
+    run.start()
+    join = run._thread.join
+    calls = {"n": 0}
+
+    def interrupted_join(timeout=None):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            while not started:
+                join(0.05)
+            raise KeyboardInterrupt
+        return join(timeout)
+
+    run._thread.join = interrupted_join
+    with pytest.raises(KeyboardInterrupt):
+        run.wait()
+    assert run.status == "stopped"
+    assert complete_checkpoints(run.run_dir)
+    assert len(run.losses) < 50
+
+
+def test_refuses_to_train_when_no_row_has_a_token_to_learn(tiny, tickets):
+    model, tokenizer = tiny
+    with pytest.raises(AllLabelsMaskedError, match="max_length"):
+        train(model, tokenizer, tickets[0], hyperparameters=quick(max_length=8))
+
+
+def test_early_stopping_ends_the_run_before_max_steps(tiny, tickets):
+    model, tokenizer = tiny
+    # A tiny learning rate: validation loss barely moves, so patience 1 runs out quickly.
+    run = train(
+        model,
+        tokenizer,
+        *tickets,
+        method=Method(kind="full"),
+        hyperparameters=quick(
+            max_steps=40, eval_every=2, learning_rate=1e-9, early_stopping_patience=1
+        ),
+    ).wait()
+    assert run.status == "finished", run.error
+    assert len(run.losses) < 40
+
+
+@pytest.mark.slow
+def test_a_few_lora_steps_on_the_real_embedded_model(tickets):
+    model, tokenizer = workbench.load_model()
+    train_rows, validation = tickets
+    run = train(
+        model,
+        tokenizer,
+        train_rows.select(range(8)),
+        validation.select(range(2)),
+        hyperparameters=Hyperparameters(
+            max_steps=2, batch_size=4, eval_every=2, sample_max_new_tokens=3
+        ),
+        samples=1,
+    ).wait()
+    assert run.status == "finished", run.error
+    assert len(run.losses) == 2 and all(math.isfinite(x) for x in run.losses)
+    assert (run.run_dir / "adapter" / "adapter_model.safetensors").is_file()
+    assert 0 < run.parameters.share < 0.05
