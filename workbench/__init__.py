@@ -1,9 +1,10 @@
 """Fine-tuning workbench: data -> template -> tokens -> training -> before/after, in a notebook.
 
-The library never imports widgets or plotting at import time; the panels in `widgets/` are
-built on the public functions exported here.
+The library never imports widgets or plotting at import time (and transformers only when a
+model is loaded or trained); the panels in `widgets/` are built on the public functions here.
 """
 
+from workbench.adapters import Method, ParameterCount, count_parameters, linear_layer_names
 from workbench.data import Examples, load_data
 from workbench.errors import (
     AllLabelsMaskedError,
@@ -13,7 +14,12 @@ from workbench.errors import (
     TemplateError,
     WorkbenchError,
 )
+from workbench.evaluation import Evaluation, compare, compare_before_after, evaluate_model
+from workbench.generation import Decoding, generate
+from workbench.hyperparameters import Hyperparameters
 from workbench.models import DEFAULT_MODEL, load_model
+from workbench.report import write_report
+from workbench.run import Run
 from workbench.splits import mix_tasks, split_data
 from workbench.stats import dataset_stats
 from workbench.templates import TEMPLATES, Template, default_template, get_template
@@ -25,6 +31,7 @@ from workbench.tokenize import (
     tokenize_examples,
     tokenize_pair,
 )
+from workbench.train import resume_run, train
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -32,22 +39,37 @@ __all__ = [
     "AllLabelsMaskedError",
     "CompletionCollator",
     "DataValidationError",
+    "Decoding",
+    "Evaluation",
     "Examples",
+    "Hyperparameters",
+    "Method",
     "ModelLoadError",
+    "ParameterCount",
     "Problem",
+    "Run",
     "Template",
     "TemplateError",
     "WorkbenchError",
+    "compare",
+    "compare_before_after",
+    "count_parameters",
     "dataset_stats",
     "default_template",
+    "evaluate_model",
+    "generate",
     "get_template",
+    "linear_layer_names",
     "load_data",
     "load_model",
     "mix_tasks",
+    "resume_run",
     "split_data",
     "token_view",
     "token_view_html",
     "token_view_text",
     "tokenize_examples",
     "tokenize_pair",
+    "train",
+    "write_report",
 ]

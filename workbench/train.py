@@ -199,15 +199,8 @@ def _build_trainer(
     )
     if resuming:
         args.eval_on_start = False  # the resumed run already evaluated its start
-    callbacks = [
-        _EventBridge(
-            run,
-            tokenizer,
-            sample_prompts,
-            references,
-            Decoding(max_new_tokens=hp.sample_max_new_tokens),
-        )
-    ]
+    decoding = Decoding(max_new_tokens=hp.sample_max_new_tokens)
+    callbacks = [_event_bridge(run, tokenizer, sample_prompts, references, decoding)]
     if hp.early_stopping_patience and val_tokens is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=hp.early_stopping_patience))
     trainer = Trainer(
@@ -245,60 +238,55 @@ def _save_final(run: Run, model, tokenizer) -> dict[str, Any]:
     return summary
 
 
-try:
+def _event_bridge(
+    run: Run, tokenizer, prompts: list[str], references: list[str], decoding: Decoding
+):
+    """A TrainerCallback that turns Trainer hooks into the Run's events (defined here so that
+    `import workbench` does not import transformers)."""
     from transformers import TrainerCallback
-except ImportError:  # pragma: no cover - transformers is a dependency
-    TrainerCallback = object
 
+    class EventBridge(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            run.emit(
+                "started",
+                step=state.global_step,
+                max_steps=state.max_steps,
+                run_dir=str(run.run_dir),
+                parameters=str(run.parameters),
+            )
 
-class _EventBridge(TrainerCallback):
-    """Turns Trainer callbacks into the Run's events; also stops on request or on NaN."""
+        def on_step_end(self, args, state, control, **kwargs):
+            if run._stop_requested:  # stop after this step, with a checkpoint to resume from
+                control.should_training_stop = True
+                control.should_save = True
+            return control
 
-    def __init__(
-        self, run: Run, tokenizer, prompts: list[str], references: list[str], decoding: Decoding
-    ) -> None:
-        self.run, self.tokenizer, self.prompts = run, tokenizer, prompts
-        self.references, self.decoding = references, decoding
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs and not run.on_step_log(state, logs):
+                control.should_training_stop = True
+                control.should_save = False  # never checkpoint NaN weights
+                control.should_evaluate = False
+            return control
 
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.run.emit(
-            "started",
-            step=state.global_step,
-            max_steps=state.max_steps,
-            run_dir=str(self.run.run_dir),
-            parameters=str(self.run.parameters),
-        )
+        def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+            loss = (metrics or {}).get("eval_loss")
+            perplexity = math.exp(loss) if loss is not None and loss < 50 else None
+            run.emit("evaluation", step=state.global_step, eval_loss=loss, perplexity=perplexity)
+            if prompts and model is not None:
+                answers = generate(model, tokenizer, prompts, decoding)
+                rows = [
+                    {"prompt": p, "reference": r, "answer": a}
+                    for p, r, a in zip(prompts, references, answers)
+                ]
+                record = run.emit("samples", step=state.global_step, samples=rows)
+                with open(run.run_dir / "samples.jsonl", "a", encoding="utf-8") as handle:
+                    handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                    handle.flush()
 
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.run._stop_requested:
-            control.should_training_stop = True
-            control.should_save = True
-        return control
+        def on_save(self, args, state, control, **kwargs):
+            run.mark_checkpoint(state)
 
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and "loss" in logs and not self.run.on_step_log(state, logs):
-            control.should_training_stop = True
-            control.should_save = False  # never checkpoint NaN weights
-            control.should_evaluate = False
-        return control
-
-    def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
-        loss = (metrics or {}).get("eval_loss")
-        perplexity = math.exp(loss) if loss is not None and loss < 50 else None
-        self.run.emit("evaluation", step=state.global_step, eval_loss=loss, perplexity=perplexity)
-        if self.prompts and model is not None:
-            answers = generate(model, self.tokenizer, self.prompts, self.decoding)
-            rows = [
-                {"prompt": p, "reference": r, "answer": a}
-                for p, r, a in zip(self.prompts, self.references, answers)
-            ]
-            record = self.run.emit("samples", step=state.global_step, samples=rows)
-            with open(self.run.run_dir / "samples.jsonl", "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-                handle.flush()
-
-    def on_save(self, args, state, control, **kwargs):
-        self.run.mark_checkpoint(state)
+    return EventBridge()
 
 
 def load_run_config(run_dir: str | Path) -> dict[str, Any]:
