@@ -4,6 +4,8 @@ The library never imports widgets or plotting at import time (and transformers o
 model is loaded or trained); the panels in `widgets/` are built on the public functions here.
 """
 
+import logging
+
 from workbench.adapters import Method, ParameterCount, count_parameters, linear_layer_names
 from workbench.data import Examples, load_data
 from workbench.errors import (
@@ -32,6 +34,10 @@ from workbench.tokenize import (
     tokenize_pair,
 )
 from workbench.train import resume_run, train
+
+# bitsandbytes warns on every import on CPUs with AVX512-BF16 that an optional kernel package
+# is missing; it falls back to its own kernel, so the warning only alarms users.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 __all__ = [
     "DEFAULT_MODEL",

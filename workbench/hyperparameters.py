@@ -146,7 +146,7 @@ class Hyperparameters(Settings):
             include_num_input_tokens_seen="non_padding",
             seed=self.seed,
             data_seed=self.seed,
-            gradient_checkpointing=self.gradient_checkpointing,
+            **_checkpointing_argument(self.gradient_checkpointing),
             bf16=device.startswith("cuda") and dtype == torch.bfloat16,
             use_cpu=device == "cpu",
             report_to="none",
@@ -154,3 +154,18 @@ class Hyperparameters(Settings):
             remove_unused_columns=False,
             dataloader_num_workers=0,
         )
+
+
+def _checkpointing_argument(enabled: bool) -> dict:
+    """transformers 5 renamed gradient_checkpointing to activation_checkpointing."""
+    import inspect
+
+    from transformers import TrainingArguments
+
+    names = inspect.signature(TrainingArguments.__init__).parameters
+    key = (
+        "activation_checkpointing"
+        if "activation_checkpointing" in names
+        else ("gradient_checkpointing")
+    )
+    return {key: enabled}
