@@ -5,7 +5,7 @@
 # (scripts/ensure_env.sh prints the Python to use).
 ENSURE = scripts/ensure_env.sh
 
-.PHONY: demo test lint env
+.PHONY: demo test lint env browser
 
 env:
 	@$(ENSURE) >/dev/null
@@ -16,5 +16,12 @@ demo:
 lint:
 	@py=$$($(ENSURE)) && $$py -m ruff check . && $$py -m ruff format --check .
 
-test: lint
+# In CI (CI=true, as root) the browser test's Chromium comes from Debian's packages; elsewhere
+# that test is skipped, with the reason, when no chromium is installed.
+browser:
+	@if [ "$${CI:-}" = "true" ] && ! command -v chromium >/dev/null 2>&1; then \
+		apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; \
+	fi
+
+test: lint browser
 	@py=$$($(ENSURE)) && $$py -m pytest -q -ra $(ARGS)

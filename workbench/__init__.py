@@ -19,6 +19,7 @@ from workbench.errors import (
 from workbench.evaluation import Evaluation, compare, compare_before_after, evaluate_model
 from workbench.generation import Decoding, generate
 from workbench.hyperparameters import Hyperparameters
+from workbench.memory import MemoryEstimate, count_trainable, estimate_memory
 from workbench.models import DEFAULT_MODEL, load_model
 from workbench.report import write_report
 from workbench.run import Run
@@ -66,6 +67,9 @@ __all__ = [
     "generate",
     "get_template",
     "linear_layer_names",
+    "count_trainable",
+    "estimate_memory",
+    "MemoryEstimate",
     "load_data",
     "load_model",
     "mix_tasks",

@@ -162,8 +162,14 @@ def is_quantized(model) -> bool:
     )
 
 
-def apply_method(model, method: Method):
-    """Prepare `model` for training with `method`; returns the model to train (maybe wrapped)."""
+def check_method(model, method: Method) -> None:
+    """Raise WorkbenchError when `method` cannot train `model` as it is loaded."""
+    layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    if method.freeze_layers and layers is not None and method.freeze_layers >= layers:
+        raise WorkbenchError(
+            f"`freeze_layers`={method.freeze_layers} leaves none of the model's {layers} "
+            "layers to train: use a smaller number."
+        )
     if method.kind == "qlora" and not is_quantized(model):
         raise WorkbenchError(
             "`kind`='qlora' needs a 4-bit base: load_model(..., "
@@ -178,6 +184,11 @@ def apply_method(model, method: Method):
             f"`kind`={method.kind!r} trains the base weights, which cannot be "
             "quantized: load the model without `quantization`."
         )
+
+
+def apply_method(model, method: Method):
+    """Prepare `model` for training with `method`; returns the model to train (maybe wrapped)."""
+    check_method(model, method)
     if method.uses_lora:
         from peft import get_peft_model, prepare_model_for_kbit_training
 

@@ -38,6 +38,18 @@ class Settings:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
+    def to_code(self, variable: str) -> str:
+        """`variable = Class(field=value, ...)`, listing only fields that differ from defaults."""
+        changed = []
+        for f in dataclasses.fields(self):
+            default = f.default
+            if default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            value = getattr(self, f.name)
+            if value != default:
+                changed.append(f"{f.name}={value!r}")
+        return f"{variable} = {type(self).__name__}({', '.join(changed)})"
+
     def help(self) -> dict[str, str]:
         """Each field's one-line explanation."""
         return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(self)}

@@ -70,7 +70,15 @@ class Run:
             raise WorkbenchError(f"Unknown event `{event}`; events: {', '.join(EVENTS)} or '*'.")
         self._callbacks.setdefault(event, []).append(fn)
 
+    def remove_callback(self, event: str, fn: Callable[[dict], None]) -> None:
+        """Stop calling `fn` for `event` (no error if it was not subscribed)."""
+        callbacks = self._callbacks.get(event, [])
+        if fn in callbacks:
+            callbacks.remove(fn)
+
     def emit(self, event: str, **data: Any) -> dict[str, Any]:
+        """Record an event in metrics.jsonl, then call the subscribers of that event and then
+        those of '*'. A failing subscriber is reported, never allowed to stop training."""
         record = {"event": event, "time": time.time(), **data}
         with self._lock:
             self.events.append(record)

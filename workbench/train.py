@@ -85,7 +85,17 @@ def train(
             truncation_side=hp.truncation_side,
         )
     already_adapted = method.uses_lora and hasattr(model, "peft_config")  # e.g. run.model again
-    if not already_adapted:
+    if already_adapted:
+        existing = model.peft_config.get("default")
+        if existing is not None and (existing.r, existing.lora_alpha) != (method.r, method.alpha):
+            warnings.warn(
+                f"The model already carries a LoRA adapter (r={existing.r}, alpha="
+                f"{existing.lora_alpha}) from an earlier run; training continues that adapter "
+                f"and ignores method r={method.r}, alpha={method.alpha}. Load a fresh model to "
+                "train a new adapter.",
+                stacklevel=2,
+            )
+    else:
         from transformers import set_seed
 
         set_seed(hp.seed)  # LoRA's initial weights come from this seed too

@@ -1,0 +1,132 @@
+"""CompareView: word differences, base/fine-tuned columns from one LoRA model, the try box."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from conftest import SAMPLE_DATA
+
+import workbench
+from widgets.compare_view import NO_BASE, CompareView, word_diff_html
+from workbench.evaluation import evaluate_model
+from workbench.generation import Decoding, adapter_disabled, generate
+from workbench.hyperparameters import Hyperparameters
+from workbench.train import train
+
+SHORT = Decoding(max_new_tokens=4)
+
+
+def test_word_diff_marks_inserted_and_removed_words():
+    out = word_diff_html("the cat sat down", "the dog sat down quickly")
+    assert re.search(r"<del[^>]*>cat</del>", out)
+    assert re.search(r"<ins[^>]*>dog</ins>", out)
+    assert re.search(r"<ins[^>]*>quickly</ins>", out)
+    assert out.startswith("the ") and "sat down" in out
+    assert "<ins" not in word_diff_html("same words here", "same words here")
+    assert word_diff_html("", "new").count("<ins") == 1
+    assert word_diff_html("old", "").count("<del") == 1
+
+
+def test_word_diff_escapes_html():
+    out = word_diff_html("plain", "plain <b>bold</b> & more")
+    assert "<b>" not in out and "&lt;b&gt;bold&lt;/b&gt;" in out and "&amp;" in out
+    removed = word_diff_html("<script>x</script> keep", "keep")
+    assert "<script>" not in removed and "&lt;script&gt;" in removed
+
+
+@pytest.fixture(scope="module")
+def lora_run(tiny_model_dir, tmp_path_factory):
+    data = workbench.load_data(SAMPLE_DATA / "support_tickets.jsonl", verbose=False)
+    rest, validation = workbench.split_data(data, 8, seed=0)
+    model, tokenizer = workbench.load_model(str(tiny_model_dir), device="cpu")
+    hp = Hyperparameters(
+        max_steps=6, batch_size=4, eval_every=3, learning_rate=5e-3, sample_max_new_tokens=4
+    )
+    run_dir = tmp_path_factory.mktemp("runs") / "lora"  # module scope: before WORKBENCH_RUNS is set
+    run = train(
+        model, tokenizer, rest.select(range(48)), validation, hyperparameters=hp, run_dir=run_dir
+    ).wait()
+    assert run.status == "finished", run.error
+    return run, validation.select(range(4))
+
+
+def test_run_comparison_fills_both_columns_from_one_lora_model(lora_run):
+    run, rows = lora_run
+    view = CompareView(run.model, run.tokenizer, rows, "alpaca", decoding=SHORT)
+    assert "Run comparison" in view.summary_html.value and view.table_html.value == ""
+    view.run_button.click()
+    view.wait()
+    assert view.errors == []
+    prompts = view.after.prompts
+    with adapter_disabled(run.model):
+        base = generate(run.model, run.tokenizer, prompts, SHORT)
+    assert view.before.answers == base  # adapter off
+    assert view.after.answers == generate(run.model, run.tokenizer, prompts, SHORT)  # back on
+    table = view.table_html.value
+    assert table.count("<tr>") == 1 + len(rows)
+    for column in ("prompt", "reference", "base", "fine-tuned", "exact_match", "rouge_l"):
+        assert f">{column}</th>" in table
+    assert table.count("&rarr;") == 2 * len(rows)  # base -> fine-tuned, per row and metric
+    assert "<details>" in table  # prompts are collapsed
+    for reference in view.after.references:
+        assert reference in table
+    summary = view.summary_html.value
+    for metric in ("exact_match", "rouge_l", "validation_loss", "perplexity"):
+        assert f">{metric}</td>" in summary
+    assert not view.run_button.disabled and not view.try_button.disabled
+
+
+def test_try_on_both_answers_with_the_adapter_off_and_on(lora_run):
+    run, rows = lora_run
+    view = CompareView(run.model, run.tokenizer, rows, "alpaca", decoding=SHORT)
+    view.prompt_box.value = "My invoice shows a charge twice."
+    view.try_button.click()
+    view.wait()
+    assert view.errors == []
+    base, tuned = view.try_answers
+    prompt = workbench.TEMPLATES["alpaca"].render_prompt(
+        {"instruction": "My invoice shows a charge twice.", "input": ""}
+    )
+    with adapter_disabled(run.model):
+        assert base == generate(run.model, run.tokenizer, [prompt], SHORT)[0]
+    assert tuned == generate(run.model, run.tokenizer, [prompt], SHORT)[0]
+    assert view.try_output.value.count("<td") == 2 and "### Instruction:" in view.try_output.value
+
+    view.raw_prompt.value = True
+    assert view.render_prompt("Once upon a time") == "Once upon a time"
+    view.prompt_box.value = "   "
+    view.try_button.click()
+    view.wait()
+    assert "prompt box is empty" in view.error_html.value
+
+
+def test_a_model_without_adapter_needs_before_for_the_base_column(tiny):
+    model, tokenizer = tiny
+    data = workbench.load_data(SAMPLE_DATA / "support_tickets.jsonl", verbose=False)
+    rows = data.select(range(3))
+    view = CompareView(model, tokenizer, rows, decoding=SHORT)
+    view.run_button.click()
+    view.wait()
+    assert view.before is None and view.after is not None
+    assert NO_BASE[:40] in view.summary_html.value.replace("&#x27;", "'")
+    view.prompt_box.value = "Where is my parcel?"
+    view.try_button.click()
+    view.wait()
+    assert view.try_answers[0] is None and "no adapter" in view.try_output.value
+
+    before = evaluate_model(model, tokenizer, rows, metrics=("exact_match",), decoding=SHORT)
+    given = CompareView(model, tokenizer, before=before, after=view.after)
+    assert given.run_button.disabled  # nothing left to compute
+    assert given.table_html.value.count("<tr>") == 4 and "exact_match" in given.summary_html.value
+
+
+def test_mismatched_rows_are_reported_not_raised(tiny):
+    model, tokenizer = tiny
+    data = workbench.load_data(SAMPLE_DATA / "support_tickets.jsonl", verbose=False)
+    one = evaluate_model(model, tokenizer, data.select(range(1)), decoding=SHORT)
+    two = evaluate_model(model, tokenizer, data.select(range(2)), decoding=SHORT)
+    view = CompareView(model, tokenizer, before=one, after=two)
+    assert "same rows" in view.error_html.value
+    bundle = view._repr_mimebundle_()
+    assert "same rows" in bundle["text/html"] and bundle["text/plain"].startswith("CompareView")

@@ -1,0 +1,131 @@
+"""DatasetPreview: problems with line numbers, an explicit drop, search, tasks, split, lengths."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import SAMPLE_DATA
+
+import workbench
+from widgets import DatasetPreview
+
+MIXED = SAMPLE_DATA / "mixed_instructions.jsonl"
+MISSING = SAMPLE_DATA / "broken" / "missing_fields.jsonl"
+
+
+@pytest.fixture(scope="module")
+def mixed():
+    return workbench.load_data(MIXED, verbose=False)
+
+
+def test_problems_are_listed_with_lines_and_nothing_is_dropped_silently():
+    preview = DatasetPreview(source=MISSING)
+    assert preview.examples is None
+    assert [(p.row, p.field) for p in preview.problems] == [
+        (2, "output"),
+        (4, "instruction"),
+        (5, "output"),
+    ]
+    for line, message in [(2, "is missing"), (4, "is empty"), (5, "is empty")]:
+        assert "<td" in preview.problems_html.value
+        assert f">{line}</td>" in preview.problems_html.value
+        assert message in preview.problems_html.value
+    assert preview.drop_button.description == "Drop 3 invalid rows"
+    assert preview.drop_button.layout.display != "none"
+    assert preview.drop_button in preview.children
+    assert preview.table not in preview.children  # no table of data that did not load
+
+
+def test_the_drop_button_reloads_without_the_invalid_rows():
+    preview = DatasetPreview(source=MISSING)
+    preview.drop_button.click()
+    assert len(preview.examples) == 3
+    assert preview.examples.locations == [1, 3, 6]
+    assert [p.row for p in preview.problems] == [2, 4, 5]  # still listed, as dropped
+    assert "Dropped 3 invalid rows" in preview.problems_html.value
+    assert preview.drop_button.layout.display == "none"
+    assert ">hot<" in preview.table.value and ">fast<" in preview.table.value
+    assert ">big<" not in preview.table.value
+    # three rows cannot be split 90/10: said inline, not raised
+    assert preview.split is None
+    assert "Cannot split for validation" in preview.error.message
+
+
+def test_a_missing_file_is_an_inline_error():
+    preview = DatasetPreview(source=SAMPLE_DATA / "nope.jsonl")
+    assert preview.examples is None
+    assert "does not exist" in preview.error.message
+
+
+def test_format_source_and_paging(mixed):
+    preview = DatasetPreview(mixed, page_size=10)
+    assert "format <code>alpaca</code>" in preview.source_info.value
+    assert "mixed_instructions.jsonl" in preview.source_info.value
+    assert preview.page_label.value == "page 1 of 40 (400 matching rows)"
+    assert preview.prev_button.disabled and not preview.next_button.disabled
+    assert preview.table.value.count("<tr>") == 11  # header + 10 rows
+    first = preview.table.value
+    preview.next_button.click()
+    assert preview.page_label.value.startswith("page 2 of 40")
+    assert preview.table.value != first
+    preview.prev_button.click()
+    assert preview.table.value == first
+
+
+def test_search_and_task_filter_change_the_rows(mixed):
+    preview = DatasetPreview(mixed)
+    preview.task_filter.value = "antonym"
+    assert preview.task_filter.options == ("all", *mixed.tasks)
+    antonyms = mixed.tasks["antonym"]
+    assert f"({antonyms} matching rows)" in preview.page_label.value
+    assert ">ticket_topic<" not in preview.table.value
+    preview.search.value = "HOT"  # case-insensitive, over the text fields
+    assert preview.visible_indices() == [
+        i for i, row in enumerate(mixed.rows) if row["task"] == "antonym" and row["input"] == "hot"
+    ]
+    assert ">cold<" in preview.table.value
+    preview.search.value = "no such text anywhere"
+    assert "<i>no rows</i>" in preview.table.value
+    assert "(0 matching rows)" in preview.page_label.value
+
+
+def test_rows_per_task_and_a_stratified_split(mixed):
+    preview = DatasetPreview(mixed, validation=0.1, seed=3)
+    train, validation = preview.split
+    expected = workbench.split_data(mixed, 0.1, seed=3)
+    assert [r for r in validation] == [r for r in expected[1]]
+    assert len(train) + len(validation) == len(mixed)
+    assert set(validation.tasks) == set(mixed.tasks)
+    for task, count in mixed.tasks.items():
+        assert f">{task}</td>" in preview.summary.value
+        assert f">{count}</td>" in preview.summary.value
+
+
+def test_histogram_of_token_lengths_with_the_max_length_line(mixed, tiny_tokenizer):
+    preview = DatasetPreview(mixed, tokenizer=tiny_tokenizer, max_length=100)
+    stats = workbench.dataset_stats(mixed, "alpaca", tiny_tokenizer, max_length=100)
+    figure = preview.histogram
+    assert figure in preview.children
+    assert list(figure.data[0].x) == stats.lengths["total"].tolist()
+    assert len(figure.data[0].x) == len(mixed)
+    assert [shape.x0 for shape in figure.layout.shapes] == [100]
+    assert f"{stats.over_max_length} of 400 over max_length=100" in figure.layout.title.text
+    assert 0 < stats.over_max_length < 400  # the title's count is not trivially 0 or all
+    preview.set_template("alpaca", max_length=300)
+    assert [shape.x0 for shape in preview.histogram.layout.shapes] == [300]
+
+
+def test_conversations_show_as_turns_and_measure_with_the_chat_template(tiny_tokenizer):
+    preview = DatasetPreview(source=SAMPLE_DATA / "unit_chat.jsonl", tokenizer=tiny_tokenizer)
+    assert "format <code>messages</code>" in preview.source_info.value
+    assert "user: " in preview.table.value and "assistant: " in preview.table.value
+    assert len(preview.histogram.data[0].x) == len(preview.examples)
+
+
+def test_static_fallback_has_html_and_text():
+    preview = DatasetPreview(source=MISSING)
+    bundle = preview._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert "is missing" in bundle["text/html"]
+    assert "missing_fields.jsonl:2: `output` is missing" in bundle["text/plain"]
+    preview.drop_button.click()
+    assert ">hot<" in preview._repr_mimebundle_()["text/html"]

@@ -1,0 +1,136 @@
+"""TemplateEditor: the live preview shows exactly what tokenisation gives, errors stay inline."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import SAMPLE_DATA
+
+import workbench
+from widgets import TemplateEditor
+
+
+@pytest.fixture(scope="module")
+def examples():
+    return workbench.load_data(SAMPLE_DATA / "mixed_instructions.jsonl", verbose=False)
+
+
+@pytest.fixture
+def editor(tiny_tokenizer, examples):
+    return TemplateEditor(tiny_tokenizer, examples, max_length=256)
+
+
+def expected_view(tokenizer, examples, index, template, **kwargs):
+    prompt, response = template.render(examples[index], tokenizer, where=examples.where(index))
+    tokens, item = workbench.token_view(prompt, response, tokenizer, **kwargs)
+    return workbench.token_view_html(tokens, item), item
+
+
+def test_starts_with_the_alpaca_template_and_the_library_token_view(editor, tiny_tokenizer):
+    html, item = expected_view(
+        tiny_tokenizer, editor.examples, 0, workbench.TEMPLATES["alpaca"], max_length=256
+    )
+    assert editor.template == workbench.TEMPLATES["alpaca"]
+    assert editor.template_name.value == "alpaca"
+    assert editor.token_html.value == html
+    assert "<td" in editor.counts.value and f">{item.loss_tokens}<" in editor.counts.value
+    assert editor.prompt_text.value == workbench.TEMPLATES["alpaca"].prompt
+    assert editor.error.message == ""
+
+
+def test_editing_the_prompt_switches_to_custom_with_one_render(editor, examples):
+    renders = editor.render_count
+    editor.prompt_text.value = "Q: {instruction}\n{input}\nA: "
+    assert editor.render_count == renders + 1
+    assert editor.template_name.value == "custom"
+    assert editor.template.name == "custom"
+    assert editor.template.prompt == "Q: {instruction}\n{input}\nA: "
+    assert "Q: " + examples[0]["instruction"] in editor.rendered.value
+
+
+def test_a_bad_placeholder_shows_the_error_and_keeps_the_last_good_template(editor):
+    editor.prompt_text.value = "Q: {instruction}\nA: "
+    good, preview = editor.template, editor.token_html.value
+    editor.prompt_text.value = "Q: {instruction.__class__}\nA: "
+    assert "Unsupported placeholder `{instruction.__class__}`" in editor.error.message
+    assert editor.template == good
+    assert editor.token_html.value == preview
+    editor.prompt_text.value = "Q: {instruction}!\nA: "
+    assert editor.error.message == ""
+    assert editor.template.prompt == "Q: {instruction}!\nA: "
+
+
+def test_a_field_the_rows_lack_is_reported_with_the_row(editor):
+    editor.template_name.value = "plain"  # prompt/completion fields; these rows are alpaca
+    assert "mixed_instructions.jsonl:1" in editor.error.message
+    assert "`{prompt}`" in editor.error.message
+    assert editor.template.name == "alpaca"
+
+
+def test_choosing_a_built_in_fills_the_texts(editor):
+    editor.template_name.value = "dolly"
+    assert editor.response_text.value == workbench.TEMPLATES["dolly"].response
+    assert editor.template == workbench.TEMPLATES["dolly"]
+    assert "### End" in editor.rendered.value
+
+
+def test_loss_on_everything_and_truncation_show_in_counts_and_tokens(editor):
+    editor.completion_only_checkbox.value = False
+    assert editor.completion_only is False
+    _, item = expected_view(
+        editor.tokenizer,
+        editor.examples,
+        0,
+        editor.template,
+        max_length=256,
+        completion_only=False,
+    )
+    assert item.loss_tokens == len(item.input_ids)
+    assert f">{item.loss_tokens}<" in editor.counts.value
+    editor.max_length_input.value = 20
+    assert editor.max_length == 20
+    html, item = expected_view(
+        editor.tokenizer, editor.examples, 0, editor.template, max_length=20, completion_only=False
+    )
+    assert item.truncated == "prompt"  # the long Alpaca preamble alone exceeds 20 tokens
+    assert editor.token_html.value == html
+    assert "tokens cut (prompt)" in editor.token_html.value
+    assert f"prompt: {item.full_length - 20} tokens cut" in editor.counts.value
+
+
+def test_a_too_small_max_length_is_an_inline_error(editor):
+    editor.max_length_input.value = 1
+    assert "`max_length`=1 is too small" in editor.error.message
+    assert editor.max_length == 256
+
+
+def test_row_index_and_escaping(editor, examples):
+    editor.row_index.value = 5
+    assert editor.rendered.value.count(examples.where(5)) == 1
+    editor.response_text.value = "<b>{output}</b>"
+    assert "&lt;b&gt;" in editor.rendered.value and "<b>" + examples[5]["output"] not in (
+        editor.rendered.value
+    )
+
+
+def test_chat_template_uses_the_tokenizer_and_locks_the_texts(editor):
+    editor.template_name.value = "chat"
+    assert editor.template.use_chat_template
+    assert "&lt;|im_start|&gt;user" in editor.rendered.value
+    assert editor.prompt_text.disabled and editor.response_text.disabled
+    editor.template_name.value = "alpaca"
+    assert not editor.prompt_text.disabled
+
+
+def test_a_given_template_that_is_not_a_built_in_opens_as_custom(tiny_tokenizer, examples):
+    mine = workbench.Template(name="alpaca", prompt="Do: {instruction}\n", response="{output}")
+    editor = TemplateEditor(tiny_tokenizer, examples, template=mine)
+    assert editor.template_name.value == "custom"
+    assert editor.template.prompt == mine.prompt
+    assert "Do: " + examples[0]["instruction"] in editor.rendered.value
+
+
+def test_static_fallback_has_html_and_text(editor):
+    bundle = editor._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert "alpaca" in bundle["text/html"] and "loss tokens" in bundle["text/html"]
+    assert "TemplateEditor" in bundle["text/plain"] and "loss tokens" in bundle["text/plain"]

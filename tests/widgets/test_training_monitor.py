@@ -1,0 +1,181 @@
+"""TrainingMonitor on runs of the tiny model: live curves, Stop/Resume, failures, replay."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+import torch
+from conftest import SAMPLE_DATA
+
+import workbench
+from widgets.training_monitor import (
+    LEARNING_RATE,
+    RAW,
+    SMOOTHED,
+    VALIDATION,
+    TrainingMonitor,
+)
+from workbench.hyperparameters import Hyperparameters
+from workbench.train import train
+
+
+@pytest.fixture(scope="module")
+def tickets():
+    data = workbench.load_data(SAMPLE_DATA / "support_tickets.jsonl", verbose=False)
+    rest, validation = workbench.split_data(data, 8, seed=0)
+    return rest.select(range(48)), validation
+
+
+def quick(**changes) -> Hyperparameters:
+    settings = dict(
+        max_steps=6,
+        batch_size=4,
+        eval_every=3,
+        learning_rate=5e-3,
+        max_length=256,
+        sample_max_new_tokens=4,
+    )
+    settings.update(changes)
+    return Hyperparameters(**settings)
+
+
+def test_curves_grow_with_each_step_and_get_the_evaluations(tiny, tickets):
+    model, tokenizer = tiny
+    run = train(model, tokenizer, *tickets, hyperparameters=quick(), start=False)
+    monitor = TrainingMonitor(run)
+    monitor.refresh_interval = 0  # redraw on every event, so each step is visible
+    plotted = []
+    run.add_callback(  # "*" subscribers are called after the monitor's own
+        "*", lambda e: e["event"] == "step" and plotted.append(len(monitor.figure.data[RAW].x))
+    )
+    run.start().wait()
+    assert run.status == "finished", run.error
+    assert plotted == [1, 2, 3, 4, 5, 6]
+    data = monitor.figure.data
+    assert list(data[RAW].y) == pytest.approx(run.losses)
+    assert len(data[SMOOTHED].y) == 6 and data[SMOOTHED].y[-1] != data[RAW].y[-1]
+    evaluations = [e for e in run.events if e["event"] == "evaluation"]
+    assert list(data[VALIDATION].x) == [0, 3, 6]
+    assert list(data[VALIDATION].y) == pytest.approx([e["eval_loss"] for e in evaluations])
+    assert data[LEARNING_RATE].yaxis == "y2" and len(data[LEARNING_RATE].y) == 6
+    assert (monitor.progress.value, monitor.progress.max) == (6, 6)
+    assert "step 6/6" in monitor.progress_label.value
+    assert "finished" in monitor.status.value
+    assert monitor.stop_button.disabled and monitor.resume_button.disabled
+    samples = [e for e in run.events if e["event"] == "samples"]
+    assert monitor.samples_html.value.count("<tr>") == 1 + 3 * len(samples)
+    assert monitor.error_html.value == ""
+
+
+def test_stop_and_resume_buttons_drive_the_run(tiny, tickets):
+    model, tokenizer = tiny
+    run = train(
+        model,
+        tokenizer,
+        *tickets,
+        hyperparameters=quick(max_steps=200, eval_every=100),
+        start=False,
+    )
+    monitor = TrainingMonitor(run)
+    first_step = threading.Event()
+    run.add_callback("step", lambda e: first_step.set())
+    assert monitor.stop_button.disabled  # not started yet
+    run.start()
+    assert first_step.wait(30)
+    assert not monitor.stop_button.disabled and monitor.resume_button.disabled
+    monitor.stop_button.click()
+    run.wait()
+    assert run.status == "stopped"
+    stopped_at = run.events[-1]["step"]
+    assert stopped_at < 200
+    assert "stopped" in monitor.status.value
+    assert monitor.stop_button.disabled and not monitor.resume_button.disabled
+
+    monitor.resume_button.click()
+    monitor.wait()
+    assert run.status == "finished", run.error
+    steps = list(monitor.figure.data[RAW].x)
+    assert steps == list(range(1, 201))  # continued where it stopped, no gap, no repeat
+    assert monitor.progress.value == 200
+    assert monitor.resume_button.disabled and monitor.error_html.value == ""
+
+
+def test_a_failed_run_shows_its_reason_in_red(tiny, tickets, monkeypatch):
+    from transformers import Trainer
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(Trainer, "training_step", out_of_memory)
+    model, tokenizer = tiny
+    run = train(model, tokenizer, *tickets, hyperparameters=quick(), start=False)
+    monitor = TrainingMonitor(run)
+    run.start().wait()
+    assert run.status == "failed"
+    assert "Out of memory" in monitor.error_html.value
+    assert "gradient_checkpointing" in monitor.error_html.value
+    assert (
+        "border-left" in monitor.error_html.value and "Out of memory" in monitor.error_html.message
+    )
+    assert monitor.progress.bar_style == "danger"
+    assert monitor.resume_button.disabled  # no checkpoint to resume from
+    assert "Out of memory" in monitor._repr_mimebundle_()["text/html"]
+
+
+def test_replay_from_a_run_directory_then_resume_it_with_a_fresh_model(tiny, tickets):
+    model, tokenizer = tiny
+    run = train(
+        model, tokenizer, *tickets, hyperparameters=quick(max_steps=8, eval_every=2), start=False
+    )
+    run.add_callback("step", lambda e: run.stop() if e["step"] == 3 else None)
+    run.start().wait()
+    assert run.status == "stopped"
+    lines = [json.loads(x) for x in (run.run_dir / "metrics.jsonl").read_text().splitlines()]
+    monitor = TrainingMonitor.from_run_dir(run.run_dir)
+    steps = [e["step"] for e in lines if e["event"] == "step"]
+    assert list(monitor.figure.data[RAW].x) == steps
+    evaluations = [e for e in lines if e["event"] == "evaluation"]
+    assert len(monitor.figure.data[VALIDATION].x) == len(evaluations)
+    assert monitor.state == "stopped" and monitor.stop_button.disabled
+    assert not monitor.resume_button.disabled  # a complete checkpoint exists
+
+    monitor.resume_button.click()  # loads the model named in config.yaml (the tiny folder)
+    monitor.wait()
+    assert monitor.run is not None and monitor.run.status == "finished", monitor.errors
+    assert list(monitor.figure.data[RAW].x) == list(range(1, 9))
+    assert monitor.progress.value == 8 and monitor.error_html.value == ""
+
+
+def test_a_crashed_run_directory_replays_and_a_broken_event_is_shown(tmp_path):
+    events = [
+        {"event": "started", "time": 1.0, "step": 0, "max_steps": 10},
+        {"event": "step", "time": 2.0, "step": 1, "loss": 2.0, "max_steps": 10},
+        {"event": "step", "time": 3.0, "step": 2, "loss": float("nan"), "max_steps": 10},
+        {"event": "step", "time": 4.0, "step": 3},  # no loss: the handler raises
+    ]
+    lines = [json.dumps(e) for e in events]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + '\n{"event": "st')  # cut short
+    monitor = TrainingMonitor.from_run_dir(tmp_path)
+    assert "KeyError" in monitor.error_html.value and "loss" in monitor.error_html.value
+    assert "interrupted" in monitor.state
+    assert list(monitor.figure.data[RAW].y[:2]) == [2.0, None]  # NaN plotted as a gap
+    bundle = monitor._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert "TrainingMonitor" in bundle["text/plain"] and "<svg" not in bundle["text/html"]
+
+
+def test_static_output_without_a_frontend_summarises_the_run(tiny, tickets):
+    model, tokenizer = tiny
+    run = train(model, tokenizer, *tickets, hyperparameters=quick()).wait()
+    monitor = TrainingMonitor(run)
+    bundle = monitor._repr_mimebundle_()
+    assert "finished" in bundle["text/plain"] and "step 6/6" in bundle["text/plain"]
+    html = bundle["text/html"]
+    assert "<svg" in html and "<table" in html
+    reference = next(e for e in run.events if e["event"] == "samples")["samples"][0]["reference"]
+    assert reference in html
+    with pytest.raises(FileNotFoundError, match="metrics.jsonl"):
+        TrainingMonitor.from_run_dir(tmp_dir := run.run_dir / "nowhere")
+    assert not tmp_dir.exists()

@@ -1,0 +1,126 @@
+"""Workbench: a whole fine-tune of the tiny model by setting controls and clicking buttons."""
+
+from __future__ import annotations
+
+from conftest import SAMPLE_DATA
+
+from widgets.compare_view import CompareView
+from widgets.dataset_preview import DatasetPreview
+from widgets.lora_form import LoraForm
+from widgets.template_editor import TemplateEditor
+from widgets.workbench_app import COMPARE, TEMPLATE, Workbench
+
+TICKETS = SAMPLE_DATA / "support_tickets.jsonl"
+
+
+def quick_settings(app: Workbench, kind: str = "lora") -> None:
+    """What a user types into the Method tab for a few fast steps."""
+    app.method_panel.method_controls["kind"].value = kind
+    for name, value in dict(max_steps=6, batch_size=4, eval_every=3, learning_rate=5e-3).items():
+        app.method_panel.hyperparameter_controls[name].value = value
+
+
+def test_tabs_come_in_the_order_of_the_work(tiny):
+    model, tokenizer = tiny
+    app = Workbench(model, tokenizer, TICKETS)
+    assert [t.split()[1] for t in app.tabs.titles] == [
+        "Data",
+        "Template",
+        "Method",
+        "Train",
+        "Compare",
+    ]
+    assert isinstance(app.data_panel, DatasetPreview) and app.data_panel.examples is not None
+    assert isinstance(app.template_panel, TemplateEditor)
+    assert isinstance(app.method_panel, LoraForm)
+    assert app.tabs.children[TEMPLATE] is app.template_panel
+    assert app.compare_panel is None and "appears" in app.tabs.children[COMPARE].value
+    assert app.load_button.disabled  # a model was given
+    app.tabs.selected_index = TEMPLATE
+    app.template_panel.max_length_input.value = 64  # too short for any response
+    app.train_button.click()
+    app.wait()
+    assert "max_length" in app.error_html.message and app.state.run is None
+    assert not app.train_button.disabled  # free for the next try
+    bundle = app._repr_mimebundle_()
+    assert f"data: {len(app.data_panel.examples)} rows" in bundle["text/plain"]
+    assert "run: not started" in bundle["text/plain"] and "<ul>" in bundle["text/html"]
+
+
+def test_lora_fine_tune_end_to_end_then_compare(tiny):
+    model, tokenizer = tiny
+    app = Workbench(model, tokenizer, TICKETS)
+    app.tabs.selected_index = TEMPLATE
+    app.template_panel.max_length_input.value = 320  # the Template tab's max_length wins
+    quick_settings(app)
+    app.train_button.click()
+    app.wait()
+    assert app.errors == []
+    run = app.state.run
+    assert run.status == "finished", run.error
+    assert len(run.losses) == 6 and run.hyperparameters.max_length == 320
+    assert run.method.kind == "lora" and run.template.name == "alpaca"
+    train_rows, validation = app.data_panel.split
+    assert app.state.train is train_rows and app.state.validation is validation
+    assert app.state.before is None  # LoRA: the Compare tab switches the adapter off instead
+    assert list(app.monitor.figure.data[0].x) == [1, 2, 3, 4, 5, 6]
+    assert "finished" in app.train_status.value
+    assert isinstance(app.compare_panel, CompareView) and app.tabs.titles[COMPARE].endswith("✓")
+    assert app.tabs.children[COMPARE] is app.compare_panel
+
+    compare = app.compare_panel
+    compare.run_button.click()
+    compare.wait()
+    assert compare.errors == []
+    rows = len(app.state.compare_rows)
+    assert rows == min(app.before_rows, len(validation))
+    assert compare.table_html.value.count("<tr>") == 1 + rows
+    assert len(compare.before.answers) == len(compare.after.answers) == rows
+    compare.prompt_box.value = "The app crashes when I log in."
+    compare.try_button.click()
+    compare.wait()
+    assert compare.try_answers[0] is not None and compare.try_answers[1] is not None
+
+
+def test_full_fine_tuning_measures_before_training(tiny):
+    model, tokenizer = tiny
+    app = Workbench(model, tokenizer, TICKETS)
+    quick_settings(app, kind="full")
+    app.train_button.click()
+    app.wait()
+    assert app.errors == []
+    assert app.state.run.status == "finished", app.state.run.error
+    before = app.state.before
+    assert before is not None and len(before.answers) == len(app.state.compare_rows)
+    compare = app.compare_panel
+    assert compare.before is before and not compare.has_adapter
+    compare.run_button.click()
+    compare.wait()
+    assert compare.errors == [] and compare.after is not None
+    assert compare.summary_html.value.count("<tr>") == 1 + len(compare.after.scores)
+
+
+def test_load_model_and_data_from_the_panel_and_errors_are_shown(tiny_model_dir):
+    app = Workbench(model_name="/no/such/model/folder")
+    assert app.template_panel is None and app.data_panel.examples is None
+    app.train_button.click()
+    app.wait()
+    assert "No model yet" in app.error_html.message
+    app.load_button.click()
+    app.wait()
+    assert "/no/such/model/folder" in app.error_html.message
+    assert app.state.model is None and not app.load_button.disabled
+    assert "No model loaded" in app.model_status.value
+
+    app.model_name.value = str(tiny_model_dir)
+    app.load_button.click()
+    app.wait()
+    assert app.state.model is not None and app.load_button.disabled
+    assert app.method_panel.model is app.state.model
+    app.data_button.click()
+    assert "path of a data file" in app.error_html.message
+    app.data_path.value = str(TICKETS)
+    app.data_button.click()
+    assert app.data_panel.examples is not None
+    assert isinstance(app.template_panel, TemplateEditor)  # tokenizer and rows: it can render
+    assert app.tabs.children[TEMPLATE] is app.template_panel

@@ -1,0 +1,226 @@
+"""TemplateEditor: edit a prompt template and watch, token by token, what the model learns from.
+
+Pick a built-in template or write your own; every change renders one dataset row, tokenises
+it as training will (`workbench.token_view`), and shows which tokens carry loss. A template
+that cannot be parsed or rendered shows its error inline and the last good preview stays.
+"""
+
+from __future__ import annotations
+
+import ipywidgets as widgets
+
+import workbench
+from widgets._common import ErrorArea, StaticFallback, escape, heading, html_table, text_table
+
+CUSTOM = "custom"
+PROMPT_STYLE = "background:#eeeeee;color:#444;padding:4px;margin:0;white-space:pre-wrap"
+RESPONSE_STYLE = "background:#c8f7c5;color:#111;padding:4px;margin:0;white-space:pre-wrap"
+
+
+class TemplateEditor(StaticFallback, widgets.VBox):
+    """A template picker and editor with a live token-level preview of one row.
+
+    Children a test or a notebook can drive: `template_name` (Dropdown of built-ins + 'custom'),
+    `prompt_text`, `prompt_no_input_text`, `response_text` (Textareas), `row_index` (IntSlider),
+    `max_length_input` (IntText), `completion_only_checkbox`; outputs: `rendered`,
+    `token_html`, `counts` (HTML) and `error` (ErrorArea).
+    """
+
+    dom_class = "wb-template-editor"
+
+    def __init__(
+        self, tokenizer, examples: workbench.Examples, template="alpaca", max_length: int = 256
+    ) -> None:
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.examples = examples
+        start = workbench.get_template(template)
+        self._template = start
+        self._max_length = max_length
+        self._syncing = False  # True while the panel sets controls itself
+        self.render_count = 0  # renders so far: one per change keeps typing responsive
+        self._last_item = None
+        self._build_controls(start, max_length)
+        self._build_outputs()
+        self._fill_texts(start)
+        self._wire()
+        self.children = [
+            widgets.HBox([self.template_name, self.row_index]),
+            widgets.HBox([self.max_length_input, self.completion_only_checkbox]),
+            self.prompt_text,
+            self.prompt_no_input_text,
+            self.response_text,
+            self.error,
+            heading("Rendered row"),
+            self.rendered,
+            heading("Tokens (green: carries loss)"),
+            self.counts,
+            self.token_html,
+        ]
+        self._render()
+
+    def _build_controls(self, start: workbench.Template, max_length: int) -> None:
+        names = list(workbench.TEMPLATES)
+        self.template_name = widgets.Dropdown(
+            options=[*names, CUSTOM],
+            value=start.name if workbench.TEMPLATES.get(start.name) == start else CUSTOM,
+            description="Template",
+        )
+        text_layout = widgets.Layout(width="100%", height="7em")
+        self.prompt_text = widgets.Textarea(description="Prompt", layout=text_layout)
+        self.prompt_no_input_text = widgets.Textarea(
+            description="No input",
+            placeholder="prompt for rows whose `input` is empty (optional)",
+            layout=text_layout,
+        )
+        self.response_text = widgets.Textarea(
+            description="Response", layout=widgets.Layout(width="100%", height="3em")
+        )
+        last_row = max(len(self.examples) - 1, 0)
+        self.row_index = widgets.IntSlider(
+            value=0, min=0, max=last_row, description="Row", continuous_update=False
+        )
+        self.max_length_input = widgets.IntText(value=max_length, description="max_length")
+        self.completion_only_checkbox = widgets.Checkbox(
+            value=True, description="loss on response only", indent=False
+        )
+
+    def _build_outputs(self) -> None:
+        self.error = ErrorArea()
+        self.rendered = widgets.HTML()
+        self.counts = widgets.HTML()
+        self.token_html = widgets.HTML()
+
+    def _wire(self) -> None:
+        self.template_name.observe(self._on_template_name, names="value")
+        for text in (self.prompt_text, self.prompt_no_input_text, self.response_text):
+            text.observe(self._on_text, names="value")
+        for control in (self.row_index, self.max_length_input, self.completion_only_checkbox):
+            control.observe(self._on_setting, names="value")
+
+    def _fill_texts(self, template: workbench.Template) -> None:
+        """Show `template`'s texts in the editors without counting it as an edit."""
+        self._syncing = True
+        try:
+            self.prompt_text.value = template.prompt
+            self.prompt_no_input_text.value = template.prompt_no_input or ""
+            self.response_text.value = template.response
+            chat = template.use_chat_template
+            for text in (self.prompt_text, self.prompt_no_input_text, self.response_text):
+                text.disabled = chat  # the tokenizer's chat template is not text to edit
+        finally:
+            self._syncing = False
+
+    # --- events -------------------------------------------------------------------------
+
+    def _on_template_name(self, change) -> None:
+        if self._syncing:
+            return
+        if change["new"] != CUSTOM:
+            self._fill_texts(workbench.TEMPLATES[change["new"]])
+        else:
+            for text in (self.prompt_text, self.prompt_no_input_text, self.response_text):
+                text.disabled = False
+        self._render()
+
+    def _on_text(self, change) -> None:
+        if self._syncing:
+            return
+        if self.template_name.value != CUSTOM:
+            self._syncing = True  # switching to 'custom' must not render a second time
+            try:
+                self.template_name.value = CUSTOM
+            finally:
+                self._syncing = False
+        self._render()
+
+    def _on_setting(self, change) -> None:
+        self._render()
+
+    # --- rendering ----------------------------------------------------------------------
+
+    def _template_from_controls(self) -> workbench.Template:
+        """The template the controls describe; raises TemplateError for a malformed one."""
+        name = self.template_name.value
+        if name != CUSTOM:
+            return workbench.TEMPLATES[name]
+        return workbench.Template(
+            name=CUSTOM,
+            prompt=self.prompt_text.value,
+            response=self.response_text.value,
+            prompt_no_input=self.prompt_no_input_text.value or None,
+        )
+
+    def _render(self) -> None:
+        """Render the current row with the current settings; on error keep the last preview."""
+        self.render_count += 1
+        if not len(self.examples):
+            self.error.show("The dataset has no rows to preview.")
+            return
+        try:
+            template = self._template_from_controls()
+            index = self.row_index.value
+            row, where = self.examples[index], self.examples.where(index)
+            prompt, response = template.render(row, self.tokenizer, where=where)
+            tokens, item = workbench.token_view(
+                prompt,
+                response,
+                self.tokenizer,
+                max_length=self.max_length_input.value,
+                completion_only=self.completion_only_checkbox.value,
+            )
+        except workbench.WorkbenchError as error:
+            self.error.show(error)
+            return
+        self._template, self._last_item = template, item
+        self._max_length = self.max_length_input.value
+        self.error.clear()
+        self.rendered.value = (
+            f"<small>{escape(where)}</small>"
+            f'<pre style="{PROMPT_STYLE}">{escape(prompt) or "(empty prompt)"}</pre>'
+            f'<pre style="{RESPONSE_STYLE}">{escape(response)}</pre>'
+        )
+        self.counts.value = html_table(*self._count_rows(item))
+        self.token_html.value = workbench.token_view_html(tokens, item)
+
+    def _count_rows(self, item) -> tuple[list[str], list[list]]:
+        headers = ["prompt", "response (+EOS)", "total", "loss tokens", "truncated"]
+        cut = item.full_length - len(item.input_ids)
+        truncated = "no" if item.truncated == "none" else f"{item.truncated}: {cut} tokens cut"
+        counts = [item.prompt_tokens, item.response_tokens, len(item.input_ids)]
+        return headers, [[*counts, item.loss_tokens, truncated]]
+
+    # --- results ------------------------------------------------------------------------
+
+    @property
+    def template(self) -> workbench.Template:
+        """The last template that rendered the row without error (custom ones are 'custom')."""
+        return self._template
+
+    @property
+    def completion_only(self) -> bool:
+        """Whether only the response tokens carry loss."""
+        return self.completion_only_checkbox.value
+
+    @property
+    def max_length(self) -> int:
+        """The last max_length that tokenised without error."""
+        return self._max_length
+
+    def static_html(self) -> str:
+        parts = [f"<b>TemplateEditor</b>: template <code>{escape(self.template.name)}</code>"]
+        parts.append(f", max_length {self.max_length}, completion_only {self.completion_only}")
+        if self.error.value:
+            parts.append(self.error.value)
+        return "".join(parts) + self.rendered.value + self.counts.value + self.token_html.value
+
+    def static_text(self) -> str:
+        text = (
+            f"TemplateEditor: template {self.template.name!r}, max_length {self.max_length}, "
+            f"completion_only {self.completion_only}"
+        )
+        if self.error.message:
+            text += f"\nError: {self.error.message}"
+        if self._last_item is not None:
+            text += "\n" + text_table(*self._count_rows(self._last_item))
+        return text
