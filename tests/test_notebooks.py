@@ -38,15 +38,23 @@ def test_notebook_runs_top_to_bottom(path, tmp_path, monkeypatch):
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("WORKBENCH_RUNS", str(tmp_path / "runs"))
     notebook = nbformat.read(path, as_version=4)
-    client = NotebookClient(notebook, timeout=600, kernel_name="python3",
-                            resources={"metadata": {"path": str(ROOT)}})
+    client = NotebookClient(
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}
+    )
     client.execute()
-    errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if o.get("output_type") == "error"]
+    errors = [
+        o
+        for c in notebook.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
     assert not errors, errors
     text = "\n".join(
         str(o.get("text", "")) + json.dumps(o.get("data", {}))
-        for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])
+        for c in notebook.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
     )
     assert "Traceback" not in text
     for expected in EXPECTED[path.stem]:

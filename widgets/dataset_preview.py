@@ -196,6 +196,8 @@ class DatasetPreview(StaticFallback, widgets.VBox):
         self._page = min(max(self._page, 0), pages - 1)
         shown = visible[self._page * self.page_size : (self._page + 1) * self.page_size]
         columns = list(dict.fromkeys(k for i in shown for k in examples[i] if k != "task"))
+        if len(examples) > 1:  # a field equal in every row (e.g. the instruction) is shown once
+            columns = [c for c in columns if c not in self._shared_fields()]
         rows = [
             [
                 examples.locations[i],
@@ -206,16 +208,30 @@ class DatasetPreview(StaticFallback, widgets.VBox):
         ]
         return ["line", "task", *columns], rows
 
+    def _shared_fields(self) -> dict[str, str]:
+        """Text fields with the same value in every row."""
+        rows = self._examples.rows
+        return {
+            k: v
+            for k, v in rows[0].items()
+            if k != "task" and isinstance(v, str) and v and all(r.get(k) == v for r in rows)
+        }
+
     def _show_page(self) -> None:
         if self._examples is None:
             return
         headers, rows = self._page_rows()
+        shared = "".join(
+            f"<div><b>{escape(k)}</b> (the same in every row): {escape(v)}</div>"
+            for k, v in self._shared_fields().items()
+        )
         visible = len(self.visible_indices())
         pages = max(1, -(-visible // self.page_size))
         self.page_label.value = f"page {self._page + 1} of {pages} ({visible} matching rows)"
         self.prev_button.disabled = self._page == 0
         self.next_button.disabled = self._page >= pages - 1
-        self.table.value = html_table(headers, rows, limit=CELL_LIMIT) if rows else "<i>no rows</i>"
+        table = html_table(headers, rows, limit=CELL_LIMIT) if rows else "<i>no rows</i>"
+        self.table.value = shared + table
 
     # --- summary and lengths ------------------------------------------------------------
 

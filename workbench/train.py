@@ -187,6 +187,10 @@ def _write_run_config(
     )
 
 
+# transformers' own Trainer still calls a renamed property; the warning is not for our users.
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+
+
 def _build_trainer(
     run: Run,
     model,

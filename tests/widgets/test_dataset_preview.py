@@ -129,3 +129,12 @@ def test_static_fallback_has_html_and_text():
     assert "missing_fields.jsonl:2: `output` is missing" in bundle["text/plain"]
     preview.drop_button.click()
     assert ">hot<" in preview._repr_mimebundle_()["text/html"]
+
+
+def test_a_field_shared_by_every_row_is_shown_once_not_in_every_row():
+    preview = DatasetPreview(source=SAMPLE_DATA / "support_tickets.jsonl")
+    instruction = preview.examples[0]["instruction"]
+    assert preview.table.value.count(instruction) == 1
+    assert "the same in every row" in preview.table.value
+    assert ">input</th>" in preview.table.value
+    assert ">instruction</th>" not in preview.table.value
