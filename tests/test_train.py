@@ -91,13 +91,14 @@ def test_events_arrive_in_order_and_match_metrics_jsonl(tiny, tickets):
     assert step["learning_rate"] > 0 and step["grad_norm"] is not None
 
 
-def test_run_directory_holds_what_reproduces_the_run(tiny, tickets):
+def test_run_directory_holds_what_reproduces_the_run(tiny, tickets, tiny_model_dir):
     model, tokenizer = tiny
     run = train(model, tokenizer, *tickets, hyperparameters=quick()).wait()
     assert run.status == "finished", run.error
     folder = run.run_dir
     config = yaml.safe_load((folder / "config.yaml").read_text())
     assert config["method"]["kind"] == "lora"
+    assert config["model"] == str(tiny_model_dir) and config["quantization"] is None
     assert config["hyperparameters"]["max_steps"] == 6
     assert config["template"]["name"] == "alpaca"
     assert config["data"]["rows"] == {"train": 48, "validation": 8}
@@ -290,3 +291,22 @@ def test_a_few_lora_steps_on_the_real_embedded_model(tickets):
     assert len(run.losses) == 2 and all(math.isfinite(x) for x in run.losses)
     assert (run.run_dir / "adapter" / "adapter_model.safetensors").is_file()
     assert 0 < run.parameters.share < 0.05
+
+
+def test_qlora_trains_adapters_on_a_4bit_base_and_records_it(tiny_model_dir, tickets):
+    with pytest.warns(UserWarning, match="slow"):  # 4-bit on a CPU works, and says it is slow
+        model, tokenizer = workbench.load_model(str(tiny_model_dir), quantization="4bit")
+    assert model.is_loaded_in_4bit
+    with pytest.raises(workbench.WorkbenchError, match="qlora"):
+        train(model, tokenizer, *tickets, method=Method(kind="lora"), hyperparameters=quick())
+    run = train(
+        model,
+        tokenizer,
+        *tickets,
+        method=Method(kind="qlora", r=4),
+        hyperparameters=quick(max_steps=2, eval_every=2),
+    ).wait()
+    assert run.status == "finished", run.error
+    assert all(math.isfinite(x) for x in run.losses)
+    config = yaml.safe_load((run.run_dir / "config.yaml").read_text())
+    assert config["quantization"] == "4bit" and config["method"]["kind"] == "qlora"

@@ -93,10 +93,18 @@ def curves_figure(events: list[dict]):
 def _table(rows: list[dict], columns: list[str]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in columns) + "</tr>"
-        for r in rows
+        "<tr>" + "".join(f"<td>{_cell(c, r.get(c))}</td>" for c in columns) + "</tr>" for r in rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _cell(column: str, value) -> str:
+    """A table cell; long prompts fold away, showing their end (where rows differ)."""
+    text = _fmt(value)
+    if column == "prompt" and len(text) > 120:
+        tail = text.strip()[-100:].replace("\n", " ")
+        return f"<details><summary>…{html.escape(tail)}</summary>{html.escape(text)}</details>"
+    return html.escape(text)
 
 
 def _fmt(value) -> str:

@@ -170,6 +170,9 @@ def _write_run_config(
             write_atomic(data_dir / f"{name}.jsonl", lines)
     config = {
         "model": getattr(model, "workbench_source", None) or model.config.name_or_path,
+        "quantization": "4bit"
+        if getattr(model, "is_loaded_in_4bit", False)
+        else ("8bit" if getattr(model, "is_loaded_in_8bit", False) else None),
         "template": {k: v for k, v in asdict(template).items() if k != "description"},
         "method": method.to_dict(),
         "hyperparameters": hp.to_dict(),
@@ -326,7 +329,7 @@ def resume_run(run_dir: str | Path, model=None, tokenizer=None) -> Run:
     if not complete_checkpoints(run_dir):
         raise WorkbenchError(f"{run_dir} has no complete checkpoint to resume from.")
     if model is None:
-        model, tokenizer = load_model(config["model"])
+        model, tokenizer = load_model(config["model"], quantization=config.get("quantization"))
     data = config["data"]
     train_data = load_data(run_dir / data["train"], format=data["format"], verbose=False)
     validation = (
