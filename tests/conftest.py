@@ -49,16 +49,16 @@ def build_tiny_tokenizer():
     return tokenizer
 
 
-def build_tiny_model(tokenizer, seed: int = 0, layers: int = 2):
-    """A randomly initialised Llama with hidden size 32: trains in milliseconds a step."""
+def build_tiny_model(tokenizer, seed: int = 0, layers: int = 2, hidden: int = 32):
+    """A randomly initialised Llama (hidden size 32 by default): milliseconds a step."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
         num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
@@ -68,6 +68,32 @@ def build_tiny_model(tokenizer, seed: int = 0, layers: int = 2):
         eos_token_id=tokenizer.eos_token_id,
     )
     return LlamaForCausalLM(config)
+
+
+def quick(**changes):
+    """Hyperparameters for a few fast steps on the tiny model; `changes` override them."""
+    from workbench.hyperparameters import Hyperparameters
+
+    settings = dict(
+        max_steps=6,
+        batch_size=4,
+        eval_every=3,
+        learning_rate=5e-3,
+        max_length=256,
+        sample_max_new_tokens=4,
+    )
+    settings.update(changes)
+    return Hyperparameters(**settings)
+
+
+@pytest.fixture(scope="session")
+def ticket_split():
+    """(48 training rows, 8 validation rows) of the support tickets."""
+    import workbench
+
+    data = workbench.load_data(SAMPLE_DATA / "support_tickets.jsonl", verbose=False)
+    rest, validation = workbench.split_data(data, 8, seed=0)
+    return rest.select(range(48)), validation
 
 
 @pytest.fixture(scope="session")

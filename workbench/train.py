@@ -65,25 +65,20 @@ def train(
     template = (
         get_template(template) if template is not None else default_template(train_data.format)
     )
-    train_tokens = tokenize_examples(
-        train_data,
-        template,
-        tokenizer,
-        max_length=hp.max_length,
-        completion_only=hp.completion_only,
-        truncation_side=hp.truncation_side,
-    )
-    _check_learnable(train_tokens, train_data)
-    val_tokens = None
-    if validation is not None and len(validation):
-        val_tokens = tokenize_examples(
-            validation,
+
+    def tokens_of(rows: Examples):
+        return tokenize_examples(
+            rows,
             template,
             tokenizer,
             max_length=hp.max_length,
             completion_only=hp.completion_only,
             truncation_side=hp.truncation_side,
         )
+
+    train_tokens = tokens_of(train_data)
+    _check_learnable(train_tokens, train_data)
+    val_tokens = tokens_of(validation) if validation is not None and len(validation) else None
     already_adapted = method.uses_lora and hasattr(model, "peft_config")  # e.g. run.model again
     if already_adapted:
         existing = model.peft_config.get("default")

@@ -7,9 +7,8 @@ import threading
 
 import pytest
 import torch
-from conftest import SAMPLE_DATA
+from conftest import quick
 
-import workbench
 from widgets.training_monitor import (
     LEARNING_RATE,
     RAW,
@@ -17,33 +16,12 @@ from widgets.training_monitor import (
     VALIDATION,
     TrainingMonitor,
 )
-from workbench.hyperparameters import Hyperparameters
 from workbench.train import train
 
 
-@pytest.fixture(scope="module")
-def tickets():
-    data = workbench.load_data(SAMPLE_DATA / "support_tickets.jsonl", verbose=False)
-    rest, validation = workbench.split_data(data, 8, seed=0)
-    return rest.select(range(48)), validation
-
-
-def quick(**changes) -> Hyperparameters:
-    settings = dict(
-        max_steps=6,
-        batch_size=4,
-        eval_every=3,
-        learning_rate=5e-3,
-        max_length=256,
-        sample_max_new_tokens=4,
-    )
-    settings.update(changes)
-    return Hyperparameters(**settings)
-
-
-def test_curves_grow_with_each_step_and_get_the_evaluations(tiny, tickets):
+def test_curves_grow_with_each_step_and_get_the_evaluations(tiny, ticket_split):
     model, tokenizer = tiny
-    run = train(model, tokenizer, *tickets, hyperparameters=quick(), start=False)
+    run = train(model, tokenizer, *ticket_split, hyperparameters=quick(), start=False)
     monitor = TrainingMonitor(run)
     monitor.refresh_interval = 0  # redraw on every event, so each step is visible
     plotted = []
@@ -69,12 +47,12 @@ def test_curves_grow_with_each_step_and_get_the_evaluations(tiny, tickets):
     assert monitor.error_html.value == ""
 
 
-def test_stop_and_resume_buttons_drive_the_run(tiny, tickets):
+def test_stop_and_resume_buttons_drive_the_run(tiny, ticket_split):
     model, tokenizer = tiny
     run = train(
         model,
         tokenizer,
-        *tickets,
+        *ticket_split,
         hyperparameters=quick(max_steps=200, eval_every=100),
         start=False,
     )
@@ -102,7 +80,7 @@ def test_stop_and_resume_buttons_drive_the_run(tiny, tickets):
     assert monitor.resume_button.disabled and monitor.error_html.value == ""
 
 
-def test_a_failed_run_shows_its_reason_in_red(tiny, tickets, monkeypatch):
+def test_a_failed_run_shows_its_reason_in_red(tiny, ticket_split, monkeypatch):
     from transformers import Trainer
 
     def out_of_memory(*args, **kwargs):
@@ -110,7 +88,7 @@ def test_a_failed_run_shows_its_reason_in_red(tiny, tickets, monkeypatch):
 
     monkeypatch.setattr(Trainer, "training_step", out_of_memory)
     model, tokenizer = tiny
-    run = train(model, tokenizer, *tickets, hyperparameters=quick(), start=False)
+    run = train(model, tokenizer, *ticket_split, hyperparameters=quick(), start=False)
     monitor = TrainingMonitor(run)
     run.start().wait()
     assert run.status == "failed"
@@ -124,10 +102,14 @@ def test_a_failed_run_shows_its_reason_in_red(tiny, tickets, monkeypatch):
     assert "Out of memory" in monitor._repr_mimebundle_()["text/html"]
 
 
-def test_replay_from_a_run_directory_then_resume_it_with_a_fresh_model(tiny, tickets):
+def test_replay_from_a_run_directory_then_resume_it_with_a_fresh_model(tiny, ticket_split):
     model, tokenizer = tiny
     run = train(
-        model, tokenizer, *tickets, hyperparameters=quick(max_steps=8, eval_every=2), start=False
+        model,
+        tokenizer,
+        *ticket_split,
+        hyperparameters=quick(max_steps=8, eval_every=2),
+        start=False,
     )
     run.add_callback("step", lambda e: run.stop() if e["step"] == 3 else None)
     run.start().wait()
@@ -166,9 +148,9 @@ def test_a_crashed_run_directory_replays_and_a_broken_event_is_shown(tmp_path):
     assert "TrainingMonitor" in bundle["text/plain"] and "<svg" not in bundle["text/html"]
 
 
-def test_static_output_without_a_frontend_summarises_the_run(tiny, tickets):
+def test_static_output_without_a_frontend_summarises_the_run(tiny, ticket_split):
     model, tokenizer = tiny
-    run = train(model, tokenizer, *tickets, hyperparameters=quick()).wait()
+    run = train(model, tokenizer, *ticket_split, hyperparameters=quick()).wait()
     monitor = TrainingMonitor(run)
     bundle = monitor._repr_mimebundle_()
     assert "finished" in bundle["text/plain"] and "step 6/6" in bundle["text/plain"]
