@@ -146,6 +146,7 @@ def test_quickstart_runs_trains_stops_and_compares(jupyterlab, page):
         "wb-lora-form",
         "wb-training-monitor",
         "wb-compare-view",
+        "wb-workbench",
     ):
         page.wait_for_selector(f".{panel}", timeout=180_000)
     _scroll_to(page, ".wb-dataset-preview")
@@ -177,3 +178,5 @@ def test_quickstart_runs_trains_stops_and_compares(jupyterlab, page):
     header = page.locator(".wb-compare-view table").first.inner_text()
     assert "base" in header.lower() and "fine-tuned" in header.lower()
     _shot(page, "6-compare")
+    _scroll_to(page, ".wb-workbench")
+    _shot(page, "7-workbench")
