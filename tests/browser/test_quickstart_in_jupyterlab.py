@@ -169,8 +169,9 @@ def test_quickstart_runs_trains_stops_and_compares(jupyterlab, page):
     assert grown > first, "the loss plot did not grow while training ran"
     _shot(page, "4-training")
 
-    page.locator(".wb-training-monitor button", has_text="Stop").click()
-    page.wait_for_selector(".wb-training-monitor :text('stopped')", timeout=120_000)
+    monitor = page.locator(".wb-training-monitor").first  # the Workbench below has its own
+    monitor.locator("button", has_text="Stop").click()
+    monitor.get_by_text("stopped").first.wait_for(timeout=120_000)
     _shot(page, "5-stopped")
 
     _scroll_to(page, ".wb-compare-view")  # the comparison runs by itself once the run stops
