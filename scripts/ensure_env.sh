@@ -20,7 +20,7 @@ else
 fi
 
 stamp="$("$py" -c 'import sys; print(sys.prefix)')/.workbench-installed"
-want=$(cat pyproject.toml scripts/ensure_env.sh | sha256sum | cut -c1-16)
+want=$("$py" -c 'import hashlib, sys; print(hashlib.sha256(b"".join(open(f, "rb").read() for f in sys.argv[1:])).hexdigest()[:16])' pyproject.toml scripts/ensure_env.sh)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   echo "$py"
   exit 0
