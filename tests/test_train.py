@@ -302,3 +302,32 @@ def test_qlora_trains_adapters_on_a_4bit_base_and_records_it(
     assert all(math.isfinite(x) for x in run.losses)
     config = yaml.safe_load((run.run_dir / "config.yaml").read_text())
     assert config["quantization"] == "4bit" and config["method"]["kind"] == "qlora"
+
+
+def test_tokens_per_second_times_training_steps_not_evaluation_pauses(
+    tiny, ticket_split, monkeypatch
+):
+    import sys
+
+    import workbench.run
+
+    train_module = sys.modules["workbench.train"]  # `workbench.train` is also the function
+
+    clock = {"now": 0.0}
+
+    def fake_perf_counter() -> float:
+        clock["now"] += 1.0  # every reading is one "second" later
+        return clock["now"]
+
+    def slow_generate(*args, **kwargs):
+        clock["now"] += 1000.0  # sample answers take "1000 s"
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(workbench.run.time, "perf_counter", fake_perf_counter)
+    monkeypatch.setattr(train_module, "generate", slow_generate)
+    model, tokenizer = tiny
+    run = train(model, tokenizer, *ticket_split, hyperparameters=quick(eval_every=2)).wait()
+    assert run.status == "finished", run.error
+    speeds = [e["tokens_per_second"] for e in run.events if e["event"] == "step"]
+    assert all(s is not None for s in speeds)
+    assert max(speeds) / min(speeds) < 5  # steps 3 and 5 follow evaluations, yet are not slower

@@ -239,6 +239,10 @@ class Run:
             return False
         return True
 
+    def restart_step_clock(self) -> None:
+        """After an evaluation: the next step's tokens/s should time training alone."""
+        self._last_step_time = time.perf_counter()
+
     def mark_checkpoint(self, state) -> None:
         path = Path(self.trainer.args.output_dir) / f"checkpoint-{state.global_step}"
         if path.is_dir():

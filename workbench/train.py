@@ -294,6 +294,7 @@ def _event_bridge(
                 with open(run.run_dir / "samples.jsonl", "a", encoding="utf-8") as handle:
                     handle.write(json.dumps(record, ensure_ascii=False) + "\n")
                     handle.flush()
+            run.restart_step_clock()
 
         def on_save(self, args, state, control, **kwargs):
             run.mark_checkpoint(state)
