@@ -1,0 +1,79 @@
+"""Before/after on one model, metrics through the shipped evaluate modules, validation loss."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from conftest import quick
+
+import workbench
+from workbench.evaluation import compare_before_after, evaluate_model, score_answers
+from workbench.generation import Decoding, generate
+from workbench.train import train
+
+SHORT = Decoding(max_new_tokens=4, batch_size=4)
+
+
+def test_before_is_the_untouched_base_and_after_the_adapter_on_one_model(tiny, ticket_split):
+    model, tokenizer = tiny
+    train_rows, validation = ticket_split
+    prompts = [workbench.TEMPLATES["alpaca"].render_prompt(r) for r in validation.rows]
+    base_answers = generate(model, tokenizer, prompts, SHORT)
+    base_weights = {k: v.clone() for k, v in model.state_dict().items()}
+    run = train(
+        model,
+        tokenizer,
+        train_rows,
+        validation,
+        method=workbench.Method(kind="lora", r=8, dropout=0.0),
+        hyperparameters=quick(max_steps=30, batch_size=8, learning_rate=1e-2, eval_every=30),
+    ).wait()
+    assert run.status == "finished", run.error
+    summary, rows = compare_before_after(
+        run.model,
+        tokenizer,
+        validation,
+        "alpaca",
+        metrics=["exact_match", "rouge_l"],
+        decoding=SHORT,
+    )
+    assert list(rows["before"]) == base_answers  # adapter off == the model before training
+    assert list(rows["after"]) != base_answers  # the adapter changed the answers
+    assert run.model.get_base_model() is model  # one model: LoRA was injected in place
+    for name, tensor in run.model.get_base_model().state_dict().items():
+        if "lora_" not in name and name.replace("base_layer.", "") in base_weights:
+            assert tensor.equal(base_weights[name.replace("base_layer.", "")]), name
+    assert summary.loc["validation_loss", "after"] < summary.loc["validation_loss", "before"]
+    assert set(summary.columns) == {"before", "after", "change"}
+    assert {"exact_match", "rouge_l", "perplexity"} <= set(summary.index)
+    assert summary.loc["perplexity", "before"] == pytest.approx(
+        math.exp(summary.loc["validation_loss", "before"])
+    )
+
+
+def test_full_fine_tuning_has_no_adapter_to_switch_off(tiny, ticket_split):
+    model, tokenizer = tiny
+    with pytest.raises(workbench.WorkbenchError, match="measure the base model before"):
+        evaluate_model(model, tokenizer, ticket_split[1], "alpaca", adapter=False, decoding=SHORT)
+
+
+def test_scores_and_per_row_values_come_from_the_shipped_metrics():
+    totals, per_row = score_answers(
+        ["Billing.", "shipping", "I think technical"],
+        ["billing", "account", "technical"],
+        metrics=["label_accuracy", "exact_match"],
+        labels=["billing", "shipping", "technical", "account"],
+    )
+    assert totals["accuracy"] == pytest.approx(2 / 3)
+    assert totals["exact_match"] == pytest.approx(1 / 3)
+    assert [row["accuracy"] for row in per_row] == [1.0, 0.0, 1.0]
+    assert [row["exact_match"] for row in per_row] == [1.0, 0.0, 0.0]
+
+
+def test_validation_loss_of_a_random_model_is_near_log_vocabulary(tiny, ticket_split):
+    model, tokenizer = tiny
+    rows = ticket_split[1]
+    loss = workbench.evaluation.validation_loss(model, tokenizer, rows, "alpaca")
+    vocabulary = len(tokenizer)
+    assert 0.5 * math.log(vocabulary) < loss < 2 * math.log(vocabulary)  # a random model
