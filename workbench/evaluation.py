@@ -105,12 +105,8 @@ def evaluate_model(
 ) -> Evaluation:
     """Generate an answer for every row and score it; `adapter=False` uses the base weights."""
     template = get_template(template) if template is not None else default_template(examples.format)
-    prompts = [
-        template.render_prompt(r, tokenizer, examples.where(i)) for i, r in enumerate(examples.rows)
-    ]
-    references = [
-        template.render(r, tokenizer, examples.where(i))[1] for i, r in enumerate(examples.rows)
-    ]
+    pairs = [template.render(r, tokenizer, examples.where(i)) for i, r in enumerate(examples.rows)]
+    prompts, references = [p for p, _ in pairs], [r for _, r in pairs]
     with adapter_disabled(model, disabled=not adapter):
         answers = generate(model, tokenizer, prompts, decoding)
         loss = validation_loss(model, tokenizer, examples, template, max_length=max_length)

@@ -149,6 +149,11 @@ class Run:
         return self
 
     @property
+    def stop_requested(self) -> bool:
+        """Whether `stop()` was called and the run has not stopped yet."""
+        return self._stop_requested
+
+    @property
     def done(self) -> bool:
         return self.status in ("stopped", "finished", "failed")
 

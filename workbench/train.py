@@ -100,8 +100,8 @@ def train(
     sample_rows = validation if validation is not None and len(validation) else train_data
     sample_rows = sample_rows.rows[:samples]
     _write_run_config(run_dir, model, template, method, hp, train_data, validation, sample_rows)
-    sample_prompts = [template.render_prompt(r, tokenizer) for r in sample_rows]
-    references = [template.render(r, tokenizer)[1] for r in sample_rows]
+    pairs = [template.render(r, tokenizer) for r in sample_rows]
+    sample_prompts, references = [p for p, _ in pairs], [r for _, r in pairs]
 
     def build_trainer(run: Run, resuming: bool):
         return _build_trainer(
@@ -268,7 +268,7 @@ def _event_bridge(
             )
 
         def on_step_end(self, args, state, control, **kwargs):
-            if run._stop_requested:  # stop after this step, with a checkpoint to resume from
+            if run.stop_requested:  # stop after this step, with a checkpoint to resume from
                 control.should_training_stop = True
                 control.should_save = True
             return control
