@@ -170,19 +170,34 @@ def estimate(method, batch_size=8, seq_length=256, **kwargs):
     return estimate_memory(SMOLLM2, method, batch_size=batch_size, seq_length=seq_length, **kwargs)
 
 
-def test_qlora_needs_less_than_lora_which_needs_less_than_full():
+def test_qlora_saves_weights_but_keeps_fp32_activations():
     qlora = estimate(Method(kind="qlora"), dtype_bytes=2)
     lora = estimate(Method(), dtype_bytes=2)
     full = estimate(Method(kind="full"), dtype_bytes=2)
     assert qlora.weights < lora.weights < full.weights + full.gradients
-    assert qlora.total < lora.total < full.total
+    assert lora.total < full.total
+    # measured on an H100: QLoRA's upcast norms make its activations fp32, so on a small model
+    # it needs more memory than LoRA; on a 7B shape with short batches the weights dominate
+    assert qlora.activations > lora.activations
+    big = LlamaConfig(
+        vocab_size=32000,
+        hidden_size=4096,
+        intermediate_size=11008,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+    )
+    small_batch = dict(batch_size=1, seq_length=512, dtype_bytes=2, device="cuda")
+    assert (
+        estimate_memory(big, Method(kind="qlora"), **small_batch).total
+        < estimate_memory(big, Method(), **small_batch).total
+    )
 
 
 def test_memory_grows_with_batch_and_length_and_only_activations_do():
     base = estimate(Method())
     for bigger in (estimate(Method(), batch_size=16), estimate(Method(), seq_length=512)):
         assert bigger.total > base.total
-        assert bigger.activations == 2 * base.activations
+        assert bigger.activations == pytest.approx(2 * base.activations, abs=1)
         assert (bigger.weights, bigger.optimizer) == (base.weights, base.optimizer)
 
 
@@ -191,7 +206,8 @@ def test_full_fine_tuning_adds_gradients_and_two_adamw_states_per_weight():
     trainable = full.parameters.trainable
     assert trainable == full.parameters.total
     assert full.weights == 4 * trainable
-    assert full.gradients + full.optimizer == 3 * 4 * trainable
+    assert full.optimizer == 2 * 4 * trainable  # AdamW states in the weights' dtype
+    assert full.gradients == 4 * trainable // 2  # half coexist with the activations at the peak
     assert full.adapters == 0
 
 
@@ -207,7 +223,7 @@ def test_freezing_layers_and_checkpointing_keep_fewer_activations():
     plain = estimate(Method())
     assert estimate(Method(freeze_layers=10)).activations < plain.activations
     assert estimate(Method(), gradient_checkpointing=True).activations < plain.activations
-    assert estimate(Method(), device="cuda").overhead > 0 == plain.overhead
+    assert estimate(Method(), device="cuda").overhead > plain.overhead > 0
 
 
 def test_the_summary_reads_in_gib_or_mib():

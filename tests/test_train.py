@@ -130,14 +130,15 @@ def test_resume_from_a_run_directory_with_a_fresh_model(tiny_model_dir, ticket_s
 
 
 def _nan_after(model, calls: int):
-    """Make the model's logits NaN from the `calls`-th training forward pass on."""
+    """Make the model's logits NaN from the `calls`-th training forward pass on (the loss is
+    computed from the logits outside the model)."""
     count = {"n": 0}
 
     def hook(module, args, output):
         if module.training:
             count["n"] += 1
             if count["n"] >= calls:
-                output.loss = output.loss * float("nan")
+                output.logits = output.logits * float("nan")
         return output
 
     return model.register_forward_hook(hook)

@@ -19,6 +19,7 @@ class Hyperparameters(Settings):
     Optimisation: `learning_rate`, `lr_scheduler`, `warmup`, `weight_decay`, `max_grad_norm`.
     Length of training: `epochs`, or `max_steps` when set (> 0).
     Batches: `batch_size` x `gradient_accumulation` rows per optimizer step; `max_length`.
+    Batches are packed without padding (`packing`) unless it is turned off.
     Evaluation: every `eval_every` steps on the validation set (loss + sample answers);
     `early_stopping_patience` evaluations without a lower validation loss stop the run.
     """
@@ -71,6 +72,20 @@ class Hyperparameters(Settings):
         },
     )
     keep_checkpoints: int = field(default=2, metadata={"help": "newest checkpoints kept"})
+    auto_batch: bool = field(
+        default=False,
+        metadata={
+            "help": "on a GPU, raise batch_size to the largest whose predicted peak fits in free "
+            "memory (fewer, larger steps: faster, but retune the learning rate)"
+        },
+    )
+    packing: bool = field(
+        default=True,
+        metadata={
+            "help": "lay each batch's rows end to end without padding (attention stays inside "
+            "each row): the same loss, no compute spent on padding"
+        },
+    )
 
     def __post_init__(self) -> None:
         problems = []
@@ -143,7 +158,7 @@ class Hyperparameters(Settings):
             greater_is_better=False if early else None,
             logging_steps=1,
             logging_nan_inf_filter=False,  # a NaN must reach us, not be averaged away
-            include_num_input_tokens_seen="non_padding",
+            include_num_input_tokens_seen="no",  # the collator counts them, without a sync
             seed=self.seed,
             data_seed=self.seed,
             **_checkpointing_argument(self.gradient_checkpointing),

@@ -9,7 +9,7 @@ count into an estimate of peak training memory; it is an estimate, see its docst
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -20,8 +20,15 @@ LLAMA_LIKE = ("llama", "mistral", "qwen2", "qwen3")
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP = ("gate_proj", "up_proj", "down_proj")
 QUANTIZED_BYTES = 0.5 + 0.0625  # NF4: half a byte a weight, plus one fp32 scale per 64 weights
-CUDA_CONTEXT_BYTES = 512 * 2**20  # CUDA context and cuBLAS workspace, outside PyTorch's allocator
+# Constants measured on an H100 (torch 2.11, transformers 5.23, bitsandbytes 0.50), with
+# `python -m benchmarks.memory` on three shapes (135M-1B) x LoRA, QLoRA and full: see
+# benchmarks/results/. The CPU figure is a Python process with torch and transformers imported.
+CUDA_CONTEXT_BYTES = 768 * 2**20  # CUDA context and workspaces, outside PyTorch's allocator
+PROCESS_BYTES = 512 * 2**20  # on a CPU: the interpreter, torch and transformers themselves
+ALLOCATOR_SLACK = 0.07  # PyTorch's caching allocator reserves 1-15% above its peak allocation
 ADAMW_BYTES = 8  # two fp32 states (exp_avg, exp_avg_sq) per trainable parameter
+QLORA_ACTIVATION_BYTES = 4.7  # per activation element: fp32 (the upcast norms) + bf16 copies
+SOFTMAX_BYTES = 8  # per logit: the fp32 log-softmax kept for backward and its gradient
 
 
 class UnsupportedModelError(WorkbenchError):
@@ -184,7 +191,7 @@ class MemoryEstimate:
     gradients: int  # one gradient per trainable parameter
     optimizer: int  # AdamW's two states per trainable parameter
     activations: int  # what the forward pass keeps for the backward pass, and the logits
-    overhead: int = 0  # CUDA context on a GPU; nothing on the CPU
+    overhead: int = 0  # CUDA context and allocator slack on a GPU; the process itself on a CPU
     parameters: ParameterCount | None = None
 
     @property
@@ -251,53 +258,69 @@ def estimate_memory(
     dtype_bytes: int = 4,
     device: str = "cpu",
     gradient_checkpointing: bool = False,
+    response_fraction: float = 1.0,
 ) -> MemoryEstimate:
     """Estimated peak memory of one training step with AdamW. An estimate, not a measurement.
 
+    `batch_size x seq_length` is the tokens of one forward pass (packed rows: the mean row
+    length; padded rows: the longest); `response_fraction` of them get logits (the loss asks
+    only for the positions whose next token carries a label; 1.0 for the stock loss).
     - weights: parameters x `dtype_bytes`; with 'qlora' the decoder's linear layers take
-      0.5625 byte each (NF4 plus fp32 block scales; double quantisation saves a little more)
-      and the rest (embeddings, norms, head) 4 bytes, as peft's `prepare_model_for_kbit_training`
-      upcasts them to fp32.
+      0.5625 byte each (NF4 plus fp32 block scales) and the rest (embeddings, norms, head)
+      4 bytes, as peft's `prepare_model_for_kbit_training` upcasts them to fp32.
     - adapters and gradients: LoRA/DoRA weights are fp32 (peft upcasts them), and so are their
-      gradients; full and freeze keep one gradient per trainable weight in `dtype_bytes`.
-    - optimizer: AdamW keeps 2 fp32 states per trainable parameter (8 bytes; an upper bound
-      when the weights themselves are bf16, where torch keeps bf16 states).
-    - activations (approximate): `tokens x (layers_trained x A_layer + 4 x vocab) x
-      dtype_bytes`, with tokens = batch_size x seq_length and A_layer per token from
-      `activation_elements_per_token` (`6h + 3q + 2kv + 4i`, plus LoRA inputs). Layers below
+      gradients. Full and freeze keep one gradient per trainable weight in `dtype_bytes`, of
+      which about half are counted: they appear as backward frees the activations (fitted on
+      the measurements; all of them would over-predict full fine-tuning by up to 13%).
+    - optimizer: AdamW's two states, fp32 for adapters, in the weights' dtype otherwise.
+    - activations: `tokens x layers_trained x A_layer x bytes + logits`, with A_layer from
+      `activation_elements_per_token` (`6h + 3q + 2kv + 4i`, plus LoRA inputs); QLoRA keeps
+      them at 4.7 bytes an element (measured 2.25-2.4x LoRA's bf16 figure). Logits:
+      `tokens x response_fraction x vocab x (dtype_bytes + fp32 copy + 8)`. Layers below
       `freeze_layers` keep nothing; gradient checkpointing keeps one `h` per layer and one
-      layer in full. Every row is counted at `seq_length` (padding to the longest row), the
-      norms' fp32 temporaries and backward-pass temporaries are ignored, and eager attention
-      (not SDPA) would add `heads x seq_length` per token.
-    - overhead: 512 MiB for the CUDA context on `device='cuda'`; nothing on the CPU, where the
-      Python process with torch and transformers (~0.5-1 GiB) is not counted.
-    Allocator fragmentation can add 10-30% on a GPU.
+      layer in full.
+    - overhead: on a GPU the CUDA context (768 MiB) and 7% allocator slack over the rest; on a
+      CPU the process itself (512 MiB).
     """
     if batch_size < 1 or seq_length < 1 or dtype_bytes < 1:
         raise WorkbenchError(
             f"`batch_size`={batch_size}, `seq_length`={seq_length} and `dtype_bytes`="
             f"{dtype_bytes} must all be at least 1."
         )
-    layout = parameter_layout(model_config)
-    count = count_trainable(model_config, method)
+    config = _config(model_config)
+    layout = parameter_layout(config)
+    count = count_trainable(config, method)
     if method.kind == "qlora":
         quantized = layout.layers * layout.per_layer_linear
         weights = round(quantized * QUANTIZED_BYTES) + (layout.total - quantized) * 4
     else:
         weights = layout.total * dtype_bytes
-    trainable_bytes = 4 if method.uses_lora else dtype_bytes
-    per_layer, logits = activation_elements_per_token(model_config, method)
+    per_layer, _ = activation_elements_per_token(config, method)
     layers = layout.layers - method.freeze_layers
     kept = layers * per_layer
     if gradient_checkpointing:
-        kept = layers * _config(model_config).hidden_size + per_layer
+        kept = layers * config.hidden_size + per_layer
     tokens = batch_size * seq_length
-    return MemoryEstimate(
+    qlora = method.kind == "qlora"
+    element_bytes = QLORA_ACTIVATION_BYTES if qlora else dtype_bytes
+    logit_dtype = 4 if qlora else dtype_bytes  # QLoRA's output layer is upcast to fp32
+    logit_bytes = logit_dtype + (4 if logit_dtype < 4 else 0) + SOFTMAX_BYTES
+    logits = tokens * response_fraction * config.vocab_size * logit_bytes
+    if method.uses_lora:
+        gradients, optimizer = count.trainable * 4, count.trainable * ADAMW_BYTES
+    else:
+        gradients = count.trainable * dtype_bytes // 2  # half coexist with the activations
+        optimizer = count.trainable * 2 * dtype_bytes
+    estimate = MemoryEstimate(
         weights=weights,
         adapters=count.trainable * 4 if method.uses_lora else 0,
-        gradients=count.trainable * trainable_bytes,
-        optimizer=count.trainable * ADAMW_BYTES,
-        activations=tokens * (kept + logits) * dtype_bytes,
-        overhead=CUDA_CONTEXT_BYTES if str(device).startswith("cuda") else 0,
+        gradients=gradients,
+        optimizer=optimizer,
+        activations=round(tokens * kept * element_bytes + logits),
         parameters=count,
     )
+    on_gpu = str(device).startswith("cuda")
+    overhead = (
+        CUDA_CONTEXT_BYTES + round(ALLOCATOR_SLACK * estimate.total) if on_gpu else PROCESS_BYTES
+    )
+    return replace(estimate, overhead=overhead)

@@ -11,8 +11,9 @@ import html
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from workbench.batching import add_loss_positions, all_masked_error
 from workbench.data import Examples
-from workbench.errors import AllLabelsMaskedError, WorkbenchError
+from workbench.errors import WorkbenchError
 from workbench.templates import Template, get_template
 
 IGNORE_INDEX = -100  # the label PyTorch's cross-entropy skips
@@ -247,12 +248,22 @@ class CompletionCollator:
     """Pads a batch of tokenised examples; labels are padded with -100.
 
     Raises AllLabelsMaskedError when no token of the batch carries loss: training on it would
-    silently learn nothing.
+    silently learn nothing. With `count_tokens`, the batch also holds `num_tokens`, the number
+    of real (non-padding) tokens, as a Python int (the Trainer counts tokens without a sync);
+    with `select_logits`, the positions whose logits the loss needs (see PackedCollator).
     """
 
-    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None) -> None:
+    def __init__(
+        self,
+        pad_token_id: int,
+        pad_to_multiple_of: int | None = None,
+        count_tokens: bool = False,
+        select_logits: bool = False,
+    ) -> None:
         self.pad_token_id = pad_token_id
         self.pad_to_multiple_of = pad_to_multiple_of
+        self.count_tokens = count_tokens
+        self.select_logits = select_logits
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
@@ -268,14 +279,14 @@ class CompletionCollator:
             labels.append(list(f["labels"]) + [IGNORE_INDEX] * pad)
             mask.append([1] * len(f["input_ids"]) + [0] * pad)
         if all(label == IGNORE_INDEX for row in labels for label in row):
-            raise AllLabelsMaskedError(
-                f"Every label in this batch of {len(features)} rows is -100, so no token carries "
-                "loss and the step would learn nothing. Usually the prompts fill max_length "
-                "(see the truncation report): raise max_length, use truncation_side='left', or "
-                "check that the template's response is not empty."
-            )
-        return {
+            raise all_masked_error(len(features))
+        batch = {
             "input_ids": torch.tensor(ids),
             "labels": torch.tensor(labels),
             "attention_mask": torch.tensor(mask),
         }
+        if self.count_tokens:
+            batch["num_tokens"] = sum(len(f["input_ids"]) for f in features)
+        if self.select_logits:
+            add_loss_positions(batch, labels)
+        return batch

@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from workbench.adapters import Method, apply_method, count_parameters
+from workbench.batching import PackedCollator
 from workbench.config import write_atomic
 from workbench.data import Examples, load_data
 from workbench.errors import AllLabelsMaskedError, WorkbenchError
 from workbench.generation import Decoding, generate
 from workbench.hyperparameters import Hyperparameters
+from workbench.loss import accepts_logits_to_keep, index_logits_supported, workbench_trainer_class
 from workbench.run import Run, complete_checkpoints, save_atomic_dir
 from workbench.templates import Template, default_template, get_template
 from workbench.tokenize import CompletionCollator, tokenize_examples
@@ -95,6 +97,7 @@ def train(
 
         set_seed(hp.seed)  # LoRA's initial weights come from this seed too
         model = apply_method(model, method)
+    hp, fit = _size_batch(model, method, hp, train_tokens)
     run_dir = Path(run_dir) if run_dir else new_run_dir(f"{method.kind}-{_task_label(train_data)}")
     run_dir.mkdir(parents=True, exist_ok=True)
     sample_rows = validation if validation is not None and len(validation) else train_data
@@ -125,8 +128,24 @@ def train(
         hp,
     )
     run.parameters = count_parameters(model)
+    run.fit = fit
     run.truncation = train_tokens.report
     return run.start() if start else run
+
+
+def _size_batch(model, method: Method, hp: Hyperparameters, tokens):
+    """Apply `auto_batch` on a GPU, then warn when the predicted peak exceeds free memory."""
+    from workbench.fitting import auto_batch_size, check_fit
+
+    lengths = [len(e.input_ids) for e in tokens.examples]
+    response = sum(e.loss_tokens for e in tokens.examples) / max(1, sum(lengths))
+    on_gpu = str(next(model.parameters()).device).startswith("cuda")
+    if hp.auto_batch and on_gpu:
+        hp = hp.replace(batch_size=auto_batch_size(model, method, hp, lengths, response))
+    fit = check_fit(model, method, hp, lengths, response)
+    if fit is not None and not fit.fits:
+        warnings.warn(str(fit), stacklevel=3)
+    return hp, fit
 
 
 def _task_label(data: Examples) -> str:
@@ -200,7 +219,7 @@ def _build_trainer(
     references: list[str],
     resuming: bool,
 ):
-    from transformers import EarlyStoppingCallback, PrinterCallback, Trainer
+    from transformers import EarlyStoppingCallback, PrinterCallback
 
     device = str(next(model.parameters()).device).split(":")[0]
     args = hp.to_training_args(
@@ -215,17 +234,34 @@ def _build_trainer(
     callbacks = [_event_bridge(run, tokenizer, sample_prompts, references, decoding)]
     if hp.early_stopping_patience and val_tokens is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=hp.early_stopping_patience))
-    trainer = Trainer(
+    trainer = workbench_trainer_class()(
         model=model,
         args=args,
         train_dataset=train_tokens.to_hf(),
         eval_dataset=val_tokens.to_hf() if val_tokens is not None else None,
-        data_collator=CompletionCollator(tokenizer.pad_token_id),
+        data_collator=training_collator(tokenizer, hp, select_logits=logits_selectable(model)),
         processing_class=tokenizer,
         callbacks=callbacks,
     )
     trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; events replace it
     return trainer
+
+
+def training_collator(tokenizer, hp: Hyperparameters, *, select_logits: bool = True):
+    """Packed rows of up to `max_length` tokens, or padded rows when `packing` is off; with
+    `select_logits`, batches list the positions whose logits the loss needs."""
+    if hp.packing:
+        return PackedCollator(
+            tokenizer.pad_token_id, row_length=hp.max_length, select_logits=select_logits
+        )
+    return CompletionCollator(
+        tokenizer.pad_token_id, count_tokens=True, select_logits=select_logits
+    )
+
+
+def logits_selectable(model) -> bool:
+    """Whether the loss can ask this model for the response positions' logits alone."""
+    return index_logits_supported() and accepts_logits_to_keep(model)
 
 
 def _save_final(run: Run, model, tokenizer) -> dict[str, Any]:
@@ -265,6 +301,8 @@ def _event_bridge(
                 max_steps=state.max_steps,
                 run_dir=str(run.run_dir),
                 parameters=str(run.parameters),
+                batch_size=args.per_device_train_batch_size,
+                predicted_memory=str(run.fit) if run.fit else None,
             )
 
         def on_step_end(self, args, state, control, **kwargs):

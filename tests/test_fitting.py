@@ -1,0 +1,57 @@
+"""Will it fit: the check before training, its advice, and auto_batch's choice."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import quick
+
+import workbench.fitting as fitting
+from workbench.adapters import Method
+from workbench.train import train
+
+LENGTHS = [100] * 64
+
+
+def test_a_run_that_fits_says_so(tiny):
+    model, _ = tiny
+    fit = fitting.check_fit(model, Method(), quick(), LENGTHS, 0.3)
+    assert fit.fits and fit.advice is None
+    assert "fits in" in str(fit)
+
+
+def test_a_run_that_does_not_fit_gets_a_smaller_batch_with_more_accumulation(tiny, monkeypatch):
+    model, _ = tiny
+    hp = quick(batch_size=32)
+    needed = fitting.check_fit(model, Method(), hp, LENGTHS, 0.3).estimate.total
+    smaller = fitting.check_fit(model, Method(), hp.replace(batch_size=8), LENGTHS, 0.3)
+    monkeypatch.setattr(fitting, "available_memory", lambda device: smaller.estimate.total + 1)
+    fit = fitting.check_fit(model, Method(), hp, LENGTHS, 0.3)
+    assert not fit.fits and fit.estimate.total == needed
+    assert "batch_size=8 with gradient_accumulation=4" in fit.advice  # same effective batch
+    assert "does NOT fit" in str(fit)
+
+
+def test_when_nothing_fits_the_advice_is_qlora_or_a_smaller_model(tiny, monkeypatch):
+    model, _ = tiny
+    monkeypatch.setattr(fitting, "available_memory", lambda device: 1)
+    fit = fitting.check_fit(model, Method(), quick(), LENGTHS, 0.3)
+    assert "QLoRA" in fit.advice
+
+
+def test_training_warns_before_it_starts_when_the_run_will_not_fit(tiny, ticket_split, monkeypatch):
+    model, tokenizer = tiny
+    monkeypatch.setattr(fitting, "available_memory", lambda device: 1)
+    with pytest.warns(UserWarning, match="does NOT fit"):
+        run = train(model, tokenizer, *ticket_split, hyperparameters=quick(), start=False)
+    assert not run.fit.fits
+
+
+def test_auto_batch_takes_the_largest_power_of_two_that_fits(tiny, monkeypatch):
+    model, _ = tiny
+    hp = quick(batch_size=4)
+    sixteen = fitting.check_fit(model, Method(), hp.replace(batch_size=16), LENGTHS, 0.3)
+    budget = sixteen.estimate.total / fitting.AUTO_BATCH_SHARE + 1
+    monkeypatch.setattr(fitting, "available_memory", lambda device: budget)
+    assert fitting.auto_batch_size(model, Method(), hp, LENGTHS, 0.3) == 16
+    monkeypatch.setattr(fitting, "available_memory", lambda device: 10**15)
+    assert fitting.auto_batch_size(model, Method(), hp, LENGTHS, 0.3) == 16  # 4 steps an epoch
