@@ -27,7 +27,7 @@ def test_a_run_that_does_not_fit_gets_a_smaller_batch_with_more_accumulation(tin
     monkeypatch.setattr(fitting, "available_memory", lambda device: smaller.estimate.total + 1)
     fit = fitting.check_fit(model, Method(), hp, LENGTHS, 0.3)
     assert not fit.fits and fit.estimate.total == needed
-    assert "batch_size=8 with gradient_accumulation=4" in fit.advice  # same effective batch
+    assert "Try batch_size=8 with gradient_accumulation=4" in fit.advice  # same effective batch
     assert "does NOT fit" in str(fit)
 
 

@@ -14,7 +14,7 @@ import ipywidgets as widgets
 
 import workbench
 from widgets._common import ErrorArea, StaticFallback, escape, heading, html_table
-from workbench import memory
+from workbench import fitting, memory
 from workbench.adapters import Method, check_method, linear_layer_names
 from workbench.hyperparameters import Hyperparameters
 
@@ -36,6 +36,8 @@ HYPERPARAMETER_WIDGETS = {
     "early_stopping_patience": widgets.IntText,
     "seed": widgets.IntText,
     "gradient_checkpointing": lambda **kw: widgets.Checkbox(indent=False, **kw),
+    "packing": lambda **kw: widgets.Checkbox(indent=False, **kw),
+    "auto_batch": lambda **kw: widgets.Checkbox(indent=False, **kw),
 }
 
 
@@ -76,7 +78,7 @@ class LoraForm(StaticFallback, widgets.VBox):
             )
         self._method = method or Method()
         self._hyperparameters = hyperparameters
-        self.parameter_count, self.memory = None, None
+        self.parameter_count, self.memory, self.fit = None, None, None
         self._build_method_controls(self._method)
         self._build_hyperparameter_controls(hyperparameters)
         self.error = ErrorArea()
@@ -221,17 +223,36 @@ class LoraForm(StaticFallback, widgets.VBox):
             )
         except memory.UnsupportedModelError as error:  # no estimate, but the settings stand
             self.summary.value = f"<i>No estimate: {escape(error)}</i>"
-            self.parameter_count, self.memory = None, None
+            self.parameter_count, self.memory, self.fit = None, None, None
             return
         self.parameter_count, self.memory = estimate.parameters, estimate
         rows = [
             [name, memory.format_bytes(value)] for name, value in estimate.terms().items() if value
         ]
+        self.fit = self._fit(method, hp)
         self.summary.value = (
             f"<b>Trainable</b>: {escape(estimate.parameters)}<br>"
             f"<b>Predicted peak memory</b> (an estimate, batch {hp.batch_size} x "
             f"{hp.max_length} tokens): <b>{memory.format_bytes(estimate.total)}</b>"
             + html_table(["term", "size"], rows)
+            + self._fit_line()
+        )
+
+    def _fit(self, method: Method, hp: Hyperparameters):
+        """Whether the estimate fits on the model's device now (every row at max_length and
+        every logit kept: the form's upper bound; training checks again with the real rows)."""
+        device = str(getattr(self.model, "device", "cpu"))
+        target = fitting.Target(self.model_config, self._dtype_bytes(), device)
+        return fitting.fit_for(target, method, hp, [hp.max_length], 1.0)
+
+    def _fit_line(self) -> str:
+        fit = self.fit
+        usable = memory.format_bytes(fit.available)
+        if fit.fits:
+            return f"<div class='wb-fits'>✓ fits in the {usable} usable on {fit.device}</div>"
+        return (
+            f"<div class='wb-does-not-fit' style='color:#b00'>✗ does not fit in the {usable} "
+            f"usable on {fit.device}. {escape(fit.advice)}</div>"
         )
 
     def _dtype_bytes(self) -> int:

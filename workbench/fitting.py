@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from workbench.adapters import Method
 from workbench.hyperparameters import Hyperparameters
@@ -60,72 +61,84 @@ def available_memory(device: str) -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def _estimate(model, method: Method, hp: Hyperparameters, lengths, response_fraction: float):
-    import torch
+@dataclass(frozen=True)
+class Target:
+    """What the estimate needs of a model: its config, bytes per weight, and its device."""
 
-    dtype = next(model.parameters()).dtype
+    config: Any
+    dtype_bytes: int
+    device: str
+
+    @classmethod
+    def of(cls, model) -> Target:
+        parameter = next(model.parameters())
+        return cls(model.config, parameter.element_size(), str(parameter.device))
+
+
+def _estimate(target: Target, method: Method, hp: Hyperparameters, lengths, response: float):
     # packed rows hold the batch's real tokens; padded rows pad every row to the longest
     per_row = sum(lengths) / len(lengths) if hp.packing else max(lengths)
     return estimate_memory(
-        model.config,
+        target.config,
         method,
         batch_size=hp.batch_size,
         seq_length=max(1, round(per_row)),
-        dtype_bytes=torch.tensor([], dtype=dtype).element_size(),
-        device=str(next(model.parameters()).device),
+        dtype_bytes=target.dtype_bytes,
+        device=target.device,
         gradient_checkpointing=hp.gradient_checkpointing,
-        response_fraction=response_fraction if hp.packing else 1.0,
+        response_fraction=response if hp.packing else 1.0,
     )
+
+
+def fit_for(
+    target: Target, method: Method, hp: Hyperparameters, lengths: list[int], response: float
+) -> Fit:
+    """The Fit of training `target` with these settings on rows of `lengths` tokens, of which
+    a `response` share carries loss. Raises UnsupportedModelError for unknown shapes."""
+    estimate = _estimate(target, method, hp, lengths, response)
+    available = available_memory(target.device)
+    if estimate.total <= available:
+        return Fit(estimate, available, target.device)
+    advice = _advice(target, method, hp, lengths, response, available)
+    return Fit(estimate, available, target.device, advice)
 
 
 def check_fit(model, method: Method, hp: Hyperparameters, lengths: list[int], response: float):
-    """The Fit of training `model` with these settings on rows of `lengths` tokens, of which
-    a `response` share carries loss; None when the model's shape cannot be estimated."""
-    device = str(next(model.parameters()).device)
+    """`fit_for` a loaded model; None when its shape cannot be estimated."""
     try:
-        estimate = _estimate(model, method, hp, lengths, response)
+        return fit_for(Target.of(model), method, hp, lengths, response)
     except UnsupportedModelError:
         return None
-    available = available_memory(device)
-    fit = Fit(estimate, available, device)
-    if fit.fits:
-        return fit
-    return Fit(
-        estimate, available, device, _advice(model, method, hp, lengths, response, available)
-    )
 
 
-def _advice(model, method, hp, lengths, response, available) -> str:
+def _advice(target: Target, method, hp, lengths, response, available) -> str:
     batch = hp.batch_size
     while batch > 1:
         batch //= 2
-        smaller = hp.replace(
-            batch_size=batch,
-            gradient_accumulation=hp.gradient_accumulation * hp.batch_size // batch,
-        )
-        estimate = _estimate(model, method, smaller, lengths, response)
+        accumulation = hp.gradient_accumulation * hp.batch_size // batch
+        smaller = hp.replace(batch_size=batch, gradient_accumulation=accumulation)
+        estimate = _estimate(target, method, smaller, lengths, response)
         if estimate.total <= available:
             return (
-                f"batch_size={batch} with gradient_accumulation={smaller.gradient_accumulation} "
-                f"keeps the effective batch and is predicted to need {format_bytes(estimate.total)}"
+                f"Try batch_size={batch} with gradient_accumulation={accumulation}: the same "
+                f"effective batch, predicted to need {format_bytes(estimate.total)}"
             )
-    checkpointed = _estimate(
-        model, method, hp.replace(batch_size=1, gradient_checkpointing=True), lengths, response
-    )
-    if checkpointed.total <= available:
-        return "batch_size=1 with gradient_checkpointing=True is predicted to fit"
-    return "even one row does not fit: use QLoRA (4-bit weights) or a smaller model"
+    one_row = hp.replace(batch_size=1, gradient_checkpointing=True)
+    if _estimate(target, method, one_row, lengths, response).total <= available:
+        return "Try batch_size=1 with gradient_checkpointing=True: predicted to fit"
+    return "Even one row does not fit: use QLoRA (4-bit weights) or a smaller model"
 
 
 def auto_batch_size(model, method: Method, hp: Hyperparameters, lengths, response) -> int:
     """The largest power-of-two batch (from `hp.batch_size` up) predicted to fit in half the
     usable memory, with at most MAX_TOKENS_PER_STEP tokens a step and four steps an epoch."""
-    available = available_memory(str(next(model.parameters()).device)) * AUTO_BATCH_SHARE
+    target = Target.of(model)
+    available = available_memory(target.device) * AUTO_BATCH_SHARE
     mean = sum(lengths) / len(lengths)
     best = hp.batch_size
     batch = hp.batch_size * 2
     while batch * mean <= MAX_TOKENS_PER_STEP and batch * 4 <= len(lengths):
-        estimate = _estimate(model, method, hp.replace(batch_size=batch), lengths, response)
+        estimate = _estimate(target, method, hp.replace(batch_size=batch), lengths, response)
         if estimate.total > available:
             break
         best, batch = batch, batch * 2

@@ -61,6 +61,21 @@ def test_hyperparameters_and_memory_follow_the_form(model):
     assert "batch 32 x 256 tokens" in form.summary.value
 
 
+def test_the_form_says_whether_the_run_fits_and_what_would(model, monkeypatch):
+    import workbench.fitting as fitting
+
+    form = LoraForm(model, hyperparameters=Hyperparameters(batch_size=16))
+    assert form.fit.fits and "✓ fits in the" in form.summary.value
+    at_sixteen = form.memory.total  # then make only batch 8 fit
+    form.hyperparameter_controls["batch_size"].value = 8
+    limit = form.memory.total + 1
+    monkeypatch.setattr(fitting, "available_memory", lambda device: limit)
+    form.hyperparameter_controls["batch_size"].value = 16
+    assert form.memory.total == at_sixteen and not form.fit.fits
+    assert "does not fit" in form.summary.value
+    assert "batch_size=8 with gradient_accumulation=2" in form.summary.value
+
+
 def test_an_invalid_combination_names_the_field_and_keeps_the_last_valid_method(model):
     form = LoraForm(model)
     form.method_controls["use_dora"].value = True
