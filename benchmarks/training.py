@@ -14,9 +14,10 @@ padded batches), `trl-packing`, `trl-liger`, `trl-liger-packing`. The workbench 
 off or on with `+` modifiers, to measure what each pays: `workbench+padded` (packing off),
 `workbench+full-logits` (logits for every position), `workbench+checkpointing` (gradient
 checkpointing on), `workbench+compile` (torch.compile), `workbench+auto` (auto_batch: the
-largest batch predicted to fit in free GPU memory). Every stack gets the same rows,
-template, learning rate, schedule, batch size, max length, seed and LoRA settings; everything
-else is each stack's default.
+largest batch predicted to fit in free GPU memory), `workbench+freeze20` (LoRA above the first
+20 layers only: backward stops early; it changes what is learned, see the validation loss).
+Every stack gets the same rows, template, learning rate, schedule, batch size, max length, seed
+and LoRA settings; everything else is each stack's default.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from pathlib import Path
 from benchmarks.workloads import SAMPLE_DATA, alpaca_like_rows, config_for, write_rows
 
 STACKS = ("workbench", "trl", "trl-packing", "trl-liger", "trl-liger-packing")
-MODIFIERS = ("padded", "full-logits", "checkpointing", "compile", "auto")
+MODIFIERS = ("padded", "full-logits", "checkpointing", "compile", "auto", "freeze20")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -190,7 +191,7 @@ def _workbench(args, model, tokenizer, train, clock: StepClock, steps: int, modi
         train,
         None,
         template="alpaca",
-        method=Method(),
+        method=Method(freeze_layers=20 if "freeze20" in modifiers else 0),
         hyperparameters=hp,
         samples=0,
         start=False,
