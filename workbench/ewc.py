@@ -97,17 +97,22 @@ def fisher_diagonal(
     *,
     max_rows: int = 32,
     max_length: int = 256,
+    batch_size: int = 1,
 ) -> dict[str, Any]:
-    """Mean squared gradient of the response loss per trainable weight, one row at a time.
+    """Mean squared gradient of the response loss per trainable weight.
 
-    Measured in eval mode (no dropout), so the same model and rows give the same values.
+    `batch_size` 1 (one row per backward pass) is the empirical Fisher; larger batches are
+    faster and coarser (squared mean gradients of the batches). Measured in eval mode (no
+    dropout), so the same model and rows give the same values.
     """
     import torch
 
     if not len(examples):
         raise WorkbenchError("EWC needs reference rows to measure the Fisher information on.")
-    if max_rows < 1:
-        raise WorkbenchError(f"EWC `max_rows`={max_rows} must be at least 1.")
+    if max_rows < 1 or batch_size < 1:
+        raise WorkbenchError(
+            f"EWC `max_rows`={max_rows} and `batch_size`={batch_size} must be at least 1."
+        )
     template = get_template(template) if template is not None else default_template(examples.format)
     rows = examples.select(range(min(max_rows, len(examples))))
     data = tokenize_examples(rows, template, tokenizer, max_length=max_length)
@@ -119,8 +124,11 @@ def fisher_diagonal(
     was_training = model.training
     model.eval()
     try:
-        for example in data.examples:
-            batch = collate([{"input_ids": example.input_ids, "labels": example.labels}])
+        chunks = [
+            data.examples[i : i + batch_size] for i in range(0, len(data.examples), batch_size)
+        ]
+        for chunk in chunks:
+            batch = collate([{"input_ids": e.input_ids, "labels": e.labels} for e in chunk])
             batch = {k: v.to(model.device) for k, v in batch.items()}
             model.zero_grad(set_to_none=True)
             model(**batch).loss.backward()
@@ -130,7 +138,7 @@ def fisher_diagonal(
     finally:
         model.zero_grad(set_to_none=True)
         model.train(was_training)
-    return {n: f / len(data.examples) for n, f in fisher.items()}
+    return {n: f / len(chunks) for n, f in fisher.items()}
 
 
 def fisher_ewc(
@@ -143,6 +151,7 @@ def fisher_ewc(
     max_rows: int = 32,
     normalize: bool = True,
     max_length: int = 256,
+    batch_size: int = 1,
 ) -> ElasticWeightConsolidation:
     """EWC anchored at the model's current weights, weighted by the Fisher on `reference_rows`.
 
@@ -153,7 +162,13 @@ def fisher_ewc(
         get_template(template) if template is not None else default_template(reference_rows.format)
     )
     fisher = fisher_diagonal(
-        model, tokenizer, reference_rows, template, max_rows=max_rows, max_length=max_length
+        model,
+        tokenizer,
+        reference_rows,
+        template,
+        max_rows=max_rows,
+        max_length=max_length,
+        batch_size=batch_size,
     )
     if normalize:
         count = sum(f.numel() for f in fisher.values())
@@ -166,6 +181,7 @@ def fisher_ewc(
         "max_rows": max_rows,
         "normalize": normalize,
         "max_length": max_length,
+        "batch_size": batch_size,
         "template": template.name,
     }
     rows = reference_rows.select(range(min(max_rows, len(reference_rows))))
@@ -196,6 +212,7 @@ def regularizer_from_config(
         max_rows=config.get("max_rows", 32),
         normalize=config.get("normalize", True),
         max_length=config.get("max_length", 256),
+        batch_size=config.get("batch_size", 1),
     )
 
 
