@@ -221,7 +221,8 @@ def attach_regularizer(trainer, regularizer) -> None:
 
     Wraps whatever `compute_loss` the trainer has (a subclass's own, too). Under gradient
     accumulation the penalty is shared out over the micro-batches, so each optimizer step adds
-    it once, whether or not Trainer divides the loss afterwards.
+    it once, whether or not Trainer divides the loss afterwards. The logged training loss
+    includes the penalty (EWC keeps its latest value in `last_penalty`).
     """
     compute_loss = trainer.compute_loss
 
