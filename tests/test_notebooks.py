@@ -19,6 +19,8 @@ EXPECTED = {
     "01_quickstart": ["finished", "accuracy"],
     "02_prompt_templates": ["carry loss", "TemplateError", "truncation_side='left'"],
     "03_methods": ["held-out accuracy", "QLoRA r=16", "freeze 20"],
+    "04_forgetting": ["retained / base", "full + EWC", "full + mixing", "Learned and retained"],
+    "05_prompting_vs_finetuning": ["4-shot retrieved", "tokens per query", "LoRA fine-tuned"],
 }
 
 

@@ -332,3 +332,18 @@ def test_tokens_per_second_times_training_steps_not_evaluation_pauses(
     speeds = [e["tokens_per_second"] for e in run.events if e["event"] == "step"]
     assert all(s is not None for s in speeds)
     assert max(speeds) / min(speeds) < 5  # steps 3 and 5 follow evaluations, yet are not slower
+
+
+def test_evaluations_carry_exact_match_over_the_first_validation_rows(tiny, ticket_split):
+    model, tokenizer = tiny
+    run = train(model, tokenizer, *ticket_split, hyperparameters=quick(eval_metric_rows=0)).wait()
+    evaluations = [e for e in run.events if e["event"] == "evaluation"]
+    assert [e["exact_match"] for e in evaluations] == [None, None, None]  # turned off
+    assert [len(e["samples"]) for e in run.events if e["event"] == "samples"] == [3, 3, 3]
+    run = train(
+        run.model, tokenizer, *ticket_split, hyperparameters=quick(eval_metric_rows=100)
+    ).wait()
+    evaluations = [e for e in run.events if e["event"] == "evaluation"]
+    assert [e["scored_rows"] for e in evaluations] == [8, 8, 8]  # all 8 validation rows
+    with pytest.raises(workbench.WorkbenchError, match="eval_metric_rows"):
+        Hyperparameters(eval_metric_rows=-1)

@@ -1,4 +1,5 @@
-"""CompareView: base and fine-tuned answers side by side, word differences, metrics, a try box.
+"""CompareView: base and fine-tuned answers side by side, word differences, metrics, a try box,
+and what was learned (the trained task) beside what was retained (a forgetting probe).
 
 For a PEFT model both columns come from ONE model: the adapter is switched off for the base
 answers. A fully fine-tuned model has no base weights left, so its base column needs `before`.
@@ -14,7 +15,7 @@ import traceback
 
 import ipywidgets as widgets
 
-from widgets._common import CELL_STYLE, TABLE_STYLE, ErrorArea, StaticFallback
+from widgets._common import CELL_STYLE, TABLE_STYLE, ErrorArea, StaticFallback, html_table
 from workbench.evaluation import DEFAULT_METRICS, Evaluation, evaluate_model
 from workbench.generation import Decoding, adapter_disabled, generate
 from workbench.templates import Template, get_template
@@ -62,8 +63,9 @@ class CompareView(StaticFallback, widgets.VBox):
     """Before/after answers on the same rows, with per-row and total metrics.
 
     Children: `.run_button` ("Run comparison"), `.summary_html` (totals), `.table_html` (rows:
-    prompt, reference, base, fine-tuned, metrics), `.prompt_box`, `.raw_prompt`, `.try_button`,
-    `.try_output`, `.status`, `.error_html`. `wait()` blocks until a button's work is done.
+    prompt, reference, base, fine-tuned, metrics), `.forgetting_html` (learned and retained, per
+    task), `.prompt_box`, `.raw_prompt`, `.try_button`, `.try_output`, `.status`, `.error_html`.
+    `wait()` blocks until a button's work is done.
     """
 
     dom_class = "wb-compare-view"
@@ -80,8 +82,10 @@ class CompareView(StaticFallback, widgets.VBox):
         decoding: Decoding | None = None,
         metrics: tuple[str, ...] | list[str] = DEFAULT_METRICS,
         labels: list[str] | None = None,
+        forgetting=None,
     ) -> None:
         self.model, self.tokenizer, self.examples = model, tokenizer, examples
+        self.forgetting = forgetting  # a table from workbench.forgetting_table / learned_retained
         self.template = get_template(template)
         self.before, self.after = before, after
         self.decoding = decoding or Decoding()
@@ -95,6 +99,7 @@ class CompareView(StaticFallback, widgets.VBox):
                 widgets.HBox([self.run_button, self.status]),
                 self.error_html,
                 self.summary_html,
+                self.forgetting_html,
                 self.table_html,
                 widgets.HTML("<b>Try a prompt on both models</b>"),
                 self.prompt_box,
@@ -111,6 +116,7 @@ class CompareView(StaticFallback, widgets.VBox):
         self.status = widgets.HTML()
         self.summary_html = widgets.HTML()
         self.table_html = widgets.HTML()
+        self.forgetting_html = widgets.HTML()
         self.error_html = ErrorArea()
         self.prompt_box = widgets.Textarea(
             placeholder="Type an instruction, then try it on the base and the fine-tuned model",
@@ -141,6 +147,25 @@ class CompareView(StaticFallback, widgets.VBox):
             self.after = evaluate_model(
                 self.model, self.tokenizer, self.examples, self.template, adapter=True, **settings
             )
+        self._draw()
+
+    def measure_forgetting(self, probe, base=None):
+        """Score the probe's target and probe tasks on the base and the fine-tuned model, and
+        show learned beside retained. `base` (probe.measure_base before training) is needed
+        for full fine-tuning; a PEFT model's base is its adapter switched off."""
+        from workbench.forgetting import forgetting_table
+
+        if base is None:
+            if not self.has_adapter:
+                raise ValueError(NO_BASE.replace("evaluate_model", "probe.measure_base"))
+            base = probe.measure_base(self.model, self.tokenizer)
+        tuned = probe.measure(self.model, self.tokenizer, "fine-tuned")
+        self.show_forgetting(forgetting_table(base, tuned, probe))
+        return self.forgetting
+
+    def show_forgetting(self, table) -> None:
+        """Show a learned/retained table (from forgetting_table or learned_retained)."""
+        self.forgetting = table
         self._draw()
 
     def follow(self, run) -> CompareView:
@@ -228,6 +253,7 @@ class CompareView(StaticFallback, widgets.VBox):
         try:
             self.table_html.value = rows_table_html(self.before, self.after)
             self.summary_html.value = summary_table_html(self.before, self.after)
+            self.forgetting_html.value = forgetting_html(self.forgetting)
         except Exception as error:  # noqa: BLE001 - shown to the user, not swallowed
             self.show_error(error)
 
@@ -254,9 +280,24 @@ class CompareView(StaticFallback, widgets.VBox):
             "<div><b>CompareView</b></div>"
             + self.error_html.value
             + self.summary_html.value
+            + self.forgetting_html.value
             + self.table_html.value
             + self.try_output.value
         )
+
+
+def forgetting_html(table) -> str:
+    """Learned (trained tasks) and retained (probe tasks) side by side, as an HTML table."""
+    if table is None:
+        return ""
+    frame = table.reset_index()
+    columns = [str(c) for c in frame.columns]
+    rows = [[_cell_text(v) for v in record] for record in frame.itertuples(index=False)]
+    return "<div><b>Learned and retained</b> (forgetting probe)</div>" + html_table(columns, rows)
+
+
+def _cell_text(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def summary_text(view: CompareView) -> str:

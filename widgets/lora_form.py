@@ -33,6 +33,7 @@ HYPERPARAMETER_WIDGETS = {
     "max_length": widgets.IntText,
     "weight_decay": widgets.FloatText,
     "eval_every": widgets.IntText,
+    "eval_metric_rows": widgets.IntText,
     "early_stopping_patience": widgets.IntText,
     "seed": widgets.IntText,
     "gradient_checkpointing": lambda **kw: widgets.Checkbox(indent=False, **kw),

@@ -1,4 +1,5 @@
-"""TrainingMonitor: live loss and validation curves, progress, Stop/Resume and sample answers.
+"""TrainingMonitor: live loss and validation curves (loss and exact match), progress, Stop/Resume
+and sample answers.
 
 It subscribes to a Run's events (which arrive on the training thread) and keeps its own copy of
 them, so the same panel replays a finished, stopped or crashed run from its `metrics.jsonl`.
@@ -19,7 +20,7 @@ from widgets._common import ErrorArea, StaticFallback, html_table
 from workbench.report import curves_figure, read_events, smooth
 from workbench.run import complete_checkpoints
 
-RAW, SMOOTHED, VALIDATION, LEARNING_RATE = range(4)  # the trace order of curves_figure
+RAW, SMOOTHED, VALIDATION, LEARNING_RATE, EXACT_MATCH = range(5)  # curves_figure's trace order
 END_EVENTS = ("stopped", "finished", "failed")
 
 
@@ -221,6 +222,9 @@ class TrainingMonitor(StaticFallback, widgets.VBox):
             data[VALIDATION].y = [_finite(e["eval_loss"]) for e in self._evaluations]
             data[LEARNING_RATE].x = x
             data[LEARNING_RATE].y = [e.get("learning_rate") for e in self._steps]
+            scored = [e for e in self._evaluations if e.get("exact_match") is not None]
+            data[EXACT_MATCH].x = [e["step"] for e in scored]
+            data[EXACT_MATCH].y = [e["exact_match"] for e in scored]
 
     def _draw_progress(self) -> None:
         total = self.max_steps
@@ -298,7 +302,10 @@ class TrainingMonitor(StaticFallback, widgets.VBox):
             parts.append(f"{last['tokens_per_second']:,.0f} tokens/s")
         parts.append(f"loss {last['loss']:.4g}")
         if self._evaluations:
-            parts.append(f"validation {self._evaluations[-1]['eval_loss']:.4g}")
+            last_evaluation = self._evaluations[-1]
+            parts.append(f"validation {last_evaluation['eval_loss']:.4g}")
+            if last_evaluation.get("exact_match") is not None:
+                parts.append(f"exact match {last_evaluation['exact_match']:.0%}")
         return " · ".join(parts)
 
     # -- without a widget frontend (StaticFallback) ----------------------------------------

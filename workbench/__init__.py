@@ -17,11 +17,27 @@ from workbench.errors import (
     WorkbenchError,
 )
 from workbench.evaluation import Evaluation, compare, compare_before_after, evaluate_model
+from workbench.ewc import ElasticWeightConsolidation, fisher_diagonal, fisher_ewc
+from workbench.forgetting import (
+    ForgettingProbe,
+    TaskScores,
+    answer_contains,
+    forgetting_table,
+    learned_retained,
+)
 from workbench.generation import Decoding, generate
 from workbench.hyperparameters import Hyperparameters
+from workbench.loto import leave_one_task_out, loto_table, task_folds
 from workbench.memory import MemoryEstimate, count_trainable, estimate_memory
 from workbench.models import DEFAULT_MODEL, load_model
-from workbench.report import write_report
+from workbench.prompting import (
+    few_shot_prompt,
+    hidden_state_embedder,
+    nearest_examples,
+    prompting_baselines,
+    prompting_table,
+)
+from workbench.report import save_forgetting, write_report
 from workbench.run import Run
 from workbench.splits import mix_tasks, split_data
 from workbench.stats import dataset_stats
@@ -48,7 +64,9 @@ __all__ = [
     "DataValidationError",
     "Decoding",
     "Evaluation",
+    "ElasticWeightConsolidation",
     "Examples",
+    "ForgettingProbe",
     "Hyperparameters",
     "Method",
     "ModelLoadError",
@@ -56,25 +74,40 @@ __all__ = [
     "Problem",
     "Run",
     "Template",
+    "TaskScores",
     "TemplateError",
     "WorkbenchError",
+    "answer_contains",
     "compare",
     "compare_before_after",
     "count_parameters",
     "dataset_stats",
     "default_template",
     "evaluate_model",
+    "few_shot_prompt",
+    "fisher_diagonal",
+    "fisher_ewc",
+    "forgetting_table",
     "generate",
     "get_template",
     "linear_layer_names",
     "count_trainable",
     "estimate_memory",
     "MemoryEstimate",
+    "hidden_state_embedder",
+    "learned_retained",
+    "leave_one_task_out",
     "load_data",
     "load_model",
+    "loto_table",
     "mix_tasks",
+    "nearest_examples",
+    "prompting_baselines",
+    "prompting_table",
     "resume_run",
+    "save_forgetting",
     "split_data",
+    "task_folds",
     "token_view",
     "token_view_html",
     "token_view_text",

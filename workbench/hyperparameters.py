@@ -20,8 +20,9 @@ class Hyperparameters(Settings):
     Length of training: `epochs`, or `max_steps` when set (> 0).
     Batches: `batch_size` x `gradient_accumulation` rows per optimizer step; `max_length`.
     Batches are packed without padding (`packing`) unless it is turned off.
-    Evaluation: every `eval_every` steps on the validation set (loss + sample answers);
-    `early_stopping_patience` evaluations without a lower validation loss stop the run.
+    Evaluation: every `eval_every` steps on the validation set (loss + sample answers, and exact
+    match over the first `eval_metric_rows` validation rows); `early_stopping_patience`
+    evaluations without a lower validation loss stop the run.
     """
 
     learning_rate: float = field(
@@ -63,6 +64,10 @@ class Hyperparameters(Settings):
     )
     sample_max_new_tokens: int = field(
         default=24, metadata={"help": "length of the sample answers generated at each evaluation"}
+    )
+    eval_metric_rows: int = field(
+        default=16,
+        metadata={"help": "validation rows answered for exact match at each evaluation (0: off)"},
     )
     seed: int = field(default=0, metadata={"help": "same seed, same data order and init"})
     gradient_checkpointing: bool = field(
@@ -109,6 +114,8 @@ class Hyperparameters(Settings):
             problems.append(f"`warmup`={self.warmup} must be 0 or more.")
         if self.weight_decay < 0:
             problems.append(f"`weight_decay`={self.weight_decay} must be 0 or more.")
+        if self.eval_metric_rows < 0:
+            problems.append(f"`eval_metric_rows`={self.eval_metric_rows} must be 0 (off) or more.")
         if self.early_stopping_patience < 0:
             problems.append("`early_stopping_patience` must be 0 (off) or more.")
         if self.lr_scheduler not in ("cosine", "linear", "constant", "constant_with_warmup"):

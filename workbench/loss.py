@@ -7,15 +7,14 @@ for the logits of those alone (`logits_to_keep`), and cross-entropy runs on them
 loss, with the output layer's work and the logits' memory cut to the response tokens, and no
 device sync to find them.
 
-`workbench_trainer_class()` is transformers' Trainer with this loss, token counting without a
-device sync, and optional extra loss terms (regularisers) added in training.
+`workbench_trainer_class()` is transformers' Trainer with this loss and token counting without
+a device sync (regularisers such as EWC wrap its `compute_loss`: `workbench.ewc`).
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
 from typing import Any
 
 IGNORE_INDEX = -100
@@ -97,15 +96,10 @@ def workbench_trainer_class():
     from transformers import Trainer
 
     class WorkbenchTrainer(Trainer):
-        """Trainer whose loss projects only the response tokens onto the vocabulary.
+        """Trainer whose loss projects only the response tokens onto the vocabulary."""
 
-        `extra_losses`: callables `fn(model) -> scalar tensor` added to the training loss
-        (regularisers such as weight-space penalties); not added in evaluation.
-        """
-
-        def __init__(self, *args, extra_losses: list[Callable] | None = None, **kwargs):
+        def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            self.extra_losses = list(extra_losses or [])
             # our loss divides by the tokens of the whole accumulated batch, as the model's own
             # loss does when it accepts `num_items_in_batch`: the Trainer must not rescale it
             self.model_accepts_loss_kwargs = True
@@ -123,11 +117,6 @@ def workbench_trainer_class():
                 and self.args.world_size > 1
             ):
                 loss = loss * self.args.world_size  # DDP averages gradients over processes
-            if model.training and self.extra_losses:
-                # the loss above is already divided over the accumulated batch; these are not
-                steps = getattr(self, "current_gradient_accumulation_steps", None)
-                steps = steps or self.args.gradient_accumulation_steps
-                loss = loss + sum(extra(model) for extra in self.extra_losses) / steps
             return (loss, outputs) if return_outputs else loss
 
     return WorkbenchTrainer

@@ -1,4 +1,5 @@
-"""report.html for a run directory: loss and validation curves (plotly) and the before/after table.
+"""report.html for a run directory: loss and validation curves (plotly), the validation metrics
+at each evaluation, the before/after table and, when measured, the learned/retained table.
 
 Built only from files in the run directory, so it can be rebuilt for any run, finished or not.
 plotly's JavaScript is embedded so the report opens offline.
@@ -36,13 +37,22 @@ def smooth(values: list[float], weight: float = 0.8) -> list[float]:
 
 
 def curves_figure(events: list[dict]):
-    """A plotly figure: training loss (raw, smoothed), validation loss, learning rate."""
+    """A plotly figure: training loss (raw, smoothed), validation loss, learning rate and, below,
+    validation exact match (traces in that order)."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     steps = [e for e in events if e["event"] == "step"]
     evals = [e for e in events if e["event"] == "evaluation" and e.get("eval_loss") is not None]
-    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    scored = [e for e in events if e["event"] == "evaluation" and e.get("exact_match") is not None]
+    fig = make_subplots(
+        rows=2,
+        cols=1,
+        shared_xaxes=True,
+        row_heights=[0.72, 0.28],
+        vertical_spacing=0.06,
+        specs=[[{"secondary_y": True}], [{}]],
+    )
     x = [e["step"] for e in steps]
     losses = [e["loss"] for e in steps]
     fig.add_trace(
@@ -78,15 +88,27 @@ def curves_figure(events: list[dict]):
         ),
         secondary_y=True,
     )
+    fig.add_trace(
+        go.Scatter(
+            x=[e["step"] for e in scored],
+            y=[e["exact_match"] for e in scored],
+            name="validation exact match",
+            mode="lines+markers",
+            line=dict(color="rgb(44,160,44)", width=2),
+        ),
+        row=2,
+        col=1,
+    )
     fig.update_layout(
-        height=380,
+        height=480,
         margin=dict(l=50, r=50, t=30, b=40),
         template="plotly_white",
         legend=dict(orientation="h", y=1.12),
-        xaxis_title="optimizer step",
     )
-    fig.update_yaxes(title_text="loss", secondary_y=False)
-    fig.update_yaxes(title_text="learning rate", secondary_y=True, showgrid=False)
+    fig.update_xaxes(title_text="optimizer step", row=2, col=1)
+    fig.update_yaxes(title_text="loss", secondary_y=False, row=1, col=1)
+    fig.update_yaxes(title_text="learning rate", secondary_y=True, showgrid=False, row=1, col=1)
+    fig.update_yaxes(title_text="exact match", range=[-0.05, 1.05], row=2, col=1)
     return fig
 
 
@@ -131,6 +153,16 @@ def write_report(run_dir: str | Path) -> Path:
         )
     parts.append("<h2>Loss and validation</h2>")
     parts.append(pio.to_html(curves_figure(events), include_plotlyjs=True, full_html=False))
+    parts.append(_evaluations_html(events))
+    forgetting = run_dir / "forgetting.json"
+    if forgetting.is_file():
+        data = json.loads(forgetting.read_text(encoding="utf-8"))
+        parts.append("<h2>Learned and retained (forgetting probe)</h2>")
+        parts.append(
+            "<p>Learned: the trained task(s), held-out rows. Retained: tasks the run never "
+            "trained on, measured on the base and on the fine-tuned model.</p>"
+        )
+        parts.append(_table(data["rows"], data["columns"]))
     comparison = run_dir / "comparison.json"
     if comparison.is_file():
         data = json.loads(comparison.read_text(encoding="utf-8"))
@@ -155,6 +187,34 @@ def write_report(run_dir: str | Path) -> Path:
     )
     write_atomic(run_dir / "report.html", page)
     return run_dir / "report.html"
+
+
+def _evaluations_html(events: list[dict]) -> str:
+    """A table of the validation metrics at each evaluation (loss, perplexity, exact match)."""
+    evals = [e for e in events if e["event"] == "evaluation"]
+    if not evals:
+        return ""
+    rows = [
+        {
+            "step": e.get("step"),
+            "validation loss": e.get("eval_loss"),
+            "perplexity": e.get("perplexity"),
+            "exact match": e.get("exact_match"),
+            "rows scored": e.get("scored_rows"),
+        }
+        for e in evals
+    ]
+    columns = ["step", "validation loss", "perplexity", "exact match", "rows scored"]
+    return "<h3>Validation at each evaluation</h3>" + _table(rows, columns)
+
+
+def save_forgetting(run_dir: str | Path, table) -> Path:
+    """Store a learned/retained table (`workbench.forgetting_table`) for the run's report."""
+    frame = table.reset_index()
+    data = {"columns": [str(c) for c in frame.columns], "rows": frame.to_dict("records")}
+    path = Path(run_dir) / "forgetting.json"
+    write_atomic(path, json.dumps(data, ensure_ascii=False, indent=1, default=str))
+    return path
 
 
 def save_comparison(run_dir: str | Path, summary, rows) -> Path:

@@ -54,6 +54,7 @@ def train(
     hyperparameters: Hyperparameters | None = None,
     run_dir: str | Path | None = None,
     samples: int = 3,
+    regularizer=None,
     start: bool = True,
 ) -> Run:
     """Start fine-tuning and return the Run at once (training continues in the background).
@@ -61,9 +62,16 @@ def train(
     `template` defaults to the one that suits the data format. `samples` validation prompts are
     answered at every evaluation. The model is adapted in place (LoRA layers are injected);
     `run.model` is the model being trained, with the adapter switchable for before/after.
+    `regularizer` (e.g. `workbench.fisher_ewc(...)`, full fine-tuning only) is added to the
+    training loss and recorded in config.yaml, so a resumed run keeps it.
     """
     method = method or Method()
     hp = hyperparameters or Hyperparameters()
+    if regularizer is not None and method.uses_lora:
+        raise WorkbenchError(
+            f"`regularizer` (EWC) with `kind`={method.kind!r}: LoRA leaves the base weights "
+            "frozen, so there is nothing to anchor. Use kind='full' (or 'freeze'), or drop it."
+        )
     template = (
         get_template(template) if template is not None else default_template(train_data.format)
     )
@@ -100,9 +108,14 @@ def train(
     hp, fit = _size_batch(model, method, hp, train_tokens)
     run_dir = Path(run_dir) if run_dir else new_run_dir(f"{method.kind}-{_task_label(train_data)}")
     run_dir.mkdir(parents=True, exist_ok=True)
-    sample_rows = validation if validation is not None and len(validation) else train_data
-    sample_rows = sample_rows.rows[:samples]
-    _write_run_config(run_dir, model, template, method, hp, train_data, validation, sample_rows)
+    has_validation = validation is not None and len(validation) > 0
+    scored = min(hp.eval_metric_rows, len(validation)) if has_validation else 0
+    sample_rows = (validation if has_validation else train_data).rows[: max(samples, scored)]
+    _write_run_config(
+        run_dir, model, template, method, hp, train_data, validation, sample_rows[:samples]
+    )
+    if regularizer is not None:
+        _record_regularizer(run_dir, regularizer)
     pairs = [template.render(r, tokenizer) for r in sample_rows]
     sample_prompts, references = [p for p, _ in pairs], [r for _, r in pairs]
 
@@ -117,6 +130,7 @@ def train(
             sample_prompts,
             references,
             resuming,
+            regularizer=regularizer,
         )
 
     run = Run(run_dir, build_trainer, on_success=lambda r: _save_final(r, model, tokenizer))
@@ -129,6 +143,7 @@ def train(
     )
     run.parameters = count_parameters(model)
     run.fit = fit
+    run.samples_shown, run.scored_rows = samples, scored  # the bridge answers max() of them
     run.truncation = train_tokens.report
     return run.start() if start else run
 
@@ -162,6 +177,17 @@ def _check_learnable(tokens, data: Examples) -> None:
         )
     if report.truncated:
         warnings.warn(str(report), stacklevel=3)
+
+
+def _record_regularizer(run_dir: Path, regularizer) -> None:
+    """Add the regularizer (and its reference rows) to config.yaml, for resume."""
+    import yaml
+
+    config = load_run_config(run_dir)
+    config["regularizer"] = regularizer.save(run_dir)
+    write_atomic(
+        run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
+    )
 
 
 def _write_run_config(
@@ -218,6 +244,7 @@ def _build_trainer(
     sample_prompts: list[str],
     references: list[str],
     resuming: bool,
+    regularizer=None,
 ):
     from transformers import EarlyStoppingCallback, PrinterCallback
 
@@ -244,6 +271,10 @@ def _build_trainer(
         callbacks=callbacks,
     )
     trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; events replace it
+    if regularizer is not None:  # e.g. EWC: its penalty joins the training loss
+        from workbench.ewc import attach_regularizer
+
+        attach_regularizer(trainer, regularizer)
     return trainer
 
 
@@ -321,12 +352,21 @@ def _event_bridge(
         def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
             loss = (metrics or {}).get("eval_loss")
             perplexity = math.exp(loss) if loss is not None and loss < 50 else None
-            run.emit("evaluation", step=state.global_step, eval_loss=loss, perplexity=perplexity)
-            if prompts and model is not None:
-                answers = generate(model, tokenizer, prompts, decoding)
+            answers = generate(model, tokenizer, prompts, decoding) if model is not None else []
+            scored = min(getattr(run, "scored_rows", 0), len(answers))
+            run.emit(
+                "evaluation",
+                step=state.global_step,
+                eval_loss=loss,
+                perplexity=perplexity,
+                exact_match=_exact_match(answers[:scored], references[:scored]),
+                scored_rows=scored,
+            )
+            shown = getattr(run, "samples_shown", len(prompts))
+            if answers and shown:
                 rows = [
                     {"prompt": p, "reference": r, "answer": a}
-                    for p, r, a in zip(prompts, references, answers)
+                    for p, r, a in zip(prompts[:shown], references, answers)
                 ]
                 record = run.emit("samples", step=state.global_step, samples=rows)
                 with open(run.run_dir / "samples.jsonl", "a", encoding="utf-8") as handle:
@@ -338,6 +378,16 @@ def _event_bridge(
             run.mark_checkpoint(state)
 
     return EventBridge()
+
+
+def _exact_match(answers: list[str], references: list[str]) -> float | None:
+    """Share of answers equal to their reference (normalised), None without rows."""
+    if not answers:
+        return None
+    from workbench.metrics import load_metric
+
+    result = load_metric("exact_match").compute(predictions=answers, references=references)
+    return float(result["exact_match"])
 
 
 def load_run_config(run_dir: str | Path) -> dict[str, Any]:
@@ -371,16 +421,23 @@ def resume_run(run_dir: str | Path, model=None, tokenizer=None) -> Run:
         if data.get("validation")
         else None
     )
+    template = Template(**config["template"])
+    from workbench.ewc import regularizer_from_config
+
+    regularizer = regularizer_from_config(
+        config.get("regularizer"), model, tokenizer, run_dir, template
+    )
     run = train(
         model,
         tokenizer,
         train_data,
         validation,
-        template=Template(**config["template"]),
+        template=template,
         method=Method.from_dict(config["method"]),
         hyperparameters=Hyperparameters.from_dict(config["hyperparameters"]),
         run_dir=run_dir,
         samples=config.get("samples", 3),
+        regularizer=regularizer,
         start=False,
     )
     return run.resume()

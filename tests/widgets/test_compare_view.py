@@ -130,3 +130,44 @@ def test_mismatched_rows_are_reported_not_raised(tiny):
     assert "same rows" in view.error_html.value
     bundle = view._repr_mimebundle_()
     assert "same rows" in bundle["text/html"] and bundle["text/plain"].startswith("CompareView")
+
+
+def test_measure_forgetting_shows_learned_beside_retained(lora_run):
+    from workbench.forgetting import ForgettingProbe
+
+    run, rows = lora_run
+    mixed = workbench.load_data(SAMPLE_DATA / "mixed_instructions.jsonl", verbose=False)
+    probe = ForgettingProbe(
+        target=rows,
+        probe=mixed.select([i for i, r in enumerate(mixed.rows) if r["task"] == "capital"]),
+        rows_per_task=3,
+        decoding=SHORT,
+    )
+    view = CompareView(run.model, run.tokenizer, rows, "alpaca", decoding=SHORT)
+    assert view.forgetting_html.value == ""
+    table = view.measure_forgetting(probe)
+    html = view.forgetting_html.value
+    assert "Learned and retained" in html and ">learned<" in html and ">retained<" in html
+    assert html.count("<tr>") == 1 + 2  # header, ticket_topic, capital
+    with adapter_disabled(run.model):
+        base = probe.measure(run.model, run.tokenizer, "base")
+    assert table.loc["capital", "base"] == base.score["capital"]  # base = adapter off
+    assert table.loc["ticket_topic", "fine-tuned loss"] < table.loc["ticket_topic", "base loss"]
+    assert "Learned and retained" in view.static_html()
+
+
+def test_a_full_fine_tuned_model_needs_the_base_scores_for_forgetting(tiny):
+    from workbench.forgetting import ForgettingProbe
+
+    model, tokenizer = tiny
+    data = workbench.load_data(SAMPLE_DATA / "mixed_instructions.jsonl", verbose=False)
+    capital = data.select([i for i, r in enumerate(data.rows) if r["task"] == "capital"][:2])
+    antonym = data.select([i for i, r in enumerate(data.rows) if r["task"] == "antonym"][:2])
+    probe = ForgettingProbe(target=capital, probe=antonym, decoding=SHORT)
+    view = CompareView(model, tokenizer, capital, "alpaca", decoding=SHORT)
+    with pytest.raises(ValueError, match="probe.measure_base"):
+        view.measure_forgetting(probe)
+    base = probe.measure_base(model, tokenizer)  # before training: the weights are the base
+    table = view.measure_forgetting(probe, base=base)
+    assert list(table["role"]) == ["learned", "retained"]
+    assert list(table["change"]) == [0.0, 0.0]  # nothing was trained

@@ -161,3 +161,33 @@ def test_static_output_without_a_frontend_summarises_the_run(tiny, ticket_split)
     with pytest.raises(FileNotFoundError, match="metrics.jsonl"):
         TrainingMonitor.from_run_dir(tmp_dir := run.run_dir / "nowhere")
     assert not tmp_dir.exists()
+
+
+def test_exact_match_at_each_evaluation_is_plotted_and_reported(tiny, ticket_split):
+    from widgets.training_monitor import EXACT_MATCH
+    from workbench.report import write_report
+
+    model, tokenizer = tiny
+    run = train(model, tokenizer, *ticket_split, hyperparameters=quick(eval_metric_rows=5))
+    monitor = TrainingMonitor(run)
+    run.wait()
+    evaluations = [e for e in run.events if e["event"] == "evaluation"]
+    assert [e["scored_rows"] for e in evaluations] == [5, 5, 5]
+    from workbench.generation import Decoding, generate
+    from workbench.metrics import load_metric
+
+    rows = ticket_split[1].rows[:5]
+    prompts = [run.template.render_prompt(r, tokenizer) for r in rows]
+    answers = generate(run.model, tokenizer, prompts, Decoding(max_new_tokens=4))
+    expected = load_metric("exact_match").compute(
+        predictions=answers, references=[r["output"] for r in rows]
+    )["exact_match"]
+    assert evaluations[-1]["exact_match"] == pytest.approx(expected)  # the final weights
+    data = monitor.figure.data
+    assert list(data[EXACT_MATCH].x) == [0, 3, 6]
+    assert list(data[EXACT_MATCH].y) == [e["exact_match"] for e in evaluations]
+    assert "exact match" in monitor.progress_label.value
+    samples = [e for e in run.events if e["event"] == "samples"]
+    assert all(len(e["samples"]) == 3 for e in samples)  # 5 answered, 3 shown
+    page = write_report(run.run_dir).read_text()
+    assert "Validation at each evaluation" in page and "validation exact match" in page

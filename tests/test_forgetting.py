@@ -1,0 +1,120 @@
+"""The forgetting probe: learned (trained task) beside retained (tasks never trained on)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import SAMPLE_DATA, quick
+
+import workbench
+from workbench.forgetting import (
+    ForgettingProbe,
+    TaskScores,
+    answer_contains,
+    forgetting_table,
+    learned_retained,
+)
+from workbench.report import save_forgetting, write_report
+from workbench.train import train
+
+SHORT = workbench.Decoding(max_new_tokens=4, batch_size=8)
+LABELS = ["billing", "shipping", "technical", "account"]
+
+
+@pytest.fixture(scope="module")
+def probe_rows():
+    data = workbench.load_data(SAMPLE_DATA / "mixed_instructions.jsonl", verbose=False)
+    keep = [i for i, r in enumerate(data.rows) if r["task"] in ("capital", "antonym")]
+    return data.select(keep)
+
+
+def _probe(ticket_split, probe_rows, rows_per_task=4):
+    return ForgettingProbe(
+        target=ticket_split[1],
+        probe=probe_rows,
+        labels={"ticket_topic": LABELS},
+        rows_per_task=rows_per_task,
+        decoding=SHORT,
+    )
+
+
+def test_answer_contains_reads_the_reference_inside_a_sentence():
+    assert answer_contains("The capital of Vietnam is Hanoi.", "Hanoi")
+    assert answer_contains("The capital city of Iceland is Reykjavik.", "Reykjavík")
+    assert answer_contains("the antonym of big is SMALL", "small")
+    assert not answer_contains("The capital of Nigeria is Nigeria.", "Abuja")
+    assert not answer_contains("smaller", "small")  # whole words only
+    assert not answer_contains("anything", "")
+
+
+def test_probe_refuses_to_measure_a_task_it_trains_on(ticket_split, probe_rows):
+    with pytest.raises(workbench.WorkbenchError, match="both target and probe"):
+        ForgettingProbe(target=probe_rows, probe=probe_rows)
+    probe = _probe(ticket_split, probe_rows)
+    probe.check_training_rows(ticket_split[0])  # tickets only: fine
+    with pytest.raises(workbench.WorkbenchError, match="capital"):
+        probe.check_training_rows(probe_rows)
+    assert probe.target_tasks == ["ticket_topic"]
+    assert set(probe.probe_tasks) == {"capital", "antonym"}
+    assert [r["task"] for r in probe.rows_of("capital").rows] == ["capital"] * 4
+
+
+def test_lora_base_from_the_adapter_switched_off_equals_the_untouched_model(
+    tiny_model_dir, ticket_split, probe_rows
+):
+    probe = _probe(ticket_split, probe_rows)
+    model, tokenizer = workbench.load_model(str(tiny_model_dir))
+    untouched = probe.measure_base(model, tokenizer)
+    run = train(
+        model,
+        tokenizer,
+        ticket_split[0],
+        method=workbench.Method(kind="lora", r=8, dropout=0.0),
+        hyperparameters=quick(max_steps=12, learning_rate=1e-2, eval_every=100),
+    ).wait()
+    assert run.status == "finished", run.error
+    base = probe.measure_base(run.model, tokenizer)  # adapter off
+    tuned = probe.measure(run.model, tokenizer, "LoRA")
+    for task in ["ticket_topic", "capital", "antonym"]:
+        assert base.loss[task] == pytest.approx(untouched.loss[task], rel=1e-5)
+        assert base.evaluations[task].answers == untouched.evaluations[task].answers
+    assert tuned.loss["ticket_topic"] < base.loss["ticket_topic"] - 0.05  # it learned something
+    table = forgetting_table(base, tuned, probe)
+    assert list(table.index) == ["ticket_topic", "antonym", "capital"]  # order of the rows
+    assert list(table["role"]) == ["learned", "retained", "retained"]
+    assert table.loc["ticket_topic", "metric"] == "label accuracy"
+    assert table.loc["capital", "metric"] == "answer contains reference"
+    assert table.loc["capital", "LoRA loss"] == pytest.approx(tuned.loss["capital"])
+
+
+def test_learned_and_retained_summarise_each_side():
+    probe = ForgettingProbe(
+        target=workbench.Examples([{"task": "t"}], "alpaca", "x", [1]),
+        probe=workbench.Examples([{"task": "a"}, {"task": "b"}], "alpaca", "x", [1, 2]),
+    )
+    metric = {"t": "m", "a": "m", "b": "m"}
+    base = TaskScores("base", {"t": 0.1, "a": 0.8, "b": 0.4}, {"t": 5, "a": 1, "b": 1}, metric)
+    tuned = TaskScores("full", {"t": 0.9, "a": 0.2, "b": 0.4}, {"t": 1, "a": 3, "b": 2}, metric)
+    summary = learned_retained(base, [tuned], probe)
+    assert summary.loc["full", "learned"] == pytest.approx(0.9)
+    assert summary.loc["full", "retained"] == pytest.approx(0.3)
+    assert summary.loc["full", "retained / base"] == pytest.approx(0.5)
+    assert summary.loc["full", "retained loss"] == pytest.approx(2.5)
+    assert summary.loc["base", "retained / base"] == pytest.approx(1.0)
+    table = forgetting_table(base, tuned, probe)
+    assert table.loc["a", "change"] == pytest.approx(-0.6)
+
+
+def test_report_shows_learned_and_retained(tiny, ticket_split, probe_rows):
+    model, tokenizer = tiny
+    probe = _probe(ticket_split, probe_rows, rows_per_task=2)
+    base = probe.measure_base(model, tokenizer)
+    run = train(model, tokenizer, *ticket_split, hyperparameters=quick(max_steps=2)).wait()
+    tuned = probe.measure(run.model, tokenizer, "LoRA")
+    save_forgetting(run.run_dir, forgetting_table(base, tuned, probe))
+    stored = json.loads((run.run_dir / "forgetting.json").read_text())
+    assert stored["columns"][:3] == ["task", "role", "metric"]
+    page = write_report(run.run_dir).read_text()
+    assert "Learned and retained" in page
+    assert "retained" in page and "capital" in page and "antonym" in page
