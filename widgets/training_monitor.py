@@ -19,7 +19,7 @@ from widgets._common import ErrorArea, StaticFallback, html_table
 from workbench.report import curves_figure, read_events, smooth
 from workbench.run import complete_checkpoints
 
-RAW, SMOOTHED, VALIDATION, LEARNING_RATE = range(4)  # the trace order of curves_figure
+RAW, SMOOTHED, VALIDATION, LEARNING_RATE, MARGIN = range(5)  # the trace order of curves_figure
 END_EVENTS = ("stopped", "finished", "failed")
 
 
@@ -221,6 +221,10 @@ class TrainingMonitor(StaticFallback, widgets.VBox):
             data[VALIDATION].y = [_finite(e["eval_loss"]) for e in self._evaluations]
             data[LEARNING_RATE].x = x
             data[LEARNING_RATE].y = [e.get("learning_rate") for e in self._steps]
+            margins = [e for e in self._steps if e.get("reward_margin") is not None]  # DPO
+            data[MARGIN].x = [e["step"] for e in margins]
+            data[MARGIN].y = [_finite(e["reward_margin"]) for e in margins]
+            data[MARGIN].visible = True if margins else "legendonly"
 
     def _draw_progress(self) -> None:
         total = self.max_steps
@@ -297,6 +301,8 @@ class TrainingMonitor(StaticFallback, widgets.VBox):
         if last.get("tokens_per_second"):
             parts.append(f"{last['tokens_per_second']:,.0f} tokens/s")
         parts.append(f"loss {last['loss']:.4g}")
+        if last.get("reward_margin") is not None:
+            parts.append(f"reward margin {last['reward_margin']:.3g}")
         if self._evaluations:
             parts.append(f"validation {self._evaluations[-1]['eval_loss']:.4g}")
         return " · ".join(parts)

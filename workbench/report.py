@@ -36,7 +36,8 @@ def smooth(values: list[float], weight: float = 0.8) -> list[float]:
 
 
 def curves_figure(events: list[dict]):
-    """A plotly figure: training loss (raw, smoothed), validation loss, learning rate."""
+    """A plotly figure: training loss (raw, smoothed), validation loss, learning rate, and for
+    DPO runs the reward margin (chosen minus rejected)."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -77,6 +78,17 @@ def curves_figure(events: list[dict]):
             line=dict(color="rgb(150,150,150)", dash="dot"),
         ),
         secondary_y=True,
+    )
+    margins = [e for e in steps if e.get("reward_margin") is not None]  # DPO runs only
+    fig.add_trace(
+        go.Scatter(
+            x=[e["step"] for e in margins],
+            y=[e["reward_margin"] for e in margins],
+            name="reward margin (DPO)",
+            mode="lines",
+            line=dict(color="rgb(44,160,44)", width=2),
+            visible=True if margins else "legendonly",
+        )
     )
     fig.update_layout(
         height=380,
