@@ -141,6 +141,24 @@ def test_exported_script_trains_the_same_steps_in_one_and_in_two_processes(lora_
     assert (two / "adapter" / "adapter_model.safetensors").is_file()
 
 
+def test_export_from_the_command_line(lora_run, tmp_path, capsys):
+    from workbench.cli import main
+
+    assert main(["export", str(lora_run.run_dir), "--script", "--out", str(tmp_path / "s")]) == 0
+    assert f"training script: {tmp_path / 's'}" in capsys.readouterr().out
+    assert {p.name for p in (tmp_path / "s").iterdir()} == {
+        "train.py",
+        "config.yaml",
+        "data",
+        "accelerate",
+    }
+    assert {p.name for p in (tmp_path / "s" / "accelerate").iterdir()} == {
+        "ddp.yaml",
+        "fsdp.yaml",
+        "deepspeed_zero2.yaml",
+    }
+
+
 def test_push_to_hub_uploads_through_the_hub_api(lora_run, monkeypatch):
     import huggingface_hub
 

@@ -12,6 +12,7 @@ import pytest
 from conftest import quick
 
 import workbench
+from workbench.cli import main as cli
 from workbench.runs import compare_runs, list_runs, read_run, runs_table
 from workbench.train import resume_run, train
 
@@ -25,7 +26,7 @@ def _fingerprint(folder):
     }
 
 
-def test_list_and_compare_a_finished_and_a_stopped_run(tiny_model_dir, ticket_split):
+def test_list_and_compare_a_finished_and_a_stopped_run(tiny_model_dir, ticket_split, capsys):
     model, tokenizer = workbench.load_model(str(tiny_model_dir))
     first = train(model, tokenizer, *ticket_split, hyperparameters=quick(max_steps=4, eval_every=2))
     first.wait()
@@ -71,6 +72,12 @@ def test_list_and_compare_a_finished_and_a_stopped_run(tiny_model_dir, ticket_sp
     )
     figure = comparison.figure()
     assert len(figure.data) == 4  # two runs x (train loss, validation loss)
+
+    assert cli(["runs"]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert len(listing) == 3 and "stopped" in listing[1] + listing[2]
+    assert cli(["runs", "--compare", str(first.run_dir), str(second.run_dir)]) == 0
+    assert "hyperparameters.learning_rate" in capsys.readouterr().out
 
 
 def test_a_run_still_training_is_listed_as_running(tiny, ticket_split):
