@@ -188,3 +188,17 @@ def test_push_to_hub_uploads_through_the_hub_api(lora_run, monkeypatch):
         ("create_repo", "me/tickets-lora", True),
         ("upload_folder", "adapter", "me/tickets-lora"),
     ]
+
+
+def test_script_config_says_what_it_cannot_export():
+    from workbench.export import script_config
+    from workbench.hyperparameters import Hyperparameters
+
+    config = {"hyperparameters": Hyperparameters(early_stopping_patience=2).to_dict()}
+    config.update(method=Method().to_dict(), data={"validation": "data/validation.jsonl"})
+    with pytest.warns(UserWarning, match="early_stopping_patience=2"):
+        exported = script_config(config, "some/model")
+    assert exported["training"]["batch_size"] == 8 and exported["data"]["max_length"] == 256
+    config["method"] = Method(freeze_layers=1).to_dict()
+    with pytest.raises(WorkbenchError, match="freeze_layers"):
+        script_config(config, "some/model")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +168,7 @@ def script_config(config: dict, model_path: str) -> dict[str, Any]:
         "seed",
         "gradient_checkpointing",
     ]
+    _warn_ignored(hp, set(keys))
     return {
         "model": model_path,
         "quantization": config.get("quantization"),
@@ -180,6 +182,23 @@ def script_config(config: dict, model_path: str) -> dict[str, Any]:
             "completion_only": hp["completion_only"],
         },
     }
+
+
+# Settings exported under `data:` (the first three), or that never touch the weights (samples).
+NOT_EXPORTED = {"max_length", "truncation_side", "completion_only", "sample_max_new_tokens"}
+
+
+def _warn_ignored(hp: dict, exported: set[str]) -> None:
+    """Say which run settings the script leaves out (never silently)."""
+    ignored = {k: v for k, v in hp.items() if k not in exported | NOT_EXPORTED}
+    ignored = {k: v for k, v in ignored.items() if v not in (0, False, None)}
+    if ignored:
+        warnings.warn(
+            "The exported script ignores these run settings, so it may train differently: "
+            + ", ".join(f"{k}={v!r}" for k, v in sorted(ignored.items()))
+            + ". Edit train.py to add them if they matter.",
+            stacklevel=3,
+        )
 
 
 def export_script(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:
