@@ -19,6 +19,7 @@ EXPECTED = {
     "01_quickstart": ["finished", "accuracy"],
     "02_prompt_templates": ["carry loss", "TemplateError", "truncation_side='left'"],
     "03_methods": ["held-out accuracy", "QLoRA r=16", "freeze 20"],
+    "06_runs_export_dpo": ["settings that differ", "max |logit difference|", "SFT+DPO"],
 }
 
 

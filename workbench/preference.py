@@ -239,28 +239,14 @@ def train_preferences(
     from `method` (default LoRA) and the base is the reference. `parent` names the SFT run
     directory in the DPO run's config.
     """
-    from workbench.train import _event_bridge, new_run_dir
+    from workbench.train import new_run_dir
 
     _check_pairs(pairs)
     if validation is not None:
         _check_pairs(validation)
     settings = settings or PreferenceSettings()
     template = get_template(template)
-    if hasattr(model, "peft_config"):
-        if "ref" in model.peft_config:  # left by an earlier DPO run on this model
-            model.delete_adapter("ref")
-        method = method or _method_of(model)
-    else:
-        from transformers import set_seed
-
-        method = method or Method()
-        set_seed(settings.seed)
-        model = apply_method(model, method)
-    if not method.uses_lora:
-        raise WorkbenchError(
-            f"`method.kind`={method.kind!r}: DPO here trains a LoRA adapter (the reference is "
-            "the same model with its SFT adapter frozen). Use kind='lora' or 'qlora'."
-        )
+    model, method = _with_adapter(model, method, settings.seed)
     task = next(iter(pairs.tasks), "pairs")
     run_dir = Path(run_dir) if run_dir else new_run_dir(f"dpo-{task}")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -274,32 +260,60 @@ def train_preferences(
     val_rows = _trl_rows(validation, template, tokenizer) if validation is not None else None
 
     def build_trainer(run: Run, resuming: bool):
-        import datasets
-        from transformers import PrinterCallback
-        from trl import DPOTrainer
-
         if resuming:
             raise WorkbenchError("DPO runs cannot be resumed yet: start a new one.")
-        decoding = Decoding(max_new_tokens=settings.sample_max_new_tokens)
-        args = _dpo_config(settings, run.run_dir / "checkpoints", model, val_rows is not None)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*padding_free.*")
-            trainer = DPOTrainer(
-                model=model,
-                args=args,
-                train_dataset=datasets.Dataset.from_list(train_rows),
-                eval_dataset=datasets.Dataset.from_list(val_rows) if val_rows else None,
-                processing_class=tokenizer,
-                callbacks=[_event_bridge(run, tokenizer, prompts, references, decoding)],
-            )
-        trainer.remove_callback(PrinterCallback)
-        return trainer
+        rows = (train_rows, val_rows, prompts, references)
+        return _build_dpo_trainer(run, model, tokenizer, settings, *rows)
 
     run = Run(run_dir, build_trainer, on_success=lambda r: _save_final(r, model, tokenizer))
     run.model, run.tokenizer, run.template, run.method = model, tokenizer, template, method
     run.hyperparameters = settings
     run.parameters = count_parameters(model)
     return run.start() if start else run
+
+
+def _build_dpo_trainer(
+    run: Run, model, tokenizer, settings, train_rows, val_rows, prompts, references
+):
+    """TRL's DPOTrainer with the train() event bridge: the same events as an SFT run."""
+    import datasets
+    from transformers import PrinterCallback
+    from trl import DPOTrainer
+
+    from workbench.train import _event_bridge
+
+    decoding = Decoding(max_new_tokens=settings.sample_max_new_tokens)
+    args = _dpo_config(settings, run.run_dir / "checkpoints", model, val_rows is not None)
+    trainer = DPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=datasets.Dataset.from_list(train_rows),
+        eval_dataset=datasets.Dataset.from_list(val_rows) if val_rows else None,
+        processing_class=tokenizer,
+        callbacks=[_event_bridge(run, tokenizer, prompts, references, decoding)],
+    )
+    trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; events replace it
+    return trainer
+
+
+def _with_adapter(model, method: Method | None, seed: int):
+    """(model, method): the model's own SFT adapter, or a fresh one from `method`."""
+    if hasattr(model, "peft_config"):
+        if "ref" in model.peft_config:  # left by an earlier DPO run on this model
+            model.delete_adapter("ref")
+        method = method or _method_of(model)
+    else:
+        from transformers import set_seed
+
+        method = method or Method()
+        set_seed(seed)
+        model = apply_method(model, method)
+    if not method.uses_lora:
+        raise WorkbenchError(
+            f"`method.kind`={method.kind!r}: DPO here trains a LoRA adapter (the reference is "
+            "the same model with its SFT adapter frozen). Use kind='lora' or 'qlora'."
+        )
+    return model, method
 
 
 def _method_of(model) -> Method:

@@ -37,7 +37,7 @@ class RunRecord:
     """What one run directory says about its run.
 
     `status` is `interrupted` when the run neither ended nor is alive (its kernel was killed);
-    `resumable` when it did not finish and has a complete checkpoint; `problems` lists what
+    `resumable` when an SFT run did not finish and has a complete checkpoint; `problems` lists what
     was found damaged (a cut-off line, a half-written checkpoint, a missing file).
     """
 
@@ -61,7 +61,9 @@ class RunRecord:
 
     @property
     def resumable(self) -> bool:
-        return self.status in ("stopped", "failed", "interrupted") and self.checkpoint is not None
+        """Not finished, with a complete checkpoint (DPO runs restart instead, for now)."""
+        ended_early = self.status in ("stopped", "failed", "interrupted")
+        return ended_early and self.checkpoint is not None and self.stage == "sft"
 
     @property
     def running(self) -> bool:
