@@ -236,6 +236,9 @@ def main() -> None:
         history = json.dumps(trainer.state.log_history, indent=1)
         (output_dir / "log_history.json").write_text(history)
     trainer.save_model(str(output_dir / ("adapter" if hasattr(model, "peft_config") else "model")))
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        trainer.accelerator.wait_for_everyone()
+        torch.distributed.destroy_process_group()  # gloo threads left running abort the exit
 
 
 if __name__ == "__main__":
