@@ -21,6 +21,7 @@ EXPECTED = {
     "03_methods": ["held-out accuracy", "QLoRA r=16", "freeze 20"],
     "04_forgetting": ["retained / base", "full + EWC", "full + mixing", "Learned and retained"],
     "05_prompting_vs_finetuning": ["4-shot retrieved", "tokens per query", "LoRA fine-tuned"],
+    "06_runs_export_dpo": ["settings that differ", "max |logit difference|", "SFT+DPO"],
 }
 
 

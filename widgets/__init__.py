@@ -3,6 +3,8 @@
 from widgets.compare_view import CompareView
 from widgets.dataset_preview import DatasetPreview
 from widgets.lora_form import LoraForm
+from widgets.preference_panel import PreferencePanel
+from widgets.run_browser import RunBrowser
 from widgets.template_editor import TemplateEditor
 from widgets.training_monitor import TrainingMonitor
 from widgets.workbench_app import Workbench
@@ -11,6 +13,8 @@ __all__ = [
     "CompareView",
     "DatasetPreview",
     "LoraForm",
+    "PreferencePanel",
+    "RunBrowser",
     "TemplateEditor",
     "TrainingMonitor",
     "Workbench",

@@ -83,9 +83,11 @@ class CompareView(StaticFallback, widgets.VBox):
         metrics: tuple[str, ...] | list[str] = DEFAULT_METRICS,
         labels: list[str] | None = None,
         forgetting=None,
+        titles: tuple[str, str] = ("base", "fine-tuned"),
     ) -> None:
         self.model, self.tokenizer, self.examples = model, tokenizer, examples
         self.forgetting = forgetting  # a table from workbench.forgetting_table / learned_retained
+        self.titles = titles  # the two columns, e.g. ("SFT", "SFT+DPO") after preference tuning
         self.template = get_template(template)
         self.before, self.after = before, after
         self.decoding = decoding or Decoding()
@@ -251,8 +253,8 @@ class CompareView(StaticFallback, widgets.VBox):
     # -- drawing --------------------------------------------------------------------------
     def _draw(self) -> None:
         try:
-            self.table_html.value = rows_table_html(self.before, self.after)
-            self.summary_html.value = summary_table_html(self.before, self.after)
+            self.table_html.value = rows_table_html(self.before, self.after, self.titles)
+            self.summary_html.value = summary_table_html(self.before, self.after, self.titles)
             self.forgetting_html.value = forgetting_html(self.forgetting)
         except Exception as error:  # noqa: BLE001 - shown to the user, not swallowed
             self.show_error(error)
@@ -307,12 +309,16 @@ def summary_text(view: CompareView) -> str:
     return ", ".join(f"{k} {v:.3g}" for k, v in scores.items())
 
 
-def summary_table_html(before: Evaluation | None, after: Evaluation | None) -> str:
-    """Totals per metric: base, fine-tuned and the change."""
+def summary_table_html(
+    before: Evaluation | None,
+    after: Evaluation | None,
+    titles: tuple[str, str] = ("base", "fine-tuned"),
+) -> str:
+    """Totals per metric: base, fine-tuned (or the given column titles) and the change."""
     if after is None:
         return "<i>Press <b>Run comparison</b> to answer the rows with both models.</i>"
     head = "".join(
-        f"<th style='{CELL}'>{c}</th>" for c in ("metric", "base", "fine-tuned", "change")
+        f"<th style='{CELL}'>{html.escape(c)}</th>" for c in ("metric", *titles, "change")
     )
     rows = []
     for name, value in after.scores.items():
@@ -327,7 +333,11 @@ def summary_table_html(before: Evaluation | None, after: Evaluation | None) -> s
     return f"{note}<table style='{TABLE_STYLE}'><tr>{head}</tr>{''.join(rows)}</table>"
 
 
-def rows_table_html(before: Evaluation | None, after: Evaluation | None) -> str:
+def rows_table_html(
+    before: Evaluation | None,
+    after: Evaluation | None,
+    titles: tuple[str, str] = ("base", "fine-tuned"),
+) -> str:
     """One row per prompt: prompt (collapsed), reference, base, fine-tuned (diffed), metrics."""
     if after is None:
         return ""
@@ -337,7 +347,7 @@ def rows_table_html(before: Evaluation | None, after: Evaluation | None) -> str:
             "evaluate both on the same rows."
         )
     names = list(after.per_row[0]) if after.per_row else []
-    columns = ["#", "prompt", "reference", "base", "fine-tuned", *names]
+    columns = ["#", "prompt", "reference", *titles, *names]
     head = "".join(f"<th style='{CELL}'>{html.escape(c)}</th>" for c in columns)
     body = [_row_html(i, before, after, names) for i in range(len(after.answers))]
     return f"<table style='{TABLE_STYLE}'><tr>{head}</tr>{''.join(body)}</table>"

@@ -20,7 +20,7 @@ from widgets._common import ErrorArea, StaticFallback, html_table
 from workbench.report import curves_figure, read_events, smooth
 from workbench.run import complete_checkpoints
 
-RAW, SMOOTHED, VALIDATION, LEARNING_RATE, EXACT_MATCH = range(5)  # curves_figure's trace order
+RAW, SMOOTHED, VALIDATION, LEARNING_RATE, EXACT_MATCH, MARGIN = range(6)  # curves_figure's order
 END_EVENTS = ("stopped", "finished", "failed")
 
 
@@ -225,6 +225,10 @@ class TrainingMonitor(StaticFallback, widgets.VBox):
             scored = [e for e in self._evaluations if e.get("exact_match") is not None]
             data[EXACT_MATCH].x = [e["step"] for e in scored]
             data[EXACT_MATCH].y = [e["exact_match"] for e in scored]
+            margins = [e for e in self._steps if e.get("reward_margin") is not None]  # DPO
+            data[MARGIN].x = [e["step"] for e in margins]
+            data[MARGIN].y = [_finite(e["reward_margin"]) for e in margins]
+            data[MARGIN].visible = True if margins else "legendonly"
 
     def _draw_progress(self) -> None:
         total = self.max_steps
@@ -301,6 +305,8 @@ class TrainingMonitor(StaticFallback, widgets.VBox):
         if last.get("tokens_per_second"):
             parts.append(f"{last['tokens_per_second']:,.0f} tokens/s")
         parts.append(f"loss {last['loss']:.4g}")
+        if last.get("reward_margin") is not None:
+            parts.append(f"reward margin {last['reward_margin']:.3g}")
         if self._evaluations:
             last_evaluation = self._evaluations[-1]
             parts.append(f"validation {last_evaluation['eval_loss']:.4g}")

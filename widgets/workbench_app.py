@@ -1,6 +1,7 @@
 """Workbench: the whole fine-tune in one panel, in the order of the work.
 
-Data -> Template -> Method -> Train -> Compare, as tabs sharing one `WorkbenchState`. Every step
+Data -> Template -> Method -> Train -> Compare -> Preferences (DPO), as tabs sharing one
+`WorkbenchState`, and Runs, the history of every run directory. Every step
 calls the public library (`workbench.load_model`, `workbench.train.train`, `evaluate_model`), so
 whatever is clicked here can be written as a script.
 """
@@ -21,6 +22,8 @@ from widgets._common import ErrorArea, StaticFallback
 from widgets.compare_view import CompareView
 from widgets.dataset_preview import DatasetPreview
 from widgets.lora_form import LoraForm
+from widgets.preference_panel import PreferencePanel
+from widgets.run_browser import RunBrowser
 from widgets.template_editor import TemplateEditor
 from widgets.training_monitor import TrainingMonitor
 from workbench.adapters import Method
@@ -29,8 +32,8 @@ from workbench.evaluation import Evaluation, evaluate_model
 from workbench.hyperparameters import Hyperparameters
 from workbench.templates import Template, get_template
 
-TITLES = ("1 Data", "2 Template", "3 Method", "4 Train", "5 Compare")
-DATA, TEMPLATE, METHOD, TRAIN, COMPARE = range(5)
+TITLES = ("1 Data", "2 Template", "3 Method", "4 Train", "5 Compare", "6 Preferences", "7 Runs")
+DATA, TEMPLATE, METHOD, TRAIN, COMPARE, PREFERENCES, RUNS = range(7)
 
 
 @dataclass
@@ -53,13 +56,14 @@ class WorkbenchState:
 
 
 class Workbench(StaticFallback, widgets.VBox):
-    """A model bar and five tabs: Data, Template, Method, Train, Compare.
+    """A model bar and seven tabs: Data, Template, Method, Train, Compare, Preferences, Runs.
 
     Children: `.model_name` (Text), `.load_button`, `.model_status`, `.error_html`, `.tabs`
     (Tab), `.data_path` (Text), `.data_button` ("Load data"), `.data_panel` (DatasetPreview),
     `.template_panel` (TemplateEditor; None until a tokenizer and rows exist), `.method_panel`
     (LoraForm), `.train_button`, `.train_status`, `.monitor` (TrainingMonitor),
-    `.compare_panel` (CompareView; None until a run ends). `.state` is the shared
+    `.compare_panel` (CompareView; None until a run ends), `.preference_panel`
+    (PreferencePanel: DPO on the trained model), `.run_browser` (RunBrowser). `.state` is the shared
     WorkbenchState; `wait()` blocks until the last button's work and the run are done.
     """
 
@@ -90,6 +94,8 @@ class Workbench(StaticFallback, widgets.VBox):
         self.method_panel = LoraForm(model, method=method, hyperparameters=hyperparameters)
         self._build_train_tab()
         self.compare_panel: CompareView | None = None
+        self.preference_panel = PreferencePanel(template=self.state.template)
+        self.run_browser = RunBrowser()
         self.tabs = widgets.Tab()
         self._show_tabs()
         self.tabs.observe(self._on_tab, names="selected_index")
@@ -152,9 +158,11 @@ class Workbench(StaticFallback, widgets.VBox):
             self.method_panel,
             widgets.VBox([widgets.HBox([self.train_button, self.train_status]), self.monitor]),
             compare,
+            self.preference_panel,
+            self.run_browser,
         ]
         ready = " ✓" if self.compare_panel is not None else ""
-        self.tabs.titles = TITLES[:COMPARE] + (TITLES[COMPARE] + ready,)
+        self.tabs.titles = TITLES[:COMPARE] + (TITLES[COMPARE] + ready,) + TITLES[PREFERENCES:]
 
     def _build_template_panel(self) -> None:
         """(Re)build the template editor once a tokenizer and rows exist, or the rows changed."""
@@ -178,6 +186,8 @@ class Workbench(StaticFallback, widgets.VBox):
         elif change["new"] == DATA and self.template_panel is not None:
             editor = self.template_panel  # lengths in the Data tab follow the edited template
             self._guard(self.data_panel.set_template, editor.template, editor.max_length)
+        elif change["new"] == RUNS:
+            self._guard(self.run_browser.refresh)
 
     # -- the work behind the buttons ------------------------------------------------------
     def load_model(self) -> None:
@@ -271,6 +281,9 @@ class Workbench(StaticFallback, widgets.VBox):
             run.model, state.tokenizer, state.compare_rows, state.template, before=state.before
         )
         self._set_compare(view)
+        if run.method.uses_lora:  # DPO continues the adapter
+            self.preference_panel.set_model(run.model, state.tokenizer, state.template, run.run_dir)
+        self._guard(self.run_browser.refresh)
         self.train_status.value = (
             f"Run <code>{html.escape(run.run_dir.name)}</code> {run.status}: compare the "
             "answers in the Compare tab. Train again continues from these weights."
@@ -291,6 +304,7 @@ class Workbench(StaticFallback, widgets.VBox):
             self._worker.join(timeout)
         if self.state.run is not None:
             self.state.run.wait(timeout)
+        self.preference_panel.wait(timeout)
         return self
 
     # -- plumbing -------------------------------------------------------------------------

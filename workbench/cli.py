@@ -1,4 +1,4 @@
-"""Command line: `python -m workbench demo | preview | resume RUN_DIR | report RUN_DIR`."""
+"""Command line: `python -m workbench demo | preview | resume | report | runs | export | dpo`."""
 
 from __future__ import annotations
 
@@ -21,7 +21,10 @@ def main(argv: list[str] | None = None) -> int:
     resume.add_argument("run_dir")
     report = commands.add_parser("report", help="(re)write report.html for a run directory")
     report.add_argument("run_dir")
+    _add_history_commands(commands)
     args = parser.parse_args(argv)
+    if args.command in ("runs", "export", "dpo"):
+        return {"runs": _runs, "export": _export, "dpo": _dpo}[args.command](args)
 
     if args.command == "demo":
         from workbench.demo import DemoSettings, run_demo
@@ -46,6 +49,79 @@ def main(argv: list[str] | None = None) -> int:
 
         print(write_report(args.run_dir))
     return 0
+
+
+def _add_history_commands(commands) -> None:
+    runs = commands.add_parser("runs", help="list run directories; --compare A B to diff them")
+    runs.add_argument("--root", default=None, help="folder of runs (default $WORKBENCH_RUNS)")
+    runs.add_argument("--compare", nargs="+", default=None, metavar="RUN_DIR")
+    export = commands.add_parser("export", help="merged model and/or standalone training script")
+    export.add_argument("run_dir")
+    export.add_argument("--merged", action="store_true", help="write <run>/merged (safetensors)")
+    export.add_argument("--script", action="store_true", help="write <run>/export (train.py)")
+    export.add_argument("--out", default=None, help="folder instead of <run>/merged|export")
+    export.add_argument("--push-to-hub", default=None, metavar="USER/NAME", help="needs network")
+    dpo = commands.add_parser("dpo", help="preference-tune a finished LoRA run (DPO)")
+    dpo.add_argument("run_dir", help="the instruction-tuned (SFT) run")
+    dpo.add_argument("--data", default="sample_data/preferences.jsonl")
+    dpo.add_argument("--held-out", type=int, default=16, help="pairs kept out to measure")
+    dpo.add_argument("--max-steps", type=int, default=20)
+    dpo.add_argument("--beta", type=float, default=0.1)
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from workbench.runs import compare_runs, list_runs, runs_table
+
+    if args.compare:
+        comparison = compare_runs(args.compare)
+        print(
+            comparison.differences.to_string() if len(comparison.differences) else "same settings"
+        )
+        return 0
+    records = list_runs(args.root)
+    print(runs_table(records).to_string(index=False) if records else "no runs")
+    for record in records:
+        for problem in record.problems:
+            print(f"{record.name}: {problem}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from workbench.export import export_script, merge_adapter, push_to_hub
+
+    both = not (args.merged or args.script)
+    merged = None
+    if args.merged or both:
+        merged = merge_adapter(args.run_dir, args.out if args.merged else None)
+        print(f"merged model: {merged}")
+    if args.script or both:
+        print(f"training script: {export_script(args.run_dir, args.out if args.script else None)}")
+    if args.push_to_hub:
+        folder = merged or Path(args.run_dir) / "adapter"
+        print(push_to_hub(folder, args.push_to_hub))
+    return 0
+
+
+def _dpo(args: argparse.Namespace) -> int:
+    from workbench.data import load_data
+    from workbench.preference import PreferenceSettings, dpo_from_run, preference_margin
+    from workbench.splits import split_data
+
+    pairs, held_out = split_data(load_data(args.data, verbose=False), args.held_out, seed=0)
+    settings = PreferenceSettings(max_steps=args.max_steps, beta=args.beta)
+    run = dpo_from_run(args.run_dir, pairs, held_out, settings=settings, start=False)
+    before = preference_margin(run.model, run.tokenizer, held_out, run.template)
+    run.add_callback(
+        "step",
+        lambda e: print(f"step {e['step']}: loss {e['loss']:.4f} margin {e['reward_margin']:.3f}"),
+    )
+    run.start().wait()
+    after = preference_margin(run.model, run.tokenizer, held_out, run.template)
+    print(f"held-out margin (chosen - rejected log-prob): {before.mean:.3f} -> {after.mean:.3f}")
+    print(f"{run.status}: {run.run_dir}" + (f" ({run.error})" if run.error else ""))
+    return 0 if run.status == "finished" else 1
 
 
 def _preview(args: argparse.Namespace) -> None:

@@ -16,10 +16,11 @@ from typing import Any, Literal
 
 from workbench.errors import DataValidationError, Problem, WorkbenchError
 
-Format = Literal["alpaca", "prompt_completion", "messages", "sharegpt", "text"]
+Format = Literal["alpaca", "prompt_completion", "messages", "sharegpt", "text", "preference"]
 
 # Checked in this order: the first format whose marker columns are present wins.
 FORMAT_MARKERS: dict[str, tuple[str, ...]] = {
+    "preference": ("chosen", "rejected"),  # DPO pairs; the prompt is `prompt` or `instruction`
     "messages": ("messages",),
     "sharegpt": ("conversations",),
     "alpaca": ("instruction", "output"),
@@ -30,8 +31,9 @@ REQUIRED_TEXT: dict[str, tuple[str, ...]] = {
     "alpaca": ("instruction", "output"),
     "prompt_completion": ("prompt", "completion"),
     "text": ("text",),
+    "preference": ("chosen", "rejected"),
 }
-OPTIONAL_TEXT = {"alpaca": ("input",)}
+OPTIONAL_TEXT = {"alpaca": ("input",), "preference": ("prompt", "instruction", "input")}
 CHAT_ROLES = ("system", "user", "assistant")
 SHAREGPT_ROLES = {
     "system": "system",
@@ -241,6 +243,10 @@ def validate_record(record: Any, fmt: str, source: str, location: int) -> list[P
             problems.append(Problem(source, location, name, "is empty"))
     if "task" in record and not isinstance(record["task"], str):
         problems.append(Problem(source, location, "task", "must be text"))
+    if fmt == "preference" and not (record.get("prompt") or record.get("instruction")):
+        problems.append(
+            Problem(source, location, "prompt", "is missing: give `prompt` (or `instruction`)")
+        )
     return problems
 
 
@@ -301,7 +307,7 @@ def normalise_record(record: dict, fmt: str, default_task: str) -> dict[str, Any
             {"role": SHAREGPT_ROLES[t["from"]], "content": t["value"]}
             for t in row.pop("conversations")
         ]
-    if fmt == "alpaca" and row.get("input") is None:
+    if fmt in ("alpaca", "preference") and row.get("input") is None:
         row["input"] = ""
     row["task"] = row.get("task") or default_task
     return row

@@ -37,8 +37,8 @@ def smooth(values: list[float], weight: float = 0.8) -> list[float]:
 
 
 def curves_figure(events: list[dict]):
-    """A plotly figure: training loss (raw, smoothed), validation loss, learning rate and, below,
-    validation exact match (traces in that order)."""
+    """A plotly figure: training loss (raw, smoothed), validation loss, learning rate, below it
+    validation exact match, and for DPO runs the reward margin (traces in that order)."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -97,6 +97,19 @@ def curves_figure(events: list[dict]):
             line=dict(color="rgb(44,160,44)", width=2),
         ),
         row=2,
+        col=1,
+    )
+    margins = [e for e in steps if e.get("reward_margin") is not None]  # DPO runs only
+    fig.add_trace(
+        go.Scatter(
+            x=[e["step"] for e in margins],
+            y=[e["reward_margin"] for e in margins],
+            name="reward margin (DPO)",
+            mode="lines",
+            line=dict(color="rgb(148,103,189)", width=2),
+            visible=True if margins else "legendonly",
+        ),
+        row=1,
         col=1,
     )
     fig.update_layout(

@@ -24,6 +24,13 @@ from workbench.errors import WorkbenchError
 Status = Literal["created", "running", "stopping", "stopped", "finished", "failed"]
 EVENTS = ("started", "step", "evaluation", "samples", "checkpoint", "stopped", "finished", "failed")
 COMPLETE_MARKER = "WORKBENCH_COMPLETE"
+# Trainer log keys carried into `step` events when present (TRL's DPO trainer logs these).
+STEP_EXTRAS = {
+    "rewards/margins": "reward_margin",
+    "rewards/chosen": "reward_chosen",
+    "rewards/rejected": "reward_rejected",
+    "rewards/accuracies": "reward_accuracy",
+}
 OOM_ADVICE = (
     "Out of memory. Try, in this order: a smaller `batch_size` (raise `gradient_accumulation` "
     "to keep the effective batch), a shorter `max_length`, `gradient_checkpointing=True`, "
@@ -108,6 +115,7 @@ class Run:
         if self._thread and self._thread.is_alive():
             raise WorkbenchError("This run is already training.")
         self.trainer = self._build_trainer(self, resuming=checkpoint is not None)
+        _end_last_line(self.run_dir / "metrics.jsonl")  # a killed run may have cut one short
         self._stop_requested, self._nan_at, self.error = False, None, None
         self._last_step_time = None
         self._set_status("running")
@@ -238,6 +246,7 @@ class Run:
             grad_norm=_number(logs.get("grad_norm")),
             tokens_seen=tokens,
             tokens_per_second=speed,
+            **{name: _number(logs[key]) for key, name in STEP_EXTRAS.items() if key in logs},
         )
         if not math.isfinite(loss):
             self._nan_at = state.global_step
@@ -264,6 +273,17 @@ def _number(value: Any) -> float | None:
         return float(value)
     except (TypeError, ValueError):
         return None
+
+
+def _end_last_line(path: Path) -> None:
+    """Make sure the next appended event starts on a line of its own."""
+    if path.is_file() and path.stat().st_size:
+        with open(path, "rb") as handle:
+            handle.seek(-1, os.SEEK_END)
+            ends_with_newline = handle.read(1) == b"\n"
+        if not ends_with_newline:
+            with open(path, "a", encoding="utf-8") as handle:
+                handle.write("\n")
 
 
 def save_atomic_dir(save: Callable[[Path], None], target: Path) -> None:

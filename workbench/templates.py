@@ -206,6 +206,7 @@ DEFAULT_TEMPLATE_FOR_FORMAT = {
     "messages": "chat",
     "sharegpt": "chat",
     "text": "text",
+    "preference": "alpaca",  # instruction/input prompts; the response is chosen or rejected
 }
 
 

@@ -333,7 +333,7 @@ def _event_bridge(
                 run_dir=str(run.run_dir),
                 parameters=str(run.parameters),
                 batch_size=args.per_device_train_batch_size,
-                predicted_memory=str(run.fit) if run.fit else None,
+                predicted_memory=str(run.fit) if getattr(run, "fit", None) else None,
             )
 
         def on_step_end(self, args, state, control, **kwargs):

@@ -29,6 +29,8 @@ def test_tabs_come_in_the_order_of_the_work(tiny):
         "Method",
         "Train",
         "Compare",
+        "Preferences",
+        "Runs",
     ]
     assert isinstance(app.data_panel, DatasetPreview) and app.data_panel.examples is not None
     assert isinstance(app.template_panel, TemplateEditor)
@@ -67,6 +69,9 @@ def test_lora_fine_tune_end_to_end_then_compare(tiny):
     assert "finished" in app.train_status.value
     assert isinstance(app.compare_panel, CompareView) and app.tabs.titles[COMPARE].endswith("✓")
     assert app.tabs.children[COMPARE] is app.compare_panel
+    assert app.preference_panel.model is run.model  # DPO continues this adapter
+    assert app.preference_panel.parent == run.run_dir
+    assert [r.run_dir for r in app.run_browser.records] == [run.run_dir]
 
     compare = app.compare_panel
     compare.run_button.click()

@@ -1,0 +1,154 @@
+"""Run history on tiny runs: listing, comparing, a still-running run, a run killed mid-write."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import threading
+
+import pytest
+from conftest import quick
+
+import workbench
+from workbench.cli import main as cli
+from workbench.runs import compare_runs, list_runs, read_run, runs_table
+from workbench.train import resume_run, train
+
+
+def _fingerprint(folder):
+    """sha256 of every file under `folder`, by relative path."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_list_and_compare_a_finished_and_a_stopped_run(tiny_model_dir, ticket_split, capsys):
+    model, tokenizer = workbench.load_model(str(tiny_model_dir))
+    first = train(model, tokenizer, *ticket_split, hyperparameters=quick(max_steps=4, eval_every=2))
+    first.wait()
+    assert first.status == "finished", first.error
+    written = _fingerprint(first.run_dir)
+
+    model, tokenizer = workbench.load_model(str(tiny_model_dir))
+    settings = quick(max_steps=6, eval_every=2, learning_rate=1e-3)
+    second = train(model, tokenizer, *ticket_split, hyperparameters=settings, start=False)
+    second.add_callback("step", lambda e: second.stop() if e["step"] == 2 else None)
+    second.start().wait()
+    assert second.status == "stopped"
+    assert _fingerprint(first.run_dir) == written  # another run never touches a finished one
+
+    records = {r.run_dir: r for r in list_runs()}
+    assert set(records) == {first.run_dir, second.run_dir}
+    done, stopped = records[first.run_dir], records[second.run_dir]
+    assert (done.status, stopped.status) == ("finished", "stopped")
+    assert done.task == "ticket_topic" and done.stage == "sft"
+    assert done.settings["method.kind"] == "lora"
+    assert done.settings["hyperparameters.learning_rate"] == 5e-3
+    assert done.step == 4 and done.max_steps == 4 and stopped.step == 3
+    last_eval = [e["eval_loss"] for e in first.events if e["event"] == "evaluation"][-1]
+    assert done.eval_loss == pytest.approx(last_eval)
+    assert done.train_loss == pytest.approx(first.losses[-1])
+    assert done.duration > 0 and not done.resumable and done.problems == []
+    assert stopped.resumable and stopped.checkpoint.name == "checkpoint-3"
+    table = runs_table(list(records.values()))
+    assert {"run", "status", "task", "kind", "learning_rate", "eval_loss"} <= set(table.columns)
+
+    comparison = compare_runs([first.run_dir, second.run_dir])
+    differing = set(comparison.differences.index)
+    assert {"hyperparameters.learning_rate", "hyperparameters.max_steps"} <= differing
+    assert "method.kind" not in differing and "model" not in differing
+    assert comparison.differences.loc["hyperparameters.learning_rate"].tolist() == [5e-3, 1e-3]
+    train_loss = comparison.curves[comparison.curves["series"] == "train loss"]
+    assert train_loss.groupby("run")["step"].max().to_dict() == {
+        first.run_dir.name: 4,
+        second.run_dir.name: 3,
+    }
+    assert train_loss[train_loss["run"] == first.run_dir.name]["value"].tolist() == (
+        pytest.approx(first.losses)
+    )
+    figure = comparison.figure()
+    assert len(figure.data) == 4  # two runs x (train loss, validation loss)
+
+    assert cli(["runs"]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert len(listing) == 3 and "stopped" in listing[1] + listing[2]
+    assert cli(["runs", "--compare", str(first.run_dir), str(second.run_dir)]) == 0
+    assert "hyperparameters.learning_rate" in capsys.readouterr().out
+
+
+def test_a_run_still_training_is_listed_as_running(tiny, ticket_split):
+    model, tokenizer = tiny
+    release, reached = threading.Event(), threading.Event()
+
+    def hold(event):
+        if event["step"] == 2:
+            reached.set()
+            release.wait(30)
+
+    run = train(model, tokenizer, *ticket_split, hyperparameters=quick(), start=False)
+    run.add_callback("step", hold)
+    run.start()
+    try:
+        assert reached.wait(60)
+        record = read_run(run.run_dir)
+        assert record.status == "running" and record.running and not record.resumable
+        assert record.step == 2 and record.max_steps == 6
+    finally:
+        release.set()
+    run.wait()
+    assert read_run(run.run_dir).status == "finished"
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_a_run_killed_mid_write_is_listed_and_resumes(tiny_model_dir, ticket_split):
+    model, tokenizer = workbench.load_model(str(tiny_model_dir))
+    settings = quick(max_steps=6, eval_every=2)
+    run = train(model, tokenizer, *ticket_split, hyperparameters=settings, start=False)
+    run.add_callback("step", lambda e: run.stop() if e["step"] == 3 else None)
+    run.start().wait()
+    assert run.status == "stopped"
+    folder = run.run_dir
+    # What a kernel killed at step 5 leaves: status.json still says running (its process is
+    # gone), half an event at the end of metrics.jsonl, a checkpoint without its marker.
+    state = json.loads((folder / "status.json").read_text())
+    state.update(status="running", pid=_dead_pid())
+    (folder / "status.json").write_text(json.dumps(state))
+    lines = (folder / "metrics.jsonl").read_text().splitlines(keepends=True)
+    kept = [x for x in lines if json.loads(x)["event"] != "stopped"]
+    (folder / "metrics.jsonl").write_text("".join(kept) + '{"event": "step", "step": 5, "lo')
+    partial = folder / "checkpoints" / "checkpoint-6"
+    partial.mkdir()
+    (partial / "adapter_model.safetensors").write_bytes(b"half a file")
+
+    record = read_run(folder)
+    assert record.status == "interrupted" and record.resumable
+    assert record.checkpoint.name == "checkpoint-4" and record.step == 4
+    assert any("cut short" in p and "metrics.jsonl:" in p for p in record.problems)
+    assert any("checkpoint-6" in p for p in record.problems)
+    (folder / "status.json").unlink()  # killed before its first status write: still listed
+    assert read_run(folder).status == "interrupted"
+    assert list_runs()[0].run_dir == folder
+
+    fresh_model, fresh_tokenizer = workbench.load_model(str(tiny_model_dir))
+    resumed = resume_run(folder, fresh_model, fresh_tokenizer).wait()
+    assert resumed.status == "finished", resumed.error
+    record = read_run(folder)
+    assert record.status == "finished" and record.step == 6
+    # the cut line is skipped; the events after it start on lines of their own, none lost
+    cut = len(kept) + 1
+    assert [p for p in record.problems if "metrics.jsonl" in p] == [
+        f"metrics.jsonl:{cut}: line not valid JSON (cut by a crash?), skipped"
+    ]
+    after = (folder / "metrics.jsonl").read_text().splitlines()[cut:]
+    events = [json.loads(line) for line in after]
+    assert events[0]["event"] == "started" and events[0]["step"] == 4
+    assert [e["step"] for e in events if e["event"] == "step"] == [5, 6]

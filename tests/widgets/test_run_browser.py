@@ -1,0 +1,90 @@
+"""RunBrowser on tiny runs: the table, comparing selected runs, Resume, a run updating itself."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from conftest import quick
+
+import workbench
+from widgets.run_browser import RunBrowser
+from widgets.training_monitor import TrainingMonitor
+from workbench.train import train
+
+
+def _stopped_and_finished(tiny_model_dir, ticket_split):
+    model, tokenizer = workbench.load_model(str(tiny_model_dir))
+    done = train(model, tokenizer, *ticket_split, hyperparameters=quick(max_steps=4, eval_every=2))
+    done.wait()
+    model, tokenizer = workbench.load_model(str(tiny_model_dir))
+    settings = quick(max_steps=6, eval_every=2, learning_rate=1e-3)
+    stopped = train(model, tokenizer, *ticket_split, hyperparameters=settings, start=False)
+    stopped.add_callback("step", lambda e: stopped.stop() if e["step"] == 2 else None)
+    stopped.start().wait()
+    assert (done.status, stopped.status) == ("finished", "stopped")
+    return done, stopped
+
+
+def test_select_runs_to_compare_then_resume_one(tiny_model_dir, ticket_split):
+    done, stopped = _stopped_and_finished(tiny_model_dir, ticket_split)
+    browser = RunBrowser()
+    assert browser.errors == []
+    assert browser.table_html.value.count("<tr>") == 3  # header + two runs
+    assert "finished" in browser.table_html.value and "stopped" in browser.table_html.value
+    names = [value for _label, value in browser.selector.options]
+    assert sorted(names) == sorted([done.run_dir.name, stopped.run_dir.name])
+    assert browser.resume_button.disabled and len(browser.figure.data) == 0
+
+    browser.select(done.run_dir.name, stopped.run_dir.name)
+    assert len(browser.figure.data) == 4  # each run: train loss and validation loss
+    assert {t.name.split(" · ")[0] for t in browser.figure.data} == set(names)
+    assert "hyperparameters.learning_rate" in browser.differences_html.value
+    assert "method.kind" not in browser.differences_html.value
+    assert browser.resume_button.disabled  # two runs selected: which to resume?
+
+    browser.select(done.run_dir.name)
+    assert browser.resume_button.disabled  # finished: nothing to resume
+    browser.select(stopped.run_dir.name)
+    assert not browser.resume_button.disabled
+    browser.resume_button.click()
+    browser.wait()
+    assert browser.errors == []
+    assert browser.resumed.status == "finished", browser.resumed.error
+    assert len(browser.resumed.losses) == 3  # steps 4-6 after checkpoint-3
+    assert isinstance(browser.monitor_box.children[1], TrainingMonitor)
+    browser.refresh()
+    assert {r.name: r.status for r in browser.records}[stopped.run_dir.name] == "finished"
+    assert browser.selector.value == (stopped.run_dir.name,)  # the selection survives
+    bundle = browser._repr_mimebundle_()
+    assert done.run_dir.name in bundle["text/plain"] and "<table" in bundle["text/html"]
+
+
+def test_a_running_run_shows_as_training_and_updates_by_itself(tiny, ticket_split):
+    model, tokenizer = tiny
+    release, reached = threading.Event(), threading.Event()
+
+    def hold(event):
+        if event["step"] == 2:
+            reached.set()
+            release.wait(30)
+
+    run = train(model, tokenizer, *ticket_split, hyperparameters=quick(), start=False)
+    run.add_callback("step", hold)
+    run.start()
+    try:
+        assert reached.wait(60)
+        RunBrowser.poll_interval = 0.2
+        browser = RunBrowser()
+        assert [r.status for r in browser.records] == ["running"]
+        assert "1 training" in browser.status.value
+        assert browser._poller is not None and browser._poller.is_alive()
+    finally:
+        release.set()
+        RunBrowser.poll_interval = 2.0
+    run.wait()
+    deadline = time.monotonic() + 20
+    while browser.records[0].status != "finished" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert browser.records[0].status == "finished"  # no Refresh pressed
+    assert "training" not in browser.status.value

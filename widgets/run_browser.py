@@ -1,0 +1,223 @@
+"""RunBrowser: every run directory in a table; select several to overlay their curves and see the
+settings that differ; resume a stopped or killed run. Runs still training update by themselves.
+
+Built on `workbench.runs` (list_runs, compare_runs): what the panel shows, a script can get.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from pathlib import Path
+
+import ipywidgets as widgets
+
+from widgets._common import ErrorArea, StaticFallback, heading, html_table, text_table
+from workbench.runs import RunRecord, compare_runs, list_runs
+
+COLUMNS = ("run", "status", "stage", "task", "kind", "r", "learning_rate", "max_steps")
+COLUMNS += ("batch_size", "step", "duration_s", "train_loss", "eval_loss", "resumable")
+
+
+class RunBrowser(StaticFallback, widgets.VBox):
+    """The run history of a folder (default `$WORKBENCH_RUNS` or ./runs).
+
+    Children: `.refresh_button`, `.auto_refresh` (Checkbox), `.status`, `.table_html`,
+    `.selector` (SelectMultiple of run names), `.figure` (overlaid curves), `.differences_html`
+    (settings that differ), `.resume_button`, `.error_html`, `.monitor_box` (the monitor of a
+    resumed run). `.records` are the listed runs, `.selected` the selected ones.
+    """
+
+    dom_class = "wb-run-browser"
+    poll_interval = 2.0  # seconds between re-reads while a listed run is still training
+
+    def __init__(self, root: str | Path | None = None, *, auto_refresh: bool = True) -> None:
+        import plotly.graph_objects as go
+
+        self.root = Path(root) if root is not None else None
+        self.records: list[RunRecord] = []
+        self.resumed = None  # the Run started by Resume
+        self._errors: list[str] = []
+        self._poller: threading.Thread | None = None
+        self._worker: threading.Thread | None = None
+        self._lock = threading.RLock()
+        self.refresh_button = widgets.Button(description="Refresh", icon="refresh")
+        self.auto_refresh = widgets.Checkbox(
+            value=auto_refresh, description="update running runs", indent=False
+        )
+        self.status = widgets.HTML()
+        self.table_html = widgets.HTML()
+        self.selector = widgets.SelectMultiple(
+            options=[], rows=6, description="Compare", layout=widgets.Layout(width="70%")
+        )
+        self.figure = go.FigureWidget()
+        self.differences_html = widgets.HTML()
+        self.resume_button = widgets.Button(
+            description="Resume", icon="play", disabled=True, tooltip="Continue from a checkpoint"
+        )
+        self.error_html = ErrorArea()
+        self.monitor_box = widgets.VBox()
+        self.refresh_button.on_click(lambda _: self._guard(self.refresh))
+        self.resume_button.on_click(lambda _: self._guard(self.resume_selected))
+        self.selector.observe(lambda _: self._guard(self._draw_selection), names="value")
+        self.auto_refresh.observe(lambda _: self._guard(self._poll_if_needed), names="value")
+        super().__init__(
+            children=[
+                widgets.HBox([self.refresh_button, self.auto_refresh, self.status]),
+                self.error_html,
+                self.table_html,
+                widgets.HBox([self.selector, self.resume_button]),
+                heading("Curves of the selected runs"),
+                self.figure,
+                heading("Settings that differ"),
+                self.differences_html,
+                self.monitor_box,
+            ]
+        )
+        self._guard(self.refresh)
+
+    # -- reading the runs -----------------------------------------------------------------
+    def refresh(self) -> None:
+        """Read every run directory again and redraw (the selection is kept)."""
+        self._reload()
+        self._poll_if_needed()
+
+    def _reload(self) -> None:
+        with self._lock:
+            self.records = list_runs(self.root)
+            names = [r.name for r in self.records]
+            kept = tuple(n for n in self.selector.value if n in names)
+            self.selector.options = [(f"{r.name} · {r.status}", r.name) for r in self.records]
+            self.selector.value = kept
+            self.table_html.value = self._table_html()
+            running = sum(r.running for r in self.records)
+            self.status.value = f"{len(self.records)} runs" + (
+                f", <b>{running} training</b>" if running else ""
+            )
+            self._draw_selection()
+
+    @property
+    def selected(self) -> list[RunRecord]:
+        chosen = set(self.selector.value)
+        return [r for r in self.records if r.name in chosen]
+
+    def select(self, *names: str) -> None:
+        """Select runs by directory name (as a click in the list would)."""
+        self.selector.value = tuple(names)
+
+    def _draw_selection(self) -> None:
+        selected = self.selected
+        self.resume_button.disabled = not (len(selected) == 1 and selected[0].resumable)
+        if not selected:
+            self.figure.data = []
+            self.differences_html.value = "<i>Select runs above to compare them.</i>"
+            return
+        comparison = compare_runs(selected)
+        new = comparison.figure()
+        with self.figure.batch_update():
+            self.figure.data = []
+            self.figure.add_traces(list(new.data))
+            self.figure.layout = new.layout
+        differences = comparison.differences
+        if len(selected) < 2:
+            self.differences_html.value = "<i>Select two or more runs to see what differs.</i>"
+        elif differences.empty:
+            self.differences_html.value = "<i>The selected runs have the same settings.</i>"
+        else:
+            rows = [[k, *row] for k, row in zip(differences.index, differences.values.tolist())]
+            self.differences_html.value = html_table(["setting", *differences.columns], rows)
+
+    def _table_html(self) -> str:
+        if not self.records:
+            where = self.root or "$WORKBENCH_RUNS (default ./runs)"
+            return f"<i>No runs in {where} yet.</i>"
+        rows = [[_cell(r.row().get(c)) for c in COLUMNS] for r in self.records]
+        problems = [f"{r.name}: {p}" for r in self.records for p in r.problems]
+        note = "".join(f"<div style='color:#8a5a00'>⚠ {p}</div>" for p in problems[:10])
+        return html_table(COLUMNS, rows) + note
+
+    # -- running runs update by themselves ------------------------------------------------
+    def _poll_if_needed(self) -> None:
+        wanted = self.auto_refresh.value and any(r.running for r in self.records)
+        if wanted and (self._poller is None or not self._poller.is_alive()):
+            self._poller = threading.Thread(target=self._poll, name="run-browser", daemon=True)
+            self._poller.start()
+
+    def _poll(self) -> None:
+        while self.auto_refresh.value:
+            time.sleep(self.poll_interval)
+            self._guard(self._reload)
+            if not any(r.running for r in self.records):
+                break
+
+    # -- resuming -------------------------------------------------------------------------
+    def resume_selected(self) -> None:
+        """Continue the one selected run from its last complete checkpoint, in the background
+        (the model named in its config.yaml is loaded); a TrainingMonitor follows it."""
+        selected = self.selected
+        if len(selected) != 1 or not selected[0].resumable:
+            raise ValueError("Select exactly one stopped, failed or interrupted run to resume.")
+        record = selected[0]
+        if record.stage != "sft":
+            raise ValueError(f"{record.name} is a {record.stage} run: only SFT runs resume yet.")
+        self.resume_button.disabled = True
+        self.status.value = f"<i>Loading the model to resume {record.name} ...</i>"
+        self._worker = threading.Thread(
+            target=self._guard, args=(self._resume, record.run_dir), daemon=True
+        )
+        self._worker.start()
+
+    def _resume(self, run_dir: Path) -> None:
+        from widgets.training_monitor import TrainingMonitor
+        from workbench.train import resume_run
+
+        run = resume_run(run_dir)
+        self.resumed = run
+        self.monitor_box.children = [heading(f"Resumed {run_dir.name}"), TrainingMonitor(run)]
+        for event in ("finished", "stopped", "failed"):
+            run.add_callback(event, lambda _e: self._guard(self.refresh))
+        self.refresh()
+
+    def wait(self, timeout: float | None = None) -> RunBrowser:
+        """Block until a Resume has loaded and its run has ended (tests, scripts)."""
+        if self._worker is not None:
+            self._worker.join(timeout)
+        if self.resumed is not None:
+            self.resumed.wait(timeout)
+        return self
+
+    # -- errors and the static fallback -----------------------------------------------------
+    def _guard(self, fn, *args):
+        try:
+            return fn(*args)
+        except Exception as error:  # noqa: BLE001 - shown to the user, not swallowed
+            last = traceback.format_exception(type(error), error, error.__traceback__)[-2:]
+            self._errors.append(f"{type(error).__name__}: {error}\n{''.join(last).strip()}")
+            self.error_html.show("\n\n".join(self._errors[-5:]))
+            return None
+
+    @property
+    def errors(self) -> list[str]:
+        return list(self._errors)
+
+    def static_text(self) -> str:
+        rows = [
+            [_cell(r.row().get(c)) for c in COLUMNS[:4] + ("step", "eval_loss")]
+            for r in self.records
+        ]
+        return "RunBrowser\n" + text_table(COLUMNS[:4] + ("step", "eval_loss"), rows)
+
+    def static_html(self) -> str:
+        return (
+            "<div><b>RunBrowser</b></div>"
+            + self.error_html.value
+            + self.table_html.value
+            + self.differences_html.value
+        )
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
