@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.workloads import WORDS, config_for, write_rows
+from benchmarks.workloads import WORDS, config_for, tokenizer_dir, write_rows
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -44,14 +44,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _tokenizer_dir(args) -> str:
-    if args.tokenizer_dir:
-        return args.tokenizer_dir
-    from workbench.models import embedded_model_dir
-
-    return str(embedded_model_dir())
-
-
 def saved_model(args, shape: str) -> Path:
     """A random-weight model of `shape` saved as safetensors (bf16), with the tokenizer."""
     import torch
@@ -62,10 +54,10 @@ def saved_model(args, shape: str) -> Path:
         return folder
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(
-        config_for(shape, _tokenizer_dir(args)), dtype=torch.bfloat16
+        config_for(shape, tokenizer_dir(args.tokenizer_dir)), dtype=torch.bfloat16
     )
     model.save_pretrained(folder)
-    AutoTokenizer.from_pretrained(_tokenizer_dir(args)).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tokenizer_dir(args.tokenizer_dir)).save_pretrained(folder)
     return folder
 
 
@@ -163,7 +155,7 @@ def rescore(args, paths: list[str]) -> list[dict]:
             shape, kind, batch = r["config"].split(":")
             batch_size, length = (int(x) for x in batch.split("x"))
             estimate = estimate_memory(
-                config_for(shape, _tokenizer_dir(args)),
+                config_for(shape, tokenizer_dir(args.tokenizer_dir)),
                 Method(kind=kind),
                 batch_size=batch_size,
                 seq_length=length,

@@ -31,7 +31,13 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.workloads import SAMPLE_DATA, alpaca_like_rows, config_for, write_rows
+from benchmarks.workloads import (
+    SAMPLE_DATA,
+    alpaca_like_rows,
+    config_for,
+    tokenizer_dir,
+    write_rows,
+)
 
 STACKS = ("workbench", "trl", "trl-packing", "trl-liger", "trl-liger-packing")
 MODIFIERS = ("padded", "full-logits", "checkpointing", "compile", "auto", "freeze20")
@@ -57,14 +63,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 # -- one stack, in a child process ----------------------------------------------------------
-def _tokenizer_dir(args) -> str:
-    if args.tokenizer_dir:
-        return args.tokenizer_dir
-    from workbench.models import embedded_model_dir
-
-    return str(embedded_model_dir())
-
-
 def _load(args):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -73,11 +71,13 @@ def _load(args):
 
     if args.shape == "embedded":
         return load_model(device=args.device)
-    tokenizer = AutoTokenizer.from_pretrained(_tokenizer_dir(args))
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir(args.tokenizer_dir))
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
     torch.manual_seed(0)
     with torch.device(args.device):
-        model = AutoModelForCausalLM.from_config(config_for(args.shape, _tokenizer_dir(args)))
+        model = AutoModelForCausalLM.from_config(
+            config_for(args.shape, tokenizer_dir(args.tokenizer_dir))
+        )
     return model.to(dtype), tokenizer
 
 

@@ -55,6 +55,16 @@ travel food plant light color history science music language
 WORDS = tuple(VOCABULARY.split())
 
 
+def tokenizer_dir(given: str | None) -> str:
+    """The folder with the tokenizer (and config) every shape borrows: `given`, else the
+    embedded model's cached conversion."""
+    if given:
+        return given
+    from workbench.models import embedded_model_dir
+
+    return str(embedded_model_dir())
+
+
 def config_for(shape: str, tokenizer_dir: str | Path):
     """A transformers LlamaConfig for `shape`, with the tokenizer's vocabulary and ids."""
     from transformers import AutoConfig, LlamaConfig
