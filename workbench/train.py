@@ -156,7 +156,9 @@ def _size_batch(model, method: Method, hp: Hyperparameters, tokens):
     response = sum(e.loss_tokens for e in tokens.examples) / max(1, sum(lengths))
     on_gpu = str(next(model.parameters()).device).startswith("cuda")
     if hp.auto_batch and on_gpu:
-        hp = hp.replace(batch_size=auto_batch_size(model, method, hp, lengths, response))
+        chosen = auto_batch_size(model, method, hp, lengths, response)
+        # config.yaml keeps the batch chosen, not the wish: a resumed run must not choose again
+        hp = hp.replace(batch_size=chosen, auto_batch=False)
     fit = check_fit(model, method, hp, lengths, response)
     if fit is not None and not fit.fits:
         warnings.warn(str(fit), stacklevel=3)
