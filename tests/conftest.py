@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -86,6 +88,26 @@ def quick(**changes):
     )
     settings.update(changes)
     return Hyperparameters(**settings)
+
+
+@contextmanager
+def held_at_step(run, step: int):
+    """Start `run` and hold its training thread at `step` until the block ends (then it goes
+    on; wait for it with run.wait())."""
+    release, reached = threading.Event(), threading.Event()
+
+    def hold(event):
+        if event["step"] == step:
+            reached.set()
+            release.wait(30)
+
+    run.add_callback("step", hold)
+    run.start()
+    try:
+        assert reached.wait(60), f"the run never reached step {step}"
+        yield run
+    finally:
+        release.set()
 
 
 @pytest.fixture(scope="session")

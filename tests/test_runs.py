@@ -6,10 +6,9 @@ import hashlib
 import json
 import subprocess
 import sys
-import threading
 
 import pytest
-from conftest import quick
+from conftest import held_at_step, quick
 
 import workbench
 from workbench.cli import main as cli
@@ -82,23 +81,11 @@ def test_list_and_compare_a_finished_and_a_stopped_run(tiny_model_dir, ticket_sp
 
 def test_a_run_still_training_is_listed_as_running(tiny, ticket_split):
     model, tokenizer = tiny
-    release, reached = threading.Event(), threading.Event()
-
-    def hold(event):
-        if event["step"] == 2:
-            reached.set()
-            release.wait(30)
-
     run = train(model, tokenizer, *ticket_split, hyperparameters=quick(), start=False)
-    run.add_callback("step", hold)
-    run.start()
-    try:
-        assert reached.wait(60)
+    with held_at_step(run, 2):
         record = read_run(run.run_dir)
         assert record.status == "running" and record.running and not record.resumable
         assert record.step == 2 and record.max_steps == 6
-    finally:
-        release.set()
     run.wait()
     assert read_run(run.run_dir).status == "finished"
 

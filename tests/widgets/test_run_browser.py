@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
-from conftest import quick
+from conftest import held_at_step, quick
 
 import workbench
 from widgets.run_browser import RunBrowser
@@ -62,25 +61,15 @@ def test_select_runs_to_compare_then_resume_one(tiny_model_dir, ticket_split):
 
 def test_a_running_run_shows_as_training_and_updates_by_itself(tiny, ticket_split):
     model, tokenizer = tiny
-    release, reached = threading.Event(), threading.Event()
-
-    def hold(event):
-        if event["step"] == 2:
-            reached.set()
-            release.wait(30)
-
     run = train(model, tokenizer, *ticket_split, hyperparameters=quick(), start=False)
-    run.add_callback("step", hold)
-    run.start()
+    RunBrowser.poll_interval = 0.2
     try:
-        assert reached.wait(60)
-        RunBrowser.poll_interval = 0.2
-        browser = RunBrowser()
-        assert [r.status for r in browser.records] == ["running"]
-        assert "1 training" in browser.status.value
-        assert browser._poller is not None and browser._poller.is_alive()
+        with held_at_step(run, 2):
+            browser = RunBrowser()
+            assert [r.status for r in browser.records] == ["running"]
+            assert "1 training" in browser.status.value
+            assert browser._poller is not None and browser._poller.is_alive()
     finally:
-        release.set()
         RunBrowser.poll_interval = 2.0
     run.wait()
     deadline = time.monotonic() + 20
