@@ -186,6 +186,36 @@ def check_method(model, method: Method) -> None:
         )
 
 
+def keep_4bit_layers_trainable(model) -> int:
+    """Stop bitsandbytes from repacking 4-bit weights for CPU inference, and undo any repacking
+    done already; returns how many layers were undone.
+
+    On CPUs with AVX512-BF16, a 4-bit layer's first forward pass without gradients (an
+    evaluation, a "before" answer) repacks its weight for a fast inference kernel that has no
+    backward: from then on, gradients stop at every 4-bit layer and QLoRA trains the wrong
+    adapters, silently. The layers keep the format that backpropagates.
+    """
+    undone = 0
+    for module in model.modules():
+        if not hasattr(module, "support_avx512bf16_for_cpu"):
+            continue
+        module.support_avx512bf16_for_cpu = False
+        state = getattr(module.weight, "quant_state", None)
+        if getattr(state, "packing_format_for_cpu", False):
+            from bitsandbytes import functional
+
+            inverse = getattr(functional, "_convert_weight_packed_for_cpu_inverse", None)
+            if inverse is None:
+                raise WorkbenchError(
+                    "This model's 4-bit weights were repacked for CPU inference, which cannot "
+                    "train, and this bitsandbytes cannot undo it: load the model again and "
+                    "train before generating with it."
+                )
+            module.weight.data, module.weight.quant_state = inverse(module.weight.data, state)
+            undone += 1
+    return undone
+
+
 def apply_method(model, method: Method):
     """Prepare `model` for training with `method`; returns the model to train (maybe wrapped)."""
     check_method(model, method)
@@ -193,6 +223,7 @@ def apply_method(model, method: Method):
         from peft import get_peft_model, prepare_model_for_kbit_training
 
         if method.kind == "qlora":
+            keep_4bit_layers_trainable(model)
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         return get_peft_model(model, method.to_peft(model))
     if hasattr(model.config, "attention_dropout"):

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from workbench.adapters import keep_4bit_layers_trainable
 from workbench.errors import ModelLoadError
 
 Quantization = Literal["4bit", "8bit"] | None
@@ -191,9 +192,8 @@ def quantization_config(quantization: Quantization, compute_dtype, device: str):
         )
     if device == "cpu":
         warnings.warn(
-            f"{quantization} quantisation on the CPU loads, but is slow, and bitsandbytes' CPU "
-            "4-bit kernel has no autograd registration: in our CPU runs QLoRA learned far more "
-            "slowly than LoRA. Use it on a CPU to see the memory saving; train QLoRA on a GPU.",
+            f"{quantization} quantisation on the CPU works, but slowly: each step dequantises "
+            "the weights. Use it on a CPU to see the memory saving; train QLoRA on a GPU.",
             stacklevel=3,
         )
     from transformers import BitsAndBytesConfig
@@ -273,6 +273,8 @@ def load_model(
         raise _offline_help(name_or_path, error) from error
     if bnb is None:
         model.to(device)
+    elif quantization == "4bit":
+        keep_4bit_layers_trainable(model)  # "before" answers must not make it untrainable
     if tokenizer.pad_token is None:  # batching needs a pad token; EOS is the usual stand-in
         tokenizer.pad_token = tokenizer.eos_token
     model.generation_config.pad_token_id = tokenizer.pad_token_id
