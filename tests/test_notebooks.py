@@ -1,7 +1,7 @@
 """Every notebook runs top to bottom (nbclient), with training shortened through the environment.
 
 The quickstart runs on the embedded model, as a user runs it. The lessons after it take a tiny
-local model (24 layers, hidden size 64: 4-bit blocks are 64 wide) through `WORKBENCH_NOTEBOOK_MODEL`: their code paths are
+local model (24 layers, hidden size 64) through `WORKBENCH_NOTEBOOK_MODEL`: their code paths are
 the same, and the suite stays inside CI's time (their real-model figures are in the README).
 """
 
