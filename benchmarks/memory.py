@@ -79,6 +79,16 @@ def fixed_length_rows(tokenizer, count: int, length: int, prompt_fraction: float
     ]
 
 
+def current_rss_gib() -> float | None:
+    """The process's resident memory now (Linux), in GiB."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    kib = next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))
+    return int(kib) / 2**20
+
+
 def run_child(args) -> dict:
     import torch
 
@@ -93,9 +103,11 @@ def run_child(args) -> dict:
     shape, kind, batch = args.child.split(":")
     batch_size, length = (int(x) for x in batch.split("x"))
     folder = saved_model(args, shape)
+    stages = {"imported": current_rss_gib()}  # CPU: where the process's memory goes
     model, tokenizer = load_model(
         str(folder), device=args.device, quantization="4bit" if kind == "qlora" else None
     )
+    stages["loaded"] = current_rss_gib()
     rows = fixed_length_rows(tokenizer, batch_size * 4, length, args.prompt_fraction)
     data = load_data(write_rows(rows, Path(tempfile.mkdtemp()) / "rows.jsonl"), verbose=False)
     method = Method(kind=kind)
@@ -115,6 +127,7 @@ def run_child(args) -> dict:
     tokens = tokenize_examples(data, "alpaca", tokenizer, max_length=length).examples
     response = sum(e.loss_tokens for e in tokens) / sum(len(e.input_ids) for e in tokens)
     result = {"config": args.child, "shape": shape, "method": kind, "response_fraction": response}
+    result["device"] = args.device
     result["batch_size"], result["max_length"] = batch_size, length
     if args.device == "cuda":
         free, total = torch.cuda.mem_get_info()
@@ -127,6 +140,7 @@ def run_child(args) -> dict:
         import resource
 
         result["measured_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        result["rss_gib"] = {**stages, "trained": current_rss_gib()}
     estimate = estimate_memory(
         model.config,
         method,
@@ -154,13 +168,14 @@ def rescore(args, paths: list[str]) -> list[dict]:
                 continue
             shape, kind, batch = r["config"].split(":")
             batch_size, length = (int(x) for x in batch.split("x"))
+            device = r.get("device", "cuda")  # the first results were all from a GPU
             estimate = estimate_memory(
                 config_for(shape, tokenizer_dir(args.tokenizer_dir)),
                 Method(kind=kind),
                 batch_size=batch_size,
                 seq_length=length,
-                dtype_bytes=2,
-                device="cuda",
+                dtype_bytes=2 if device == "cuda" else 4,
+                device=device,
                 response_fraction=r["response_fraction"],
             )
             predicted = estimate.total / 2**30
@@ -192,6 +207,7 @@ def main(argv=None) -> None:
         return
     results = []
     for shape in args.shapes.split(","):
+        saved_model(args, shape)  # here, so that no child's peak includes building the model
         for kind in args.methods.split(","):
             for batch in args.batches.split(","):
                 config = f"{shape}:{kind}:{batch}"

@@ -317,7 +317,10 @@ def environment(args) -> dict:
 
 
 def run_all(args) -> dict:
+    from workbench.adapters import Method
+
     settings = {k: v for k, v in vars(args).items() if k not in ("child", "out")}
+    settings["lora"] = Method().to_dict()  # every stack's LoRA settings (the defaults)
     results = []
     for stack in args.stacks.split(","):
         command = [sys.executable, "-m", "benchmarks.training", *sys.argv[1:], "--child", stack]

@@ -30,10 +30,11 @@ class Method(Settings):
     kind: MethodKind = field(default="lora", metadata={"help": "lora, qlora, full or freeze"})
     r: int = field(default=16, metadata={"help": "LoRA rank: higher learns more, costs memory"})
     alpha: float = field(default=32, metadata={"help": "LoRA scale numerator (scale = alpha/r)"})
-    dropout: float = field(
-        default=0.05,
+    dropout: float = field(  # peft's default too: 0.05 costs ~20% of a CPU step (measured)
+        default=0.0,
         metadata={
-            "help": "dropout on the LoRA input (or the model's attention dropout for full/freeze)"
+            "help": "dropout on the LoRA input (attention dropout for full/freeze); 0 is "
+            "fastest, 0.05-0.1 regularises long runs on small data"
         },
     )
     target_modules: str | list[str] = field(
