@@ -6,6 +6,9 @@
 Each configuration trains a few steps with `workbench.train` in its own process, on rows that
 are all exactly `max_length` tokens (so the prediction's batch x length is the batch trained),
 and reports the measured peak next to `workbench.estimate_memory`'s prediction, term by term.
+`--shapes embedded` trains the real embedded model on the demo's rows of the support tickets
+instead, packed as they come (rows of varying length): the prediction is the one `train()`
+makes before it starts.
 On a GPU the measured peak is the process's device memory at its highest: PyTorch's peak
 reserved memory plus the CUDA context (device memory in use that PyTorch did not allocate); on
 a CPU it is the process's peak RSS.
@@ -79,6 +82,17 @@ def fixed_length_rows(tokenizer, count: int, length: int, prompt_fraction: float
     ]
 
 
+def demo_training_rows():
+    """The demo's training rows of the support tickets (48 held out, 16 for validation)."""
+    from benchmarks.workloads import SAMPLE_DATA
+    from workbench.data import load_data
+    from workbench.splits import split_data
+
+    data = load_data(SAMPLE_DATA / "support_tickets.jsonl", verbose=False)
+    rest, _held_out = split_data(data, 48, seed=0)
+    return split_data(rest, 16, seed=0)[0]
+
+
 def current_rss_gib() -> float | None:
     """The process's resident memory now (Linux), in GiB."""
     try:
@@ -102,14 +116,17 @@ def run_child(args) -> dict:
 
     shape, kind, batch = args.child.split(":")
     batch_size, length = (int(x) for x in batch.split("x"))
-    folder = saved_model(args, shape)
+    quantization = "4bit" if kind == "qlora" else None
     stages = {"imported": current_rss_gib()}  # CPU: where the process's memory goes
-    model, tokenizer = load_model(
-        str(folder), device=args.device, quantization="4bit" if kind == "qlora" else None
-    )
+    if shape == "embedded":  # the real model on the demo's training rows, packed as they come
+        model, tokenizer = load_model(device=args.device, quantization=quantization)
+        data = demo_training_rows()
+    else:
+        folder = saved_model(args, shape)
+        model, tokenizer = load_model(str(folder), device=args.device, quantization=quantization)
+        rows = fixed_length_rows(tokenizer, batch_size * 4, length, args.prompt_fraction)
+        data = load_data(write_rows(rows, Path(tempfile.mkdtemp()) / "rows.jsonl"), verbose=False)
     stages["loaded"] = current_rss_gib()
-    rows = fixed_length_rows(tokenizer, batch_size * 4, length, args.prompt_fraction)
-    data = load_data(write_rows(rows, Path(tempfile.mkdtemp()) / "rows.jsonl"), verbose=False)
     method = Method(kind=kind)
     hp = Hyperparameters(
         batch_size=batch_size,
@@ -128,6 +145,8 @@ def run_child(args) -> dict:
     response = sum(e.loss_tokens for e in tokens) / sum(len(e.input_ids) for e in tokens)
     result = {"config": args.child, "shape": shape, "method": kind, "response_fraction": response}
     result["device"] = args.device
+    result["lora_dropout"] = method.dropout
+    result["row_tokens"] = sum(len(e.input_ids) for e in tokens) / len(tokens)  # packed: mean
     result["batch_size"], result["max_length"] = batch_size, length
     if args.device == "cuda":
         free, total = torch.cuda.mem_get_info()
@@ -145,11 +164,13 @@ def run_child(args) -> dict:
         model.config,
         method,
         batch_size=batch_size,
-        seq_length=length,
+        seq_length=round(result["row_tokens"]),
         dtype_bytes=2 if args.device == "cuda" else 4,
         device=args.device,
         response_fraction=response,
     )
+    if run.fit is not None:  # what train() itself predicted before starting: the same call
+        assert run.fit.estimate.total == estimate.total, (run.fit.estimate, estimate)
     result["predicted_gib"] = estimate.total / 2**30
     result["predicted_terms_gib"] = {k: v / 2**30 for k, v in estimate.terms().items()}
     result["error"] = result["predicted_gib"] / result["measured_gib"] - 1
@@ -158,6 +179,8 @@ def run_child(args) -> dict:
 
 def rescore(args, paths: list[str]) -> list[dict]:
     """The measured peaks of earlier runs against what the estimator predicts now."""
+    from transformers import AutoConfig
+
     from workbench.adapters import Method
     from workbench.memory import estimate_memory
 
@@ -169,11 +192,15 @@ def rescore(args, paths: list[str]) -> list[dict]:
             shape, kind, batch = r["config"].split(":")
             batch_size, length = (int(x) for x in batch.split("x"))
             device = r.get("device", "cuda")  # the first results were all from a GPU
+            directory = tokenizer_dir(args.tokenizer_dir)
             estimate = estimate_memory(
-                config_for(shape, tokenizer_dir(args.tokenizer_dir)),
-                Method(kind=kind),
+                AutoConfig.from_pretrained(directory)
+                if shape == "embedded"
+                else config_for(shape, directory),
+                # runs before the field existed used dropout 0.05, the default until 2026-11-23
+                Method(kind=kind, dropout=r.get("lora_dropout", 0.05)),
                 batch_size=batch_size,
-                seq_length=length,
+                seq_length=round(r.get("row_tokens", length)),
                 dtype_bytes=2 if device == "cuda" else 4,
                 device=device,
                 response_fraction=r["response_fraction"],
@@ -207,7 +234,8 @@ def main(argv=None) -> None:
         return
     results = []
     for shape in args.shapes.split(","):
-        saved_model(args, shape)  # here, so that no child's peak includes building the model
+        if shape != "embedded":  # here, so that no child's peak includes building the model
+            saved_model(args, shape)
         for kind in args.methods.split(","):
             for batch in args.batches.split(","):
                 config = f"{shape}:{kind}:{batch}"

@@ -16,6 +16,7 @@ import copy
 
 import pytest
 import torch
+from conftest import ROOT
 from transformers import (
     GPT2Config,
     LlamaConfig,
@@ -171,9 +172,9 @@ def estimate(method, batch_size=8, seq_length=256, **kwargs):
 
 
 def test_qlora_saves_weights_but_keeps_fp32_activations():
-    qlora = estimate(Method(kind="qlora"), dtype_bytes=2)
-    lora = estimate(Method(), dtype_bytes=2)
-    full = estimate(Method(kind="full"), dtype_bytes=2)
+    qlora = estimate(Method(kind="qlora"), dtype_bytes=2, device="cuda")
+    lora = estimate(Method(), dtype_bytes=2, device="cuda")
+    full = estimate(Method(kind="full"), dtype_bytes=2, device="cuda")
     assert qlora.weights < lora.weights < full.weights + full.gradients
     assert lora.total < full.total
     # measured on an H100: QLoRA's upcast norms make its activations fp32, so on a small model
@@ -257,3 +258,21 @@ def test_activation_term_is_close_to_what_autograd_keeps(tiny_llama, method):
     per_layer, _ = activation_elements_per_token(config, method)
     predicted = batch * length * config.num_hidden_layers * per_layer * 4
     assert 0.6 < predicted / sum(saved.values()) < 1.6
+
+
+@pytest.mark.slow
+def test_predictions_stay_within_15_percent_of_the_committed_measurements():
+    """The estimator against every peak measured on a GPU and, on a CPU, against the embedded
+    model trained on packed sample rows (`python -m benchmarks.memory --rescore ...`)."""
+    import argparse
+
+    from benchmarks.memory import rescore
+
+    results = ROOT / "benchmarks" / "results"
+    files = sorted(results.glob("*-cuda-memory*.json")) + [
+        results / "2026-11-23-cpu-memory-embedded.json"
+    ]
+    rows = rescore(argparse.Namespace(tokenizer_dir=None), [str(f) for f in files])
+    assert len(rows) == 20
+    worst = max(rows, key=lambda r: abs(r["error"]))
+    assert abs(worst["error"]) < 0.15, worst

@@ -29,6 +29,10 @@ ALLOCATOR_SLACK = 0.07  # PyTorch's caching allocator reserves 1-15% above its p
 ADAMW_BYTES = 8  # two fp32 states (exp_avg, exp_avg_sq) per trainable parameter
 QLORA_ACTIVATION_BYTES = 4.7  # per activation element: fp32 (the upcast norms) + bf16 copies
 SOFTMAX_BYTES = 8  # per logit: the fp32 log-softmax kept for backward and its gradient
+# On a CPU the process's peak exceeds its peak of live tensors: glibc keeps freed blocks in its
+# heap, fragmented by each step's mix of sizes. Measured peak RSS over predicted activations,
+# embedded model, sample data packed, batches 4-16 (benchmarks/results/*-cpu-memory*.json):
+CPU_HEAP_FACTOR = {"adapters": 2.5, "weights": 1.5}  # LoRA/QLoRA; full/freeze
 
 
 class UnsupportedModelError(WorkbenchError):
@@ -281,6 +285,9 @@ def estimate_memory(
       layer in full.
     - overhead: on a GPU the CUDA context (768 MiB) and 7% allocator slack over the rest; on a
       CPU the process itself (512 MiB).
+    - on a CPU the activations count 2.5x (LoRA) or 1.5x (full): what the heap keeps beyond
+      the live tensors, measured with packed rows of the sample data. Rows all of one length
+      fragment less: there the estimate is up to ~45% high.
     """
     if batch_size < 1 or seq_length < 1 or dtype_bytes < 1:
         raise WorkbenchError(
@@ -311,15 +318,16 @@ def estimate_memory(
     else:
         gradients = count.trainable * dtype_bytes // 2  # half coexist with the activations
         optimizer = count.trainable * 2 * dtype_bytes
+    on_gpu = str(device).startswith("cuda")
+    heap = 1.0 if on_gpu else CPU_HEAP_FACTOR["adapters" if method.uses_lora else "weights"]
     estimate = MemoryEstimate(
         weights=weights,
         adapters=count.trainable * 4 if method.uses_lora else 0,
         gradients=gradients,
         optimizer=optimizer,
-        activations=round(tokens * kept * element_bytes + logits),
+        activations=round((tokens * kept * element_bytes + logits) * heap),
         parameters=count,
     )
-    on_gpu = str(device).startswith("cuda")
     overhead = (
         CUDA_CONTEXT_BYTES + round(ALLOCATOR_SLACK * estimate.total) if on_gpu else PROCESS_BYTES
     )
