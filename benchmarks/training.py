@@ -9,8 +9,10 @@ Each stack runs in its own process (clean memory peaks, no shared caches) and re
 (the same function for every stack) and, for the workbench, its predicted peak. The parent
 prints a table, the ratios against each TRL stack, and writes everything as JSON.
 
-Stacks: `workbench` (its defaults), `trl` (SFTTrainer defaults: gradient checkpointing,
-padded batches), `trl-packing`, `trl-liger`, `trl-liger-packing`. The workbench takes levers
+Stacks: `workbench` (its defaults), `plain` (a bare PEFT loop over the workbench's own packed
+batches and loss, AdamW and a cosine schedule, no Trainer: what the Trainer costs per step),
+`trl` (SFTTrainer defaults: gradient checkpointing, padded batches), `trl-packing`,
+`trl-liger`, `trl-liger-packing`. The workbench takes levers
 off or on with `+` modifiers, to measure what each pays: `workbench+padded` (packing off),
 `workbench+full-logits` (logits for every position), `workbench+checkpointing` (gradient
 checkpointing on), `workbench+compile` (torch.compile), `workbench+auto` (auto_batch: the
@@ -39,7 +41,7 @@ from benchmarks.workloads import (
     write_rows,
 )
 
-STACKS = ("workbench", "trl", "trl-packing", "trl-liger", "trl-liger-packing")
+STACKS = ("workbench", "plain", "trl", "trl-packing", "trl-liger", "trl-liger-packing")
 MODIFIERS = ("padded", "full-logits", "checkpointing", "compile", "auto", "freeze20")
 
 
@@ -210,6 +212,66 @@ def _workbench(args, model, tokenizer, train, clock: StepClock, steps: int, modi
     return run.model
 
 
+def _plain(args, model, tokenizer, train, clock: StepClock, steps: int):
+    """A bare loop: the workbench's tokens, packed batches and loss, no Trainer around them."""
+    import contextlib
+    import math
+
+    import torch
+
+    from workbench.adapters import Method, apply_method
+    from workbench.hyperparameters import Hyperparameters
+    from workbench.loss import response_loss
+    from workbench.tokenize import tokenize_examples
+    from workbench.train import logits_selectable, training_collator
+
+    hp = Hyperparameters(batch_size=args.batch_size, max_length=args.max_length)
+    torch.manual_seed(0)
+    model = apply_method(model, Method())
+    examples = tokenize_examples(train, "alpaca", tokenizer, max_length=args.max_length)
+    features = list(examples.to_hf())
+    collate = clock.collator(
+        training_collator(tokenizer, hp, select_logits=logits_selectable(model))
+    )
+    order = torch.randperm(len(features), generator=torch.Generator().manual_seed(0)).tolist()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=0.0)
+    warmup = max(1, math.ceil(0.05 * steps))  # the workbench's default schedule
+
+    def scale(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, scale)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if args.device == "cuda"
+        else contextlib.nullcontext()
+    )
+    device = next(model.parameters()).device
+    model.train()
+    clock.sync()
+    clock.started = time.perf_counter()
+    for step in range(steps):
+        start = step * args.batch_size % len(order)
+        batch = collate([features[i] for i in order[start : start + args.batch_size]])
+        batch.pop("num_tokens", None)
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        labels = batch.pop("labels")
+        with autocast:
+            loss, _ = response_loss(model, batch, labels)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        clock.times.append(time.perf_counter())
+    clock.sync()
+    clock.times[-1] = time.perf_counter()
+    return model
+
+
 def _trl(args, model, tokenizer, train, clock: StepClock, steps: int, packing: bool, liger: bool):
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
@@ -270,6 +332,8 @@ def run_child(args) -> dict:
     if stack.startswith("workbench"):
         modifiers = set(stack.split("+")[1:])
         trained = _workbench(args, model, tokenizer, train, clock, steps, modifiers)
+    elif stack == "plain":
+        trained = _plain(args, model, tokenizer, train, clock, steps)
     else:
         trained = _trl(
             args, model, tokenizer, train, clock, steps, "packing" in stack, "liger" in stack
@@ -347,7 +411,7 @@ def ratios(report: dict) -> dict:
         return out
     ours = ours[0]  # the first workbench stack listed
     for name, peer in by_stack.items():
-        if name.startswith("trl"):
+        if name.startswith("trl") or name == "plain":
             out[f"{ours['stack']} vs {name}"] = {
                 "speedup": ours["tokens_per_s"] / peer["tokens_per_s"],
                 "val_loss_rel_diff": (ours["val_loss"] - peer["val_loss"]) / peer["val_loss"],
