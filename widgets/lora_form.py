@@ -45,7 +45,11 @@ HYPERPARAMETER_WIDGETS = {
 class LoraForm(StaticFallback, widgets.VBox):
     """A form for `Method` and `Hyperparameters` with live parameter and memory estimates.
 
-    `model` is a loaded model, its config, or None. Children a test or a notebook can drive:
+    `model` is a loaded model, its config, or None. `rows`, the training rows as
+    `workbench.tokenize_examples` returns them, makes the memory estimate the one `train()` will
+    make for them (their mean length packed, only their response logits); without them every
+    row counts as `max_length` tokens, all logits kept: an upper bound.
+    Children a test or a notebook can drive:
     `method_controls` and `hyperparameter_controls` (dicts: field name -> widget; `kind` is
     ToggleButtons), `target_checkboxes` (dict: layer name -> Checkbox), `all_linear`
     (Checkbox), `copy_button`; outputs: `summary` (HTML), `code` (Textarea), `error`.
@@ -61,9 +65,11 @@ class LoraForm(StaticFallback, widgets.VBox):
         hyperparameters: Hyperparameters | None = None,
         batch_size: int = 8,
         seq_length: int = 256,
+        rows=None,
     ) -> None:
         super().__init__()
         self.model = model
+        self.row_lengths, self.response_fraction = _row_statistics(rows)
         self.model_config = getattr(model, "config", model)
         if hyperparameters is None:
             hyperparameters = Hyperparameters(batch_size=batch_size, max_length=seq_length)
@@ -213,37 +219,45 @@ class LoraForm(StaticFallback, widgets.VBox):
             )
             return
         try:
-            estimate = memory.estimate_memory(
-                self.model_config,
-                method,
-                batch_size=hp.batch_size,
-                seq_length=hp.max_length,
-                dtype_bytes=self._dtype_bytes(),
-                device=str(getattr(self.model, "device", "cpu")),
-                gradient_checkpointing=hp.gradient_checkpointing,
-            )
+            self.fit = self._fit(method, hp)
         except memory.UnsupportedModelError as error:  # no estimate, but the settings stand
             self.summary.value = f"<i>No estimate: {escape(error)}</i>"
             self.parameter_count, self.memory, self.fit = None, None, None
             return
+        estimate = self.fit.estimate
         self.parameter_count, self.memory = estimate.parameters, estimate
         rows = [
             [name, memory.format_bytes(value)] for name, value in estimate.terms().items() if value
         ]
-        self.fit = self._fit(method, hp)
+        if self.row_lengths:
+            lengths = [min(n, hp.max_length) for n in self.row_lengths]
+            basis = (
+                f"batches of {hp.batch_size} of your {len(lengths)} rows, "
+                f"{sum(lengths) / len(lengths):.0f} tokens on average"
+            )
+        else:
+            basis = f"batch {hp.batch_size} x {hp.max_length} tokens, an upper bound"
         self.summary.value = (
             f"<b>Trainable</b>: {escape(estimate.parameters)}<br>"
-            f"<b>Predicted peak memory</b> (an estimate, batch {hp.batch_size} x "
-            f"{hp.max_length} tokens): <b>{memory.format_bytes(estimate.total)}</b>"
+            f"<b>Predicted peak memory</b> (an estimate for {basis}): "
+            f"<b>{memory.format_bytes(estimate.total)}</b>"
             + html_table(["term", "size"], rows)
             + self._fit_line()
         )
 
+    def use_rows(self, rows) -> None:
+        """Predict memory for these tokenized training rows from now on (None: upper bound)."""
+        self.row_lengths, self.response_fraction = _row_statistics(rows)
+        self._on_change()
+
     def _fit(self, method: Method, hp: Hyperparameters):
-        """Whether the estimate fits on the model's device now (every row at max_length and
-        every logit kept: the form's upper bound; training checks again with the real rows)."""
+        """The estimate and whether it fits on the model's device now: for the given rows as
+        `train()` computes it, else with every row at max_length and every logit kept."""
         device = str(getattr(self.model, "device", "cpu"))
         target = fitting.Target(self.model_config, self._dtype_bytes(), device)
+        if self.row_lengths:
+            lengths = [min(n, hp.max_length) for n in self.row_lengths]
+            return fitting.fit_for(target, method, hp, lengths, self.response_fraction)
         return fitting.fit_for(target, method, hp, [hp.max_length], 1.0)
 
     def _fit_line(self) -> str:
@@ -313,3 +327,14 @@ def _validated(problems: list[str], build):
     except workbench.WorkbenchError as error:
         problems.append(str(error))
         return None
+
+
+def _row_statistics(rows) -> tuple[list[int] | None, float]:
+    """(token length of each row, share of tokens that carry loss) of tokenized rows."""
+    if rows is None:
+        return None, 1.0
+    examples = getattr(rows, "examples", rows)
+    lengths = [len(e.input_ids) for e in examples]
+    if not lengths:
+        return None, 1.0
+    return lengths, sum(e.loss_tokens for e in examples) / sum(lengths)

@@ -31,6 +31,7 @@ from workbench.data import Examples
 from workbench.evaluation import Evaluation, evaluate_model
 from workbench.hyperparameters import Hyperparameters
 from workbench.templates import Template, get_template
+from workbench.tokenize import tokenize_examples
 
 TITLES = ("1 Data", "2 Template", "3 Method", "4 Train", "5 Compare", "6 Preferences", "7 Runs")
 DATA, TEMPLATE, METHOD, TRAIN, COMPARE, PREFERENCES, RUNS = range(7)
@@ -186,8 +187,27 @@ class Workbench(StaticFallback, widgets.VBox):
         elif change["new"] == DATA and self.template_panel is not None:
             editor = self.template_panel  # lengths in the Data tab follow the edited template
             self._guard(self.data_panel.set_template, editor.template, editor.max_length)
+        elif change["new"] == METHOD:
+            self._guard(self._method_rows)
         elif change["new"] == RUNS:
             self._guard(self.run_browser.refresh)
+
+    def _method_rows(self) -> None:
+        """The Method tab predicts memory for the training rows as the template tokenizes them."""
+        split, editor = self.data_panel.split, self.template_panel
+        if split is None or editor is None or self.state.tokenizer is None:
+            return
+        # training takes max_length from the Template tab: the form shows the same
+        self.method_panel.hyperparameter_controls["max_length"].value = editor.max_length
+        self.method_panel.use_rows(
+            tokenize_examples(
+                split[0],
+                editor.template,
+                self.state.tokenizer,
+                max_length=editor.max_length,
+                completion_only=editor.completion_only,
+            )
+        )
 
     # -- the work behind the buttons ------------------------------------------------------
     def load_model(self) -> None:

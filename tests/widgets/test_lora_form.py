@@ -58,7 +58,26 @@ def test_hyperparameters_and_memory_follow_the_form(model):
         max_grad_norm=0.5, batch_size=32, learning_rate=1e-4, lr_scheduler="linear"
     )
     assert form.memory.total > small
-    assert "batch 32 x 256 tokens" in form.summary.value
+    assert "batch 32 x 256 tokens, an upper bound" in form.summary.value
+
+
+def test_with_the_rows_the_form_predicts_what_training_will(tiny, ticket_split):
+    import workbench
+    from workbench.tokenize import tokenize_examples
+
+    model, tokenizer = tiny
+    rows, _validation = ticket_split
+    tokens = tokenize_examples(rows, "alpaca", tokenizer, max_length=256)
+    hp = Hyperparameters(max_steps=1, batch_size=8)
+    bound = LoraForm(model, hyperparameters=hp)
+    form = LoraForm(model, hyperparameters=hp, rows=tokens)
+    assert form.memory.total < bound.memory.total  # the real rows are shorter than max_length
+    assert "your 48 rows" in form.summary.value and "upper bound" in bound.summary.value
+    run = workbench.train(
+        model, tokenizer, rows, template="alpaca", method=form.method, hyperparameters=hp
+    ).wait()
+    assert run.status == "finished", run.error
+    assert run.fit.estimate == form.memory  # the same numbers train() printed before starting
 
 
 def test_the_form_says_whether_the_run_fits_and_what_would(model, monkeypatch):

@@ -8,7 +8,7 @@ from widgets.compare_view import CompareView
 from widgets.dataset_preview import DatasetPreview
 from widgets.lora_form import LoraForm
 from widgets.template_editor import TemplateEditor
-from widgets.workbench_app import COMPARE, TEMPLATE, Workbench
+from widgets.workbench_app import COMPARE, METHOD, TEMPLATE, Workbench
 
 TICKETS = SAMPLE_DATA / "support_tickets.jsonl"
 
@@ -54,12 +54,16 @@ def test_lora_fine_tune_end_to_end_then_compare(tiny):
     app = Workbench(model, tokenizer, TICKETS)
     app.tabs.selected_index = TEMPLATE
     app.template_panel.max_length_input.value = 320  # the Template tab's max_length wins
+    app.tabs.selected_index = METHOD  # memory predicted for the training rows, as tokenized
     quick_settings(app)
+    summary = app.method_panel.summary.value
+    assert f"your {len(app.data_panel.split[0])} rows" in summary
     app.train_button.click()
     app.wait()
     assert app.errors == []
     run = app.state.run
     assert run.status == "finished", run.error
+    assert run.fit.estimate == app.method_panel.memory  # what train() predicted, to the byte
     assert len(run.losses) == 6 and run.hyperparameters.max_length == 320
     assert run.method.kind == "lora" and run.template.name == "alpaca"
     train_rows, validation = app.data_panel.split
