@@ -112,7 +112,7 @@ def run_demo(settings: DemoSettings | None = None, model_name: str = DEFAULT_MOD
         train_rows,
         validation,
         template=template,
-        method=Method(kind="lora", r=16, alpha=32),  # no dropout (the default): faster, same result
+        method=Method(kind="lora", r=16, alpha=32),  # dropout off (the default): faster
         hyperparameters=hp,
     )
     print(f"{run.parameters}; run directory {run.run_dir}")

@@ -287,7 +287,7 @@ def estimate_memory(
       CPU the process itself (512 MiB).
     - on a CPU the activations count 2.5x (LoRA) or 1.5x (full): what the heap keeps beyond
       the live tensors, measured with packed rows of the sample data. Rows all of one length
-      fragment less: there the estimate is up to ~45% high.
+      fragment less: there the estimate is up to ~50% high.
     """
     if batch_size < 1 or seq_length < 1 or dtype_bytes < 1:
         raise WorkbenchError(
