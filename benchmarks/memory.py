@@ -108,6 +108,7 @@ def run_child(args) -> dict:
 
     from workbench.adapters import Method
     from workbench.data import load_data
+    from workbench.fitting import row_statistics
     from workbench.hyperparameters import Hyperparameters
     from workbench.memory import estimate_memory
     from workbench.models import load_model
@@ -141,12 +142,13 @@ def run_child(args) -> dict:
     run.wait()
     if run.status != "finished":
         raise RuntimeError(f"{args.child}: {run.status}: {run.error}")
-    tokens = tokenize_examples(data, "alpaca", tokenizer, max_length=length).examples
-    response = sum(e.loss_tokens for e in tokens) / sum(len(e.input_ids) for e in tokens)
+    lengths, response = row_statistics(
+        tokenize_examples(data, "alpaca", tokenizer, max_length=length)
+    )
     result = {"config": args.child, "shape": shape, "method": kind, "response_fraction": response}
     result["device"] = args.device
     result["lora_dropout"] = method.dropout
-    result["row_tokens"] = sum(len(e.input_ids) for e in tokens) / len(tokens)  # packed: mean
+    result["row_tokens"] = sum(lengths) / len(lengths)  # packed rows: the mean length
     result["batch_size"], result["max_length"] = batch_size, length
     if args.device == "cuda":
         free, total = torch.cuda.mem_get_info()

@@ -218,6 +218,7 @@ def _plain(args, model, tokenizer, train, clock: StepClock, steps: int):
     import math
 
     import torch
+    from transformers import get_cosine_schedule_with_warmup
 
     from workbench.adapters import Method, apply_method
     from workbench.hyperparameters import Hyperparameters
@@ -236,14 +237,8 @@ def _plain(args, model, tokenizer, train, clock: StepClock, steps: int):
     order = torch.randperm(len(features), generator=torch.Generator().manual_seed(0)).tolist()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=0.0)
-    warmup = max(1, math.ceil(0.05 * steps))  # the workbench's default schedule
-
-    def scale(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, scale)
+    # the workbench's default schedule, as the Trainer builds it
+    schedule = get_cosine_schedule_with_warmup(optimizer, math.ceil(0.05 * steps), steps)
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
         if args.device == "cuda"

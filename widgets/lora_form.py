@@ -69,7 +69,7 @@ class LoraForm(StaticFallback, widgets.VBox):
     ) -> None:
         super().__init__()
         self.model = model
-        self.row_lengths, self.response_fraction = _row_statistics(rows)
+        self._use(rows)
         self.model_config = getattr(model, "config", model)
         if hyperparameters is None:
             hyperparameters = Hyperparameters(batch_size=batch_size, max_length=seq_length)
@@ -229,8 +229,8 @@ class LoraForm(StaticFallback, widgets.VBox):
         rows = [
             [name, memory.format_bytes(value)] for name, value in estimate.terms().items() if value
         ]
-        if self.row_lengths:
-            lengths = [min(n, hp.max_length) for n in self.row_lengths]
+        lengths = self._lengths(hp)
+        if lengths:
             basis = (
                 f"batches of {hp.batch_size} of your {len(lengths)} rows, "
                 f"{sum(lengths) / len(lengths):.0f} tokens on average"
@@ -247,16 +247,27 @@ class LoraForm(StaticFallback, widgets.VBox):
 
     def use_rows(self, rows) -> None:
         """Predict memory for these tokenized training rows from now on (None: upper bound)."""
-        self.row_lengths, self.response_fraction = _row_statistics(rows)
+        self._use(rows)
         self._on_change()
+
+    def _use(self, rows) -> None:
+        self.row_lengths, self.response_fraction = (
+            fitting.row_statistics(rows) if rows is not None else (None, 1.0)
+        )
+
+    def _lengths(self, hp: Hyperparameters) -> list[int] | None:
+        """The rows' token lengths as `max_length` cuts them; None without rows."""
+        if not self.row_lengths:
+            return None
+        return [min(n, hp.max_length) for n in self.row_lengths]
 
     def _fit(self, method: Method, hp: Hyperparameters):
         """The estimate and whether it fits on the model's device now: for the given rows as
         `train()` computes it, else with every row at max_length and every logit kept."""
         device = str(getattr(self.model, "device", "cpu"))
         target = fitting.Target(self.model_config, self._dtype_bytes(), device)
-        if self.row_lengths:
-            lengths = [min(n, hp.max_length) for n in self.row_lengths]
+        lengths = self._lengths(hp)
+        if lengths:
             return fitting.fit_for(target, method, hp, lengths, self.response_fraction)
         return fitting.fit_for(target, method, hp, [hp.max_length], 1.0)
 
@@ -327,14 +338,3 @@ def _validated(problems: list[str], build):
     except workbench.WorkbenchError as error:
         problems.append(str(error))
         return None
-
-
-def _row_statistics(rows) -> tuple[list[int] | None, float]:
-    """(token length of each row, share of tokens that carry loss) of tokenized rows."""
-    if rows is None:
-        return None, 1.0
-    examples = getattr(rows, "examples", rows)
-    lengths = [len(e.input_ids) for e in examples]
-    if not lengths:
-        return None, 1.0
-    return lengths, sum(e.loss_tokens for e in examples) / sum(lengths)

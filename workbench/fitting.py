@@ -45,6 +45,14 @@ class Fit:
         return text + (f". {self.advice}" if self.advice else ".")
 
 
+def row_statistics(tokens) -> tuple[list[int], float]:
+    """(token length of each row, share of all tokens that carry loss) of tokenized rows, as
+    `workbench.tokenize_examples` returns them: what the estimate needs of the data."""
+    examples = getattr(tokens, "examples", tokens)
+    lengths = [len(e.input_ids) for e in examples]
+    return lengths, sum(e.loss_tokens for e in examples) / max(1, sum(lengths))
+
+
 def available_memory(device: str) -> int:
     """Bytes the run can use: free GPU memory plus what this process's tensors already hold
     (the model's weights are in the estimate), or the RAM available on a CPU."""

@@ -150,10 +150,9 @@ def train(
 
 def _size_batch(model, method: Method, hp: Hyperparameters, tokens):
     """Apply `auto_batch` on a GPU, then warn when the predicted peak exceeds free memory."""
-    from workbench.fitting import auto_batch_size, check_fit
+    from workbench.fitting import auto_batch_size, check_fit, row_statistics
 
-    lengths = [len(e.input_ids) for e in tokens.examples]
-    response = sum(e.loss_tokens for e in tokens.examples) / max(1, sum(lengths))
+    lengths, response = row_statistics(tokens)
     on_gpu = str(next(model.parameters()).device).startswith("cuda")
     if hp.auto_batch and on_gpu:
         chosen = auto_batch_size(model, method, hp, lengths, response)
