@@ -38,6 +38,7 @@ HYPERPARAMETER_WIDGETS = {
     "seed": widgets.IntText,
     "gradient_checkpointing": lambda **kw: widgets.Checkbox(indent=False, **kw),
     "packing": lambda **kw: widgets.Checkbox(indent=False, **kw),
+    "compile": lambda **kw: widgets.Checkbox(indent=False, **kw),
     "auto_batch": lambda **kw: widgets.Checkbox(indent=False, **kw),
 }
 

@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from workbench.compiling import eager
 from workbench.config import Settings
 from workbench.errors import WorkbenchError
 
@@ -67,7 +68,7 @@ def generate(model, tokenizer, prompts: list[str], decoding: Decoding | None = N
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"  # so every prompt ends where generation starts
     try:
-        with eval_mode(model), torch.no_grad():
+        with eval_mode(model), torch.no_grad(), eager(model):
             for start in range(0, len(prompts), decoding.batch_size):
                 answers.extend(
                     _generate_batch(

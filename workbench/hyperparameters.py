@@ -20,6 +20,7 @@ class Hyperparameters(Settings):
     Length of training: `epochs`, or `max_steps` when set (> 0).
     Batches: `batch_size` x `gradient_accumulation` rows per optimizer step; `max_length`.
     Batches are packed without padding (`packing`) unless it is turned off.
+    Speed: `compile` compiles the decoder layers (torch.compile) while training.
     Evaluation: every `eval_every` steps on the validation set (loss + sample answers, and exact
     match over the first `eval_metric_rows` validation rows); `early_stopping_patience`
     evaluations without a lower validation loss stop the run.
@@ -89,6 +90,14 @@ class Hyperparameters(Settings):
         metadata={
             "help": "lay each batch's rows end to end without padding (attention stays inside "
             "each row): the same loss, no compute spent on padding"
+        },
+    )
+    compile: bool = field(
+        default=False,
+        metadata={
+            "help": "torch.compile each decoder layer while training: on a 2-core CPU the same "
+            "tokens/s and ~30% less peak memory, after ~40 s of compiling the first time "
+            "(cached after); on a GPU not measured yet"
         },
     )
 

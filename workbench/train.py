@@ -262,6 +262,10 @@ def _build_trainer(
     callbacks = [_event_bridge(run, tokenizer, sample_prompts, references, decoding)]
     if hp.early_stopping_patience and val_tokens is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=hp.early_stopping_patience))
+    if hp.compile:
+        from workbench.compiling import compiling_callback
+
+        callbacks.append(compiling_callback())
     trainer = workbench_trainer_class()(
         model=model,
         args=args,
