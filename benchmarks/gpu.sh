@@ -19,12 +19,12 @@ if [ "$what" = memory ] || [ "$what" = all ]; then
     --out "$out/$day-cuda-memory${MEMORY_TAG:-}.json"
 fi
 if [ "$what" = speed ] || [ "$what" = all ]; then
-  # SmolLM2-135M shape: the workbench's defaults and its levers taken away one at a time,
+  # SmolLM2-135M shape: the workbench's defaults and its levers taken away or added one at a time,
   # against TRL's defaults and its fastest settings
   python -m benchmarks.training --device cuda --shape smollm2-135m --data alpaca \
     --batch-size 16 --max-length 512 --learning-rate 2e-4 --warmup 5 "${tok[@]}" \
-    --stacks "${SPEED_STACKS:-workbench,plain,workbench+auto,trl,trl-liger-packing}" \
-    --steps-for "${SPEED_STEPS:-workbench=100,plain=100,workbench+auto=40,trl=20,trl-liger-packing=20}" \
+    --stacks "${SPEED_STACKS:-workbench,workbench+compile,plain,plain+compile,workbench+auto,trl,trl-liger-packing}" \
+    --steps-for "${SPEED_STEPS:-workbench=100,workbench+compile=100,plain=100,plain+compile=100,workbench+auto=40,trl=20,trl-liger-packing=20}" \
     --out "$out/$day-cuda-smollm2-135m${SPEED_TAG:-}.json"
   # a 1B Llama shape, for model FLOPs utilisation
   python -m benchmarks.training --device cuda --shape llama-1b --data alpaca \

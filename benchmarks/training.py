@@ -15,9 +15,11 @@ batches and loss, AdamW and a cosine schedule, no Trainer: what the Trainer cost
 `trl-liger`, `trl-liger-packing`. The workbench takes levers
 off or on with `+` modifiers, to measure what each pays: `workbench+padded` (packing off),
 `workbench+full-logits` (logits for every position), `workbench+checkpointing` (gradient
-checkpointing on), `workbench+compile` (torch.compile), `workbench+auto` (auto_batch: the
-largest batch predicted to fit in free GPU memory), `workbench+freeze20` (LoRA above the first
-20 layers only: backward stops early; it changes what is learned, see the validation loss).
+checkpointing on), `workbench+compile` (`compile=True`: torch.compile layer by layer; also
+`plain+compile`),
+`workbench+auto` (auto_batch: the largest batch predicted to fit in free GPU memory),
+`workbench+freeze20` (LoRA above the first 20 layers only: backward stops early; it changes
+what is learned, see the validation loss).
 Every stack gets the same rows, template, learning rate, schedule, batch size, max length, seed
 and LoRA settings; everything else is each stack's default.
 """
@@ -168,15 +170,6 @@ def _workbench(args, model, tokenizer, train, clock: StepClock, steps: int, modi
     train_module.training_collator = lambda tok, hp, **k: clock.collator(
         inner(tok, hp, select_logits=select and k.get("select_logits", True))
     )
-    if "compile" in modifiers:
-        to_args = Hyperparameters.to_training_args
-
-        def compiled(self, *a, **k):
-            training_args = to_args(self, *a, **k)
-            training_args.torch_compile = True
-            return training_args
-
-        Hyperparameters.to_training_args = compiled
     hp = Hyperparameters(
         batch_size=args.batch_size,
         max_length=args.max_length,
@@ -186,6 +179,7 @@ def _workbench(args, model, tokenizer, train, clock: StepClock, steps: int, modi
         packing="padded" not in modifiers,
         gradient_checkpointing="checkpointing" in modifiers,
         auto_batch="auto" in modifiers,
+        compile="compile" in modifiers,
     )
     run = train_module.train(  # run.hyperparameters holds the batch auto_batch chose
         model,
@@ -212,7 +206,7 @@ def _workbench(args, model, tokenizer, train, clock: StepClock, steps: int, modi
     return run.model
 
 
-def _plain(args, model, tokenizer, train, clock: StepClock, steps: int):
+def _plain(args, model, tokenizer, train, clock: StepClock, steps: int, modifiers: set):
     """A bare loop: the workbench's tokens, packed batches and loss, no Trainer around them."""
     import contextlib
     import math
@@ -221,6 +215,7 @@ def _plain(args, model, tokenizer, train, clock: StepClock, steps: int):
     from transformers import get_cosine_schedule_with_warmup
 
     from workbench.adapters import Method, apply_method
+    from workbench.compiling import compile_layers
     from workbench.hyperparameters import Hyperparameters
     from workbench.loss import response_loss
     from workbench.tokenize import tokenize_examples
@@ -229,6 +224,8 @@ def _plain(args, model, tokenizer, train, clock: StepClock, steps: int):
     hp = Hyperparameters(batch_size=args.batch_size, max_length=args.max_length)
     torch.manual_seed(0)
     model = apply_method(model, Method())
+    if "compile" in modifiers:
+        compile_layers(model)  # as train(compile=True) does when training begins
     examples = tokenize_examples(train, "alpaca", tokenizer, max_length=args.max_length)
     features = list(examples.to_hf())
     collate = clock.collator(
@@ -327,8 +324,11 @@ def run_child(args) -> dict:
     if stack.startswith("workbench"):
         modifiers = set(stack.split("+")[1:])
         trained = _workbench(args, model, tokenizer, train, clock, steps, modifiers)
-    elif stack == "plain":
-        trained = _plain(args, model, tokenizer, train, clock, steps)
+    elif stack.split("+")[0] == "plain":
+        modifiers = set(stack.split("+")[1:])
+        if modifiers - {"compile"}:
+            raise ValueError(f"`plain` takes only the `compile` modifier, not {modifiers}")
+        trained = _plain(args, model, tokenizer, train, clock, steps, modifiers)
     else:
         trained = _trl(
             args, model, tokenizer, train, clock, steps, "packing" in stack, "liger" in stack
