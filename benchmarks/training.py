@@ -321,11 +321,11 @@ def run_child(args) -> dict:
     clock = StepClock(args.device)
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    if stack.startswith("workbench"):
-        modifiers = set(stack.split("+")[1:])
+    base, *modifiers = stack.split("+")
+    modifiers = set(modifiers)
+    if base == "workbench":
         trained = _workbench(args, model, tokenizer, train, clock, steps, modifiers)
-    elif stack.split("+")[0] == "plain":
-        modifiers = set(stack.split("+")[1:])
+    elif base == "plain":
         if modifiers - {"compile"}:
             raise ValueError(f"`plain` takes only the `compile` modifier, not {modifiers}")
         trained = _plain(args, model, tokenizer, train, clock, steps, modifiers)
