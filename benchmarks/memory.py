@@ -85,8 +85,8 @@ def fixed_length_rows(tokenizer, count: int, length: int, prompt_fraction: float
 def demo_training_rows():
     """The demo's training rows of the support tickets (48 held out, 16 for validation)."""
     from benchmarks.workloads import SAMPLE_DATA
-    from workbench.data import load_data
-    from workbench.splits import split_data
+    from workbench.data.loading import load_data
+    from workbench.data.splits import split_data
 
     data = load_data(SAMPLE_DATA / "support_tickets.jsonl", verbose=False)
     rest, _held_out = split_data(data, 48, seed=0)
@@ -106,14 +106,14 @@ def current_rss_gib() -> float | None:
 def run_child(args) -> dict:
     import torch
 
-    from workbench.adapters import Method
-    from workbench.data import load_data
-    from workbench.fitting import row_statistics
-    from workbench.hyperparameters import Hyperparameters
-    from workbench.memory import estimate_memory
-    from workbench.models import load_model
-    from workbench.tokenize import tokenize_examples
-    from workbench.train import train
+    from workbench.data.loading import load_data
+    from workbench.tokens.tokenizing import tokenize_examples
+    from workbench.training.finetune import train
+    from workbench.training.fitting import row_statistics
+    from workbench.training.hyperparameters import Hyperparameters
+    from workbench.training.memory import estimate_memory
+    from workbench.training.methods import Method
+    from workbench.training.models import load_model
 
     shape, kind, batch = args.child.split(":")
     batch_size, length = (int(x) for x in batch.split("x"))
@@ -183,8 +183,8 @@ def rescore(args, paths: list[str]) -> list[dict]:
     """The measured peaks of earlier runs against what the estimator predicts now."""
     from transformers import AutoConfig
 
-    from workbench.adapters import Method
-    from workbench.memory import estimate_memory
+    from workbench.training.memory import estimate_memory
+    from workbench.training.methods import Method
 
     rows = []
     for path in paths:

@@ -71,7 +71,7 @@ def _load(args):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from workbench.models import load_model
+    from workbench.training.models import load_model
 
     if args.shape == "embedded":
         return load_model(device=args.device)
@@ -86,8 +86,8 @@ def _load(args):
 
 
 def _data(args, folder: Path):
-    from workbench.data import load_data
-    from workbench.splits import split_data
+    from workbench.data.loading import load_data
+    from workbench.data.splits import split_data
 
     if args.data == "tickets":  # the demo's split: 48 held out, 16 validation, the rest trains
         data = load_data(SAMPLE_DATA / "support_tickets.jsonl", verbose=False)
@@ -158,13 +158,15 @@ class StepClock:
 def _workbench(args, model, tokenizer, train, clock: StepClock, steps: int, modifiers: set):
     import importlib
 
-    from workbench.adapters import Method
-    from workbench.hyperparameters import Hyperparameters
+    from workbench.training.hyperparameters import Hyperparameters
+    from workbench.training.methods import Method
 
     unknown = modifiers - set(MODIFIERS)
     if unknown:
         raise ValueError(f"Unknown workbench modifiers {unknown}; known: {MODIFIERS}")
-    train_module = importlib.import_module("workbench.train")  # the module, not the function
+    train_module = importlib.import_module(
+        "workbench.training.finetune"
+    )  # the module, not the function
     inner = train_module.training_collator
     select = "full-logits" not in modifiers
     train_module.training_collator = lambda tok, hp, **k: clock.collator(
@@ -214,12 +216,12 @@ def _plain(args, model, tokenizer, train, clock: StepClock, steps: int, modifier
     import torch
     from transformers import get_cosine_schedule_with_warmup
 
-    from workbench.adapters import Method, apply_method
-    from workbench.compiling import compile_layers
-    from workbench.hyperparameters import Hyperparameters
-    from workbench.loss import response_loss
-    from workbench.tokenize import tokenize_examples
-    from workbench.train import logits_selectable, training_collator
+    from workbench.tokens.tokenizing import tokenize_examples
+    from workbench.training.compiling import compile_layers
+    from workbench.training.finetune import logits_selectable, training_collator
+    from workbench.training.hyperparameters import Hyperparameters
+    from workbench.training.loss import response_loss
+    from workbench.training.methods import Method, apply_method
 
     hp = Hyperparameters(batch_size=args.batch_size, max_length=args.max_length)
     torch.manual_seed(0)
@@ -268,8 +270,8 @@ def _trl(args, model, tokenizer, train, clock: StepClock, steps: int, packing: b
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from workbench.adapters import Method
-    from workbench.templates import get_template
+    from workbench.tokens.templates import get_template
+    from workbench.training.methods import Method
 
     template = get_template("alpaca")
     pairs = [template.render(r, tokenizer) for r in train.rows]
@@ -310,7 +312,7 @@ def run_child(args) -> dict:
 
     import torch
 
-    from workbench.evaluation import validation_loss
+    from workbench.evaluation.compare import validation_loss
 
     stack = args.child
     steps = dict(item.split("=") for item in args.steps_for.split(",") if item).get(stack)
@@ -376,7 +378,7 @@ def environment(args) -> dict:
 
 
 def run_all(args) -> dict:
-    from workbench.adapters import Method
+    from workbench.training.methods import Method
 
     settings = {k: v for k, v in vars(args).items() if k not in ("child", "out")}
     settings["lora"] = Method().to_dict()  # every stack's LoRA settings (the defaults)

@@ -60,7 +60,7 @@ def tokenizer_dir(given: str | None) -> str:
     embedded model's cached conversion."""
     if given:
         return given
-    from workbench.models import embedded_model_dir
+    from workbench.training.models import embedded_model_dir
 
     return str(embedded_model_dir())
 

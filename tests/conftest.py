@@ -76,7 +76,7 @@ def build_tiny_model(tokenizer, seed: int = 0, layers: int = 2, hidden: int = 32
 
 def quick(**changes):
     """Hyperparameters for a few fast steps on the tiny model; `changes` override them."""
-    from workbench.hyperparameters import Hyperparameters
+    from workbench.training.hyperparameters import Hyperparameters
 
     settings = dict(
         max_steps=6,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from conftest import build_tiny_model
 
-from workbench.batching import PackedCollator, pack_rows
 from workbench.errors import AllLabelsMaskedError
-from workbench.loss import response_loss
-from workbench.tokenize import CompletionCollator, tokenize_examples
+from workbench.tokens.collators import CompletionCollator, PackedCollator, pack_rows
+from workbench.tokens.tokenizing import tokenize_examples
+from workbench.training.loss import response_loss
 
 
 def test_pack_rows_first_fit_decreasing_never_overfills():

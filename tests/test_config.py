@@ -1,10 +1,10 @@
-"""workbench.config: atomic writes stay whole when threads write the same file at once."""
+"""workbench.runs.directory: atomic writes stay whole when threads write one file at once."""
 
 from __future__ import annotations
 
 import threading
 
-from workbench.config import write_atomic
+from workbench.runs.files import write_atomic
 
 
 def test_threads_writing_one_file_at_once_never_collide(tmp_path):
@@ -26,4 +26,4 @@ def test_threads_writing_one_file_at_once_never_collide(tmp_path):
     assert errors == []
     lines = target.read_text().splitlines()
     assert len(lines) == 50 and len(set(lines)) == 1  # one writer's whole text, never a mix
-    assert not list(tmp_path.glob(".status.json.tmp-*"))
+    assert [p.name for p in tmp_path.iterdir()] == ["status.json"]  # no temporary file left

@@ -8,7 +8,7 @@ import re
 import pytest
 from conftest import SAMPLE_DATA
 
-from workbench.data import Examples, detect_format, load_data
+from workbench.data.loading import Examples, detect_format, load_data
 from workbench.errors import DataValidationError, WorkbenchError
 
 BROKEN = SAMPLE_DATA / "broken"
@@ -355,3 +355,42 @@ def test_select_keeps_provenance():
     assert subset.rows == [data[5], data[2]]
     assert subset.where(0) == f"{path}:6"
     assert subset.where(1) == f"{path}:3"
+
+
+# --- searching and filtering rows (what DatasetPreview shows) ----------------------------
+
+
+def test_search_finds_text_in_any_field_ignoring_case_and_keeps_provenance():
+    data = load_data(SAMPLE_DATA / "mixed_instructions.jsonl", verbose=False)
+    fields = ("instruction", "input", "output")
+    expected = [i for i, r in enumerate(data.rows) if any("hot" in r[f].lower() for f in fields)]
+    found = data.search("  HOT ")
+    assert 0 < len(found) < len(data)
+    assert found.rows == [data[i] for i in expected]
+    assert found.locations == [data.locations[i] for i in expected]
+    assert data.search("") is data and len(data.search("no such text anywhere")) == 0
+
+
+def test_search_looks_into_conversation_turns():
+    data = load_data(SAMPLE_DATA / "unit_chat.jsonl", verbose=False)
+    word = data[0]["messages"][-1]["content"].split()[0]
+    found = data.search(word.upper())
+    assert len(found) > 0 and data.rows[0] in found.rows
+
+
+def test_where_task_keeps_one_task_and_names_the_known_ones_when_unknown():
+    data = load_data(SAMPLE_DATA / "mixed_instructions.jsonl", verbose=False)
+    antonyms = data.where_task("antonym")
+    assert len(antonyms) == data.tasks["antonym"] and set(antonyms.tasks) == {"antonym"}
+    assert data.where_task(None) is data
+    assert len(antonyms.search("hot")) == len(data.search("hot").where_task("antonym"))
+    with pytest.raises(WorkbenchError, match=r"`task`='nope'.*'antonym'"):
+        data.where_task("nope")
+
+
+def test_constant_fields_are_the_texts_every_row_shares():
+    tickets = load_data(SAMPLE_DATA / "support_tickets.jsonl", verbose=False)
+    assert tickets.constant_fields() == {"instruction": tickets[0]["instruction"]}
+    mixed = load_data(SAMPLE_DATA / "mixed_instructions.jsonl", verbose=False)
+    assert mixed.constant_fields() == {}
+    assert tickets.select([0]).constant_fields() == {}  # one row shares nothing

@@ -8,9 +8,9 @@ import pytest
 from conftest import quick
 
 import workbench
-from workbench.evaluation import compare_before_after, evaluate_model, score_answers
-from workbench.generation import Decoding, generate
-from workbench.train import train
+from workbench.evaluation.compare import compare_before_after, evaluate_model, score_answers
+from workbench.evaluation.generation import Decoding, generate
+from workbench.training.finetune import train
 
 SHORT = Decoding(max_new_tokens=4, batch_size=4)
 
@@ -74,6 +74,35 @@ def test_scores_and_per_row_values_come_from_the_shipped_metrics():
 def test_validation_loss_of_a_random_model_is_near_log_vocabulary(tiny, ticket_split):
     model, tokenizer = tiny
     rows = ticket_split[1]
-    loss = workbench.evaluation.validation_loss(model, tokenizer, rows, "alpaca")
+    loss = workbench.evaluation.compare.validation_loss(model, tokenizer, rows, "alpaca")
     vocabulary = len(tokenizer)
     assert 0.5 * math.log(vocabulary) < loss < 2 * math.log(vocabulary)  # a random model
+
+
+def test_the_base_must_be_measured_first_only_without_an_adapter(tiny):
+    from workbench.evaluation.compare import has_adapter, needs_base_measurement
+
+    model, _ = tiny
+    assert needs_base_measurement(workbench.Method(kind="full"))
+    assert needs_base_measurement(workbench.Method(kind="freeze", freeze_layers=1))
+    assert not needs_base_measurement(workbench.Method(kind="lora"))
+    assert not needs_base_measurement(workbench.Method(kind="qlora"))
+    assert needs_base_measurement(model) and not has_adapter(model)
+    adapted = workbench.training.methods.apply_method(model, workbench.Method())
+    assert has_adapter(adapted) and not needs_base_measurement(adapted)
+
+
+def test_evaluations_carry_each_row_question_without_the_template(tiny, ticket_split):
+    from workbench.evaluation.compare import question_of
+
+    model, tokenizer = tiny
+    rows = ticket_split[1].select(range(2))
+    evaluation = evaluate_model(model, tokenizer, rows, "alpaca", decoding=SHORT)
+    assert evaluation.questions == [question_of(r) for r in rows.rows]
+    for question, row, prompt in zip(evaluation.questions, rows.rows, evaluation.prompts):
+        assert question == f"{row['instruction']}\n{row['input']}" and "###" not in question
+        assert question.split("\n")[-1] in prompt
+    turns = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
+    turns += [{"role": "user", "content": "and now?"}]
+    assert question_of({"messages": turns}) == "and now?"
+    assert question_of({"prompt": "2+2=", "completion": "4"}) == "2+2="

@@ -8,8 +8,8 @@ import yaml
 from conftest import SAMPLE_DATA, quick
 
 import workbench
-from workbench.ewc import attach_regularizer, fisher_diagonal, fisher_ewc
-from workbench.train import resume_run, train
+from workbench.training.finetune import resume_run, train
+from workbench.training.regularizers import attach_regularizer, fisher_diagonal, fisher_ewc
 
 
 @pytest.fixture(scope="module")

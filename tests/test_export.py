@@ -16,11 +16,11 @@ import yaml
 from conftest import quick
 
 import workbench
-from workbench.adapters import Method
 from workbench.errors import WorkbenchError
-from workbench.export import export_script, load_adapter, merge_adapter, push_to_hub
-from workbench.generation import adapter_disabled
-from workbench.train import train
+from workbench.evaluation.generation import adapter_disabled
+from workbench.runs.export import export_script, load_adapter, merge_adapter, push_to_hub
+from workbench.training.finetune import train
+from workbench.training.methods import Method
 
 PYTHON = sys.executable
 ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
@@ -191,8 +191,8 @@ def test_push_to_hub_uploads_through_the_hub_api(lora_run, monkeypatch):
 
 
 def test_script_config_says_what_it_cannot_export():
-    from workbench.export import script_config
-    from workbench.hyperparameters import Hyperparameters
+    from workbench.runs.export import script_config
+    from workbench.training.hyperparameters import Hyperparameters
 
     config = {"hyperparameters": Hyperparameters(early_stopping_patience=2).to_dict()}
     config.update(method=Method().to_dict(), data={"validation": "data/validation.jsonl"})

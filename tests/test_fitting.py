@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from conftest import quick
 
-import workbench.fitting as fitting
-from workbench.adapters import Method
-from workbench.train import train
+import workbench.training.fitting as fitting
+from workbench.training.finetune import train
+from workbench.training.methods import Method
 
 LENGTHS = [100] * 64
 
@@ -55,3 +55,25 @@ def test_auto_batch_takes_the_largest_power_of_two_that_fits(tiny, monkeypatch):
     assert fitting.auto_batch_size(model, Method(), hp, LENGTHS, 0.3) == 16
     monkeypatch.setattr(fitting, "available_memory", lambda device: 10**15)
     assert fitting.auto_batch_size(model, Method(), hp, LENGTHS, 0.3) == 16  # 4 steps an epoch
+
+
+def test_predict_fit_cuts_rows_at_max_length_and_without_rows_bounds_from_above(tiny):
+    model, _ = tiny
+    target = fitting.Target.of(model)
+    hp = quick(max_length=64, packing=True)
+    assert fitting.capped_lengths([10, 100, 64], 64) == [10, 64, 64]
+    assert fitting.capped_lengths(None, 64) is None
+    with pytest.raises(ValueError, match="`max_length`=0"):
+        fitting.capped_lengths([10], 0)
+    cut = fitting.predict_fit(target, Method(), hp, [100, 200, 30], 0.5)
+    assert cut.estimate == fitting.fit_for(target, Method(), hp, [64, 64, 30], 0.5).estimate
+    bound = fitting.predict_fit(target, Method(), hp)
+    assert bound.estimate == fitting.fit_for(target, Method(), hp, [64], 1.0).estimate
+    assert bound.estimate.total > cut.estimate.total  # full rows, every logit kept
+
+
+def test_a_bare_config_is_a_float32_cpu_target(tiny):
+    model, _ = tiny
+    target = fitting.Target.of(model.config)
+    assert (target.config, target.dtype_bytes, target.device) == (model.config, 4, "cpu")
+    assert fitting.Target.of(model) == target  # the tiny model is float32 on the CPU too

@@ -8,15 +8,15 @@ import pytest
 from conftest import SAMPLE_DATA, quick
 
 import workbench
-from workbench.forgetting import (
+from workbench.evaluation.forgetting import (
     ForgettingProbe,
     TaskScores,
     answer_contains,
     forgetting_table,
     learned_retained,
 )
-from workbench.report import save_forgetting, write_report
-from workbench.train import train
+from workbench.runs.report import save_forgetting, write_report
+from workbench.training.finetune import train
 
 SHORT = workbench.Decoding(max_new_tokens=4, batch_size=8)
 LABELS = ["billing", "shipping", "technical", "account"]

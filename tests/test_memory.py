@@ -29,15 +29,15 @@ from transformers import (
     Qwen3ForCausalLM,
 )
 
-from workbench.adapters import Method, ParameterCount, apply_method, count_parameters
 from workbench.errors import WorkbenchError
-from workbench.memory import (
+from workbench.training.memory import (
     activation_elements_per_token,
     count_trainable,
     estimate_memory,
     linear_shapes,
     parameter_layout,
 )
+from workbench.training.methods import Method, ParameterCount, apply_method, count_parameters
 
 SMALL = dict(
     vocab_size=600,

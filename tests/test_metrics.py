@@ -1,4 +1,4 @@
-"""Tests for workbench.metrics: the shipped evaluate modules and how they are loaded."""
+"""Tests for workbench.evaluation.metrics: the shipped evaluate modules and how they are loaded."""
 
 import json
 import os
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench.metrics import available_metrics, load_metric
+from workbench.evaluation.metrics import available_metrics, load_metric
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ["exact_match", "label_accuracy", "rouge_l"]
@@ -87,11 +87,11 @@ import json, socket, sys
 def refuse(*args, **kwargs):
     raise OSError("network blocked")
 socket.getaddrinfo = socket.create_connection = socket.socket.connect = refuse
-import workbench.metrics
+from workbench.evaluation import metrics
 cheap = "evaluate" not in sys.modules
 scores = {
-    name: workbench.metrics.load_metric(name).compute(predictions=["yes"], references=["yes"])
-    for name in workbench.metrics.available_metrics()
+    name: metrics.load_metric(name).compute(predictions=["yes"], references=["yes"])
+    for name in metrics.available_metrics()
 }
 print(json.dumps({"cheap_import": cheap, "scores": scores}))
 """

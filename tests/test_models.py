@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 import workbench
-from workbench import models
 from workbench.errors import ModelLoadError
-from workbench.models import (
+from workbench.training import models
+from workbench.training.models import (
     DEFAULT_MODEL,
     cache_dir,
     embedded_model_dir,
@@ -88,16 +88,60 @@ def test_missing_path_like_name_is_a_missing_folder(name):
 
 
 def test_uncached_hub_id_offline_names_the_offline_options(monkeypatch):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    started = time.perf_counter()
+    lookups = []  # (class, local_files_only) of every from_pretrained call
+
+    def spy(auto_class):
+        original = auto_class.from_pretrained
+
+        def from_pretrained(*args, **kwargs):
+            lookups.append((auto_class.__name__, kwargs.get("local_files_only", False)))
+            if not kwargs.get("local_files_only"):  # would go to the hub: stop it here
+                raise OSError("test_models: a hub download was attempted while offline")
+            return original(*args, **kwargs)
+
+        return from_pretrained
+
+    for auto_class in (AutoTokenizer, AutoModelForCausalLM):
+        monkeypatch.setattr(auto_class, "from_pretrained", spy(auto_class))
     with pytest.raises(ModelLoadError) as caught:
         load_model("workbench-tests/no-such-model-7f3a", device="cpu")
-    assert time.perf_counter() - started < 30
+    assert lookups == [("AutoTokenizer", True)]  # the local cache only, never the network
     message = str(caught.value)
     assert "workbench-tests/no-such-model-7f3a" in message
     assert "Offline options" in message
     assert DEFAULT_MODEL in message  # the embedded default
     assert "local folder" in message
+
+
+def test_an_unreachable_hub_fails_at_once_without_a_download_attempt(monkeypatch, capsys):
+    import socket
+
+    from transformers import AutoTokenizer
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.workbench-tests.invalid")
+    dialled, downloads = [], []
+
+    def unreachable(address, timeout=None, *args, **kwargs):
+        dialled.append((address, timeout))
+        raise OSError("Name or service not known")
+
+    original = AutoTokenizer.from_pretrained
+
+    def spy(*args, **kwargs):
+        if not kwargs.get("local_files_only"):
+            downloads.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", spy)
+    with pytest.raises(ModelLoadError, match="hub.workbench-tests.invalid:443 cannot be reached"):
+        load_model("workbench-tests/no-such-model-7f3a", device="cpu")
+    assert dialled == [(("hub.workbench-tests.invalid", 443), 3.0)]  # one bounded try
+    assert downloads == []  # no download (and its minute of retries) was started
 
 
 def test_trust_remote_code_is_off_by_default_and_passed_on(tiny_model_dir, monkeypatch):
@@ -224,10 +268,13 @@ def test_conversion_result_is_moved_into_place(cache, monkeypatch):
 
 def test_crash_mid_conversion_leaves_nothing_and_the_next_call_converts(cache, monkeypatch):
     target = cache / "models" / DEFAULT_MODEL
-    monkeypatch.setattr(models, "convert_gguf", FakeConvert(crash=True))
+    crashing = FakeConvert(crash=True)
+    monkeypatch.setattr(models, "convert_gguf", crashing)
     with pytest.raises(RuntimeError, match="half-way"):
         embedded_model_dir()
+    assert len(crashing.calls) == 1 and crashing.calls[0] != target  # it crashed while converting
     assert not target.exists()
+    assert list(cache.rglob(models._COMPLETE_MARKER)) == []  # nothing a later call would trust
 
     fake = FakeConvert()
     monkeypatch.setattr(models, "convert_gguf", fake)
@@ -261,9 +308,41 @@ def test_a_complete_cache_is_reused_without_converting(cache, monkeypatch):
     assert len(fake.calls) == 1
 
 
+def _lock_is_free(folder: Path) -> bool:
+    """Whether a new handle could take the conversion lock in `folder` right now."""
+    import fcntl
+
+    locks = list(folder.glob(".*.lock"))
+    assert len(locks) == 1, f"converting without a lock file in {folder}: {locks}"
+    with open(locks[0], "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return True
+
+
 def test_two_threads_convert_once(cache, monkeypatch):
-    fake = FakeConvert(sleep=0.5)
-    monkeypatch.setattr(models, "convert_gguf", fake)
+    pytest.importorskip("fcntl", reason="the cross-process lock uses flock (not on Windows)")
+    # Both threads get past the "already converted?" check before either converts, so both
+    # must go through the lock: without it, both would convert.
+    both_past_the_check = threading.Barrier(2, timeout=30)
+    gguf_path = models.embedded_gguf_path
+
+    def meet_then_find_gguf(name=DEFAULT_MODEL):
+        both_past_the_check.wait()
+        return gguf_path(name)
+
+    fake = FakeConvert()
+    lock_free_while_converting = []
+
+    def convert(gguf, out_dir):
+        lock_free_while_converting.append(_lock_is_free(cache / "models"))
+        fake(gguf, out_dir)
+
+    monkeypatch.setattr(models, "embedded_gguf_path", meet_then_find_gguf)
+    monkeypatch.setattr(models, "convert_gguf", convert)
     results, errors = [], []
 
     def call():
@@ -279,6 +358,7 @@ def test_two_threads_convert_once(cache, monkeypatch):
         thread.join(timeout=30)
     assert errors == []
     assert len(fake.calls) == 1
+    assert lock_free_while_converting == [False]  # the other thread had to wait for it
     assert results == [cache / "models" / DEFAULT_MODEL] * 2
 
 

@@ -8,6 +8,9 @@ the same, and the suite stays inside CI's time (their real-model figures are in 
 from __future__ import annotations
 
 import json
+import math
+import re
+from html.parser import HTMLParser
 
 import nbformat
 import pytest
@@ -91,3 +94,244 @@ def test_notebook_runs_top_to_bottom(path, tmp_path, monkeypatch, request):
     assert "Traceback" not in text
     for expected in EXPECTED[path.stem]:
         assert expected in text, f"{path.name}: no output mentions {expected!r}"
+    printed = "".join(
+        str(o.get("text", ""))
+        for c in notebook.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "stream"
+    ).replace("\r", "\n")  # progress bars redraw with \r
+    # a random-init model's loss is about ln(vocabulary); twice that is nonsense
+    loss_ceiling = 2 * math.log(len(request.getfixturevalue("tiny_tokenizer")))
+    FIGURES[path.stem](printed, dataframes(notebook), loss_ceiling)
+
+
+# --- the figures each notebook prints ---------------------------------------------------
+# The lessons on the tiny random model learn nothing in two steps, so their checks are ranges
+# and consistency (a score is a share of the rows it was measured on, a table agrees with the
+# lines printed beside it); the quickstart and 02 run on the embedded model, whose token counts
+# follow from how tokenize_pair labels and truncates.
+
+HELD_OUT = int(SHORT["WORKBENCH_NOTEBOOK_HELD_OUT"])
+STEPS = int(SHORT["WORKBENCH_NOTEBOOK_STEPS"])
+
+
+class _TableReader(HTMLParser):
+    """The rows of cells (th and td alike) of every <table> in an HTML text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr" and self.tables:
+            self.tables[-1].append([])
+        elif tag in ("th", "td"):
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("th", "td") and self._cell is not None and self.tables:
+            self.tables[-1][-1].append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def dataframes(notebook) -> list[dict[str, dict[str, str]]]:
+    """Each DataFrame a cell displayed, as {row label: {column: cell text}}.
+
+    Pandas writes the column names in the first header row and, for a named index, the
+    index name alone in a second one; every body row starts with its label.
+    """
+    frames = []
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            html = output.get("data", {}).get("text/html", "")
+            if 'class="dataframe"' not in html:
+                continue
+            reader = _TableReader()
+            reader.feed(html)
+            for rows in reader.tables:
+                columns = rows[0][1:]
+                body = [r for r in rows[1:] if len(r) == len(columns) + 1 and any(r[1:])]
+                frames.append({r[0]: dict(zip(columns, r[1:])) for r in body})
+    return frames
+
+
+def frame_with(frames, *columns: str) -> dict[str, dict[str, float]]:
+    """The displayed DataFrame that has all `columns`, those columns as numbers."""
+    found = [f for f in frames if f and all(c in next(iter(f.values())) for c in columns)]
+    assert found, f"no table shows the columns {columns}"
+    return {row: {c: number(cells[c]) for c in columns} for row, cells in found[-1].items()}
+
+
+def number(text: str) -> float:
+    return math.nan if text in ("None", "NaN", "nan", "") else float(text)
+
+
+def matches(pattern: str, printed: str, count: int | None = None) -> list[tuple[str, ...]]:
+    found = re.findall(pattern, printed, flags=re.MULTILINE)
+    assert found, f"no output line matches {pattern!r}"
+    if count is not None:
+        assert len(found) == count, (pattern, found)
+    return [f if isinstance(f, tuple) else (f,) for f in found]
+
+
+def assert_share(value: float, rows: int | None = None, decimals: int = 2) -> None:
+    """A score between 0 and 1; with `rows`, a whole number of rows out of `rows`."""
+    assert 0.0 <= value <= 1.0, value
+    if rows is not None:
+        nearest = round(value * rows) / rows
+        assert abs(nearest - value) <= 0.5 * 10**-decimals + 1e-9, (value, rows)
+
+
+def assert_loss(value: float, ceiling: float) -> None:
+    assert math.isfinite(value) and 0.0 < value < ceiling, (value, ceiling)
+
+
+def check_quickstart(printed, frames, loss_ceiling):
+    ((held_out,),) = matches(r"train \d+, validation \d+, held out (\d+)", printed, 1)
+    assert int(held_out) == HELD_OUT
+    ((status, steps),) = matches(r"run (\w+) after (\d+) steps", printed, 1)
+    assert (status, int(steps)) == ("finished", STEPS)
+    ((base, tuned),) = matches(r"held-out accuracy: base ([\d.]+), fine-tuned ([\d.]+)", printed, 1)
+    for accuracy in (base, tuned):
+        assert_share(float(accuracy))
+
+
+def check_prompt_templates(printed, frames, loss_ceiling):
+    ((prompt, response, loss),) = matches(
+        r"(\d+) prompt tokens, (\d+) response tokens \(EOS included\), (\d+) carry loss",
+        printed,
+        1,
+    )
+    prompt, response, loss = int(prompt), int(response), int(loss)
+    assert prompt > 0 and response >= 2  # some text and the EOS
+    assert loss == response  # completion only: exactly the response carries loss
+    ((all_loss, total),) = matches(r"completion_only=False: (\d+) of (\d+) tokens", printed, 1)
+    assert int(all_loss) == int(total) == prompt + response
+    cuts = dict(
+        (side, (part, int(n)))
+        for side, part, n in matches(
+            r"truncation_side='(\w+)': cut the (\w+), (\d+) carry loss", printed, 2
+        )
+    )
+    assert {part for part, _ in cuts.values()} <= {"prompt", "response"}  # both were cut
+    assert cuts["left"][1] > cuts["right"][1]  # cutting the prompt keeps response tokens
+    report = re.search(
+        r"(\d+) of (\d+) rows exceed max_length=96 \(cut on the right\): (\d+) of those rows "
+        r"were cut in the response, (\d+) in the prompt",
+        printed,
+    )
+    truncated, rows = (int(report[1]), int(report[2])) if report else (0, None)
+    if report:
+        assert truncated == int(report[3]) + int(report[4]) <= rows
+    else:
+        ((rows,),) = matches(r"No row of (\d+) exceeds max_length=96", printed, 1)
+    ((stat_rows, median, longest, over),) = matches(
+        r"(\d+) rows \(.*\); tokens per row: median (\d+), max (\d+); (\d+) over "
+        r"max_length=96",
+        printed,
+        1,
+    )
+    assert int(stat_rows) == int(rows) > 0
+    assert int(over) == truncated  # the same rows, counted twice
+    assert 0 < int(median) <= int(longest) and (int(longest) > 96) == (truncated > 0)
+
+
+def check_methods(printed, frames, loss_ceiling):
+    ((held_out,),) = matches(r"train \d+, validation \d+, held out (\d+)", printed, 1)
+    assert int(held_out) == HELD_OUT
+    lines = matches(r"^(.+): (\w+) in \d+ s, accuracy ([\d.]+)$", printed)
+    lines = {name: (status, float(accuracy)) for name, status, accuracy in lines}
+    table = frame_with(frames, "share %", "predicted GiB", "validation loss", "held-out accuracy")
+    assert list(lines) == list(table) == ["LoRA r=16", "QLoRA r=16", "full", "freeze 20"]
+    for name, (status, accuracy) in lines.items():
+        row = table[name]
+        assert status == "finished", name
+        assert_share(accuracy, HELD_OUT)
+        assert_share(row["held-out accuracy"], HELD_OUT, decimals=3)
+        assert abs(row["held-out accuracy"] - accuracy) <= 0.005 + 1e-9, name
+        assert_loss(row["validation loss"], loss_ceiling)
+        assert row["predicted GiB"] > 0, name
+    assert table["full"]["share %"] == pytest.approx(100)
+    for partial in ("LoRA r=16", "QLoRA r=16", "freeze 20"):
+        assert 0 < table[partial]["share %"] < 100, partial
+
+
+def check_forgetting(printed, frames, loss_ceiling):
+    rows_per_task = HELD_OUT // 2
+    base = matches(r"^(\w+): [\w ]+ ([\d.]+); e\.g\.", printed)
+    assert {task for task, _ in base} == {"ticket_topic", "capital", "antonym"}
+    for _, score in base:
+        assert_share(float(score), rows_per_task)
+    runs = matches(r"^(.+): (\w+) in \d+ s(?:, EWC penalty at the end (\S+))?$", printed)
+    assert [(name, status) for name, status, _ in runs] == [
+        (name, "finished") for name in ("full", "full + EWC", "full + mixing", "LoRA")
+    ]
+    penalty = float(runs[1][2])
+    assert math.isfinite(penalty) and penalty >= 0
+    summary = frame_with(frames, "learned", "retained", "learned loss", "retained loss")
+    assert list(summary) == ["base", "full", "full + EWC", "full + mixing", "LoRA"]
+    for row in summary.values():
+        assert_share(row["learned"], rows_per_task, decimals=3)
+        assert_share(row["retained"])
+        assert_loss(row["learned loss"], loss_ceiling)
+        assert_loss(row["retained loss"], loss_ceiling)
+
+
+def check_prompting(printed, frames, loss_ceiling):
+    ((held_out,),) = matches(r"train \d+ \(the pool examples come from\), held out (\d+)", printed)
+    assert int(held_out) == HELD_OUT
+    ((status, steps),) = matches(r"run (\w+) after (\d+) steps", printed, 1)
+    assert (status, int(steps)) == ("finished", STEPS)
+    evaluations = frame_with(frames, "step", "eval_loss")
+    assert evaluations and all(
+        math.isfinite(r["eval_loss"]) and 0 < r["eval_loss"] < loss_ceiling
+        for r in evaluations.values()
+    )
+    table = frame_with(frames, "accuracy", "prompt tokens per query")
+    tuned = f"LoRA fine-tuned ({STEPS} steps)"
+    assert {"zero-shot", "4-shot retrieved", tuned} <= set(table)
+    for row in table.values():
+        assert_share(row["accuracy"], HELD_OUT, decimals=3)
+    tokens = {name: row["prompt tokens per query"] for name, row in table.items()}
+    assert tokens["4-shot retrieved"] > tokens["zero-shot"] > 0  # the examples cost tokens
+    assert tokens[tuned] == tokens["zero-shot"]  # the fine-tuned model gets the bare prompt
+
+
+def check_runs_export_dpo(printed, frames, loss_ceiling):
+    runs = matches(r"lr ([\d.e-]+): (\w+), last loss (\S+)", printed, 2)
+    for _, status, loss in runs:
+        assert status == "finished"
+        assert_loss(float(loss), loss_ceiling)
+    ((difference,),) = matches(r"max \|logit difference\| vs adapter on = (\S+)", printed, 1)
+    assert float(difference) < 1e-3  # merging the adapter changes no prediction (fp32)
+    ((status,),) = matches(r"DPO (\w+); held-out reward margin", printed, 1)
+    assert status == "finished"
+    ((before, after, pairs),) = matches(
+        r"(-?[\d.]+) -> (-?[\d.]+) over (\d+) held-out pairs", printed, 1
+    )
+    assert math.isfinite(float(before)) and math.isfinite(float(after))
+    assert int(pairs) == HELD_OUT
+    ((chosen_before, chosen_after),) = matches(r"chosen likelier in (\d+)% -> (\d+)%", printed)
+    assert 0 <= int(chosen_before) <= 100 and 0 <= int(chosen_after) <= 100
+
+
+FIGURES = {
+    "01_quickstart": check_quickstart,
+    "02_prompt_templates": check_prompt_templates,
+    "03_methods": check_methods,
+    "04_forgetting": check_forgetting,
+    "05_prompting_vs_finetuning": check_prompting,
+    "06_runs_export_dpo": check_runs_export_dpo,
+}
+
+
+def test_every_notebook_has_its_figures_checked():
+    assert set(FIGURES) == set(EXPECTED) == {p.stem for p in NOTEBOOKS}

@@ -11,14 +11,10 @@ from conftest import SAMPLE_DATA, quick
 
 import workbench
 from workbench.errors import WorkbenchError
-from workbench.preference import (
-    PreferenceSettings,
-    as_answer_rows,
-    preference_margin,
-    train_preferences,
-)
-from workbench.runs import read_run
-from workbench.train import train
+from workbench.evaluation.preferences import as_answer_rows, preference_margin
+from workbench.runs.history import read_run
+from workbench.training.finetune import train
+from workbench.training.preference import PreferenceSettings, train_preferences
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +84,59 @@ def test_preference_rows_are_validated_and_convert_for_comparison(tiny, ticket_s
     rows = as_answer_rows(pairs.select(range(3)))
     assert rows.format == "alpaca" and rows.rows[0]["output"] == pairs.rows[0]["chosen"]
     assert "rejected" not in rows.rows[0]
+
+
+def test_the_preference_experiment_measures_held_out_pairs_before_and_after(tiny, ticket_split):
+    from workbench.evaluation.preferences import preference_experiment
+
+    model, tokenizer = tiny
+    pairs = workbench.load_data(SAMPLE_DATA / "preferences.jsonl", verbose=False)
+    with pytest.raises(WorkbenchError, match="not neither"):
+        preference_experiment(pairs, held_out=8)
+    with pytest.raises(WorkbenchError, match="not both"):
+        preference_experiment(pairs, held_out=8, model=model, sft_run_dir="runs/x")
+    sft = train(model, tokenizer, *ticket_split, hyperparameters=quick(max_steps=3, eval_every=3))
+    assert sft.wait().status == "finished", sft.error
+    settings = PreferenceSettings(max_steps=6, batch_size=4, learning_rate=1e-2, eval_every=6)
+    short = workbench.Decoding(max_new_tokens=4)
+    experiment = preference_experiment(
+        pairs.select(range(40)),
+        held_out=8,
+        model=sft.model,
+        tokenizer=tokenizer,
+        settings=settings,
+        answer_rows=3,
+        decoding=short,
+        start=False,
+    )
+    _, expected_held_out = workbench.split_data(pairs.select(range(40)), 8, seed=settings.seed)
+    assert experiment.held_out.rows == expected_held_out.rows
+    assert len(experiment.train_pairs) == 32 and experiment.run.status != "finished"
+    sft_margin = preference_margin(sft.model, tokenizer, experiment.held_out)
+    assert experiment.margin_before.per_pair == pytest.approx(sft_margin.per_pair)
+    assert [r["output"] for r in experiment.answer_rows] == [
+        r["chosen"] for r in experiment.held_out.rows[:3]
+    ]
+    assert len(experiment.answers_before.answers) == 3
+    assert "not measured after yet" in experiment.summary()
+    assert experiment.run.start().wait().status == "finished", experiment.run.error
+    after = experiment.measure_after()
+    assert after is experiment.margin_after and after.mean > experiment.margin_before.mean
+    assert f"{experiment.margin_before.mean:.3g} → {after.mean:.3g}" in experiment.summary()
+
+
+def test_the_dpo_command_runs_the_same_experiment_from_a_run_directory(
+    tiny_model_dir, ticket_split, capsys
+):
+    from workbench.cli import main
+
+    model, tokenizer = workbench.load_model(str(tiny_model_dir))
+    sft = train(model, tokenizer, *ticket_split, hyperparameters=quick(max_steps=2, eval_every=2))
+    assert sft.wait().status == "finished", sft.error
+    data = str(SAMPLE_DATA / "preferences.jsonl")
+    args = ["dpo", str(sft.run_dir), "--data", data, "--held-out", "8", "--max-steps", "2"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "step 2: loss" in out
+    assert "Held-out log-probability margin, chosen minus rejected: " in out and " → " in out
+    assert "of 8 pairs" in out and "finished: " in out

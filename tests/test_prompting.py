@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import workbench
-from workbench.prompting import (
+from workbench.evaluation.prompting import (
     few_shot_prompt,
     hidden_state_embedder,
     nearest_examples,

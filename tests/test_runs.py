@@ -12,8 +12,8 @@ from conftest import held_at_step, quick
 
 import workbench
 from workbench.cli import main as cli
-from workbench.runs import compare_runs, list_runs, read_run, runs_table
-from workbench.train import resume_run, train
+from workbench.runs.history import compare_runs, list_runs, read_run, runs_table
+from workbench.training.finetune import resume_run, train
 
 
 def _fingerprint(folder):

@@ -7,9 +7,9 @@ import json
 import pytest
 from conftest import SAMPLE_DATA
 
-from workbench.data import load_data
+from workbench.data.loading import load_data
+from workbench.data.splits import mix_tasks, split_data
 from workbench.errors import WorkbenchError
-from workbench.splits import mix_tasks, split_data
 
 
 @pytest.fixture(scope="module")

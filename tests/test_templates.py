@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from workbench.errors import TemplateError
-from workbench.templates import (
+from workbench.tokens.templates import (
     TEMPLATES,
     Template,
     chat_messages,

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 from conftest import SAMPLE_DATA
 
-from workbench.data import load_data
+from workbench.data.loading import load_data
+from workbench.data.stats import dataset_stats
 from workbench.errors import AllLabelsMaskedError, WorkbenchError
-from workbench.stats import dataset_stats
-from workbench.templates import TEMPLATES
-from workbench.tokenize import (
+from workbench.tokens.collators import CompletionCollator
+from workbench.tokens.templates import TEMPLATES
+from workbench.tokens.tokenizing import (
     IGNORE_INDEX,
-    CompletionCollator,
     TruncationReport,
     token_view,
     token_view_html,
@@ -155,7 +155,7 @@ def test_report_counts_response_cuts(tiny_tokenizer):
     assert data.report.without_loss == []
     text = str(data.report)
     assert "1 of 2 rows exceed max_length=5 (cut on the right)" in text
-    assert "1 lost response tokens" in text
+    assert "1 of those rows were cut in the response, 0 in the prompt" in text
 
 
 def test_truncation_report_str_without_cuts():

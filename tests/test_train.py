@@ -12,12 +12,12 @@ import yaml
 from conftest import SAMPLE_DATA, build_tiny_model, quick
 
 import workbench
-from workbench.adapters import Method
 from workbench.errors import AllLabelsMaskedError
-from workbench.generation import Decoding, generate
-from workbench.hyperparameters import Hyperparameters
-from workbench.run import COMPLETE_MARKER, complete_checkpoints
-from workbench.train import resume_run, train
+from workbench.evaluation.generation import Decoding, generate
+from workbench.runs.directory import complete_checkpoints
+from workbench.training.finetune import resume_run, train
+from workbench.training.hyperparameters import Hyperparameters
+from workbench.training.methods import Method
 
 
 def test_tiny_model_learns_a_tiny_task(tiny):
@@ -197,9 +197,10 @@ def test_a_crash_while_saving_never_leaves_a_checkpoint_marked_complete(
     monkeypatch.setattr(Trainer, "_save_checkpoint", crash_on_second_save)
     model, tokenizer = tiny
     run = train(model, tokenizer, *ticket_split, hyperparameters=quick(eval_every=2)).wait()
-    assert run.status == "failed" and "No space left" in run.error
-    partial = run.run_dir / "checkpoints" / "checkpoint-4"
-    assert partial.is_dir() and not (partial / COMPLETE_MARKER).exists()
+    assert run.status == "failed" and run.error.startswith("Disk full at")
+    assert "No space left" in run.error and "checkpoint-2" in run.error
+    # the half-written checkpoint can never be resumed from: the failure cleans it up
+    assert not (run.run_dir / "checkpoints" / "checkpoint-4").exists()
     assert [p.name for p in complete_checkpoints(run.run_dir)] == ["checkpoint-2"]
     monkeypatch.setattr(Trainer, "_save_checkpoint", original)
     run.resume().wait()  # continues from checkpoint-2, not from the half-written one
@@ -308,11 +309,7 @@ def test_qlora_trains_adapters_on_a_4bit_base_and_records_it(
 def test_tokens_per_second_times_training_steps_not_evaluation_pauses(
     tiny, ticket_split, monkeypatch
 ):
-    import sys
-
-    import workbench.run
-
-    train_module = sys.modules["workbench.train"]  # `workbench.train` is also the function
+    import workbench.runs.run
 
     clock = {"now": 0.0}
 
@@ -324,8 +321,8 @@ def test_tokens_per_second_times_training_steps_not_evaluation_pauses(
         clock["now"] += 1000.0  # sample answers take "1000 s"
         return generate(*args, **kwargs)
 
-    monkeypatch.setattr(workbench.run.time, "perf_counter", fake_perf_counter)
-    monkeypatch.setattr(train_module, "generate", slow_generate)
+    monkeypatch.setattr(workbench.runs.run.time, "perf_counter", fake_perf_counter)
+    monkeypatch.setattr(workbench.runs.run, "generate", slow_generate)
     model, tokenizer = tiny
     run = train(model, tokenizer, *ticket_split, hyperparameters=quick(eval_every=2)).wait()
     assert run.status == "finished", run.error

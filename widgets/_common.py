@@ -1,9 +1,12 @@
-"""Small pieces every panel shares: an inline error area, HTML tables, a static fallback."""
+"""Small pieces every panel shares: the `Panel` base class (error area, guard, background
+work, static fallback), an inline error area and HTML tables."""
 
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable, Sequence
+import threading
+import traceback
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import ipywidgets as widgets
@@ -96,6 +99,98 @@ class StaticFallback:
         bundle["text/html"] = self.static_html()
         bundle["text/plain"] = self.static_text()
         return bundle
+
+
+class Panel(StaticFallback, widgets.VBox):
+    """The base of every panel: a VBox with an error area, a guard that shows exceptions there
+    instead of losing them, one background worker, and the static fallback.
+
+    A subclass calls `super().__init__()` first, places `error_html` in its `children`, and
+    implements `static_html()` and `static_text()`. It then has:
+
+    - `error_html` (ErrorArea), also reachable as `error`: the red area.
+    - `show_error(error)`: add an exception (shown with the line that raised it) or a
+      message; the last `errors_shown` stay visible. `errors` lists every one so far.
+    - `guard(fn, *args, **kwargs)`: `fn(...)`, or None with its exception shown.
+    - `in_background(fn, disable=..., then=...)`: `fn` guarded on a thread, so the notebook
+      stays responsive; `busy` says whether it still runs, `wait()` blocks until it is done.
+      Panels that own more work (a Run) extend `wait` and call `super().wait(timeout)`.
+    """
+
+    errors_shown = 5  # older errors stay in `errors`, out of sight
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.error_html = ErrorArea()
+        self._errors: list[str] = []
+        self._worker: threading.Thread | None = None
+
+    @property
+    def error(self) -> ErrorArea:
+        """The error area (the same widget as `error_html`)."""
+        return self.error_html
+
+    @property
+    def errors(self) -> list[str]:
+        """Every error shown so far, oldest first."""
+        return list(self._errors)
+
+    def show_error(self, error: BaseException | str) -> None:
+        """Add an error to the red area; an exception keeps its type and the line that raised."""
+        if isinstance(error, BaseException):
+            last = traceback.format_exception(type(error), error, error.__traceback__)[-2:]
+            error = f"{type(error).__name__}: {error}\n{''.join(last).strip()}"
+        self._errors.append(error)
+        self.error_html.show("\n\n".join(self._errors[-self.errors_shown :]))
+
+    def guard(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """`fn(*args, **kwargs)`; an exception lands in the error area and None is returned."""
+        try:
+            return fn(*args, **kwargs)
+        except Exception as error:  # noqa: BLE001 - shown to the user, not swallowed
+            self.show_error(error)
+            return None
+
+    @property
+    def busy(self) -> bool:
+        """Whether work started by `in_background` is still running."""
+        return self._worker is not None and self._worker.is_alive()
+
+    def in_background(
+        self,
+        fn: Callable[[], Any],
+        *,
+        disable: Sequence[widgets.Widget] = (),
+        then: Callable[[], Any] | None = None,
+    ) -> bool:
+        """Run `fn` guarded on a thread; `disable` stay disabled meanwhile and get their state
+        back after, then `then()` runs. While busy, a second request is refused with a message
+        (a click must not start the same work twice). Returns whether `fn` started."""
+        if self.busy:
+            self.show_error("Still busy with the last request; try again when it is done.")
+            return False
+        enabled = [not control.disabled for control in disable]
+        for control in disable:
+            control.disabled = True
+
+        def work() -> None:
+            try:
+                self.guard(fn)
+            finally:
+                for control, was_enabled in zip(disable, enabled):
+                    control.disabled = not was_enabled
+                if then is not None:
+                    self.guard(then)
+
+        self._worker = threading.Thread(target=work, name=type(self).__name__, daemon=True)
+        self._worker.start()
+        return True
+
+    def wait(self, timeout: float | None = None) -> Panel:
+        """Block until the work started by the last button press is done (tests, scripts)."""
+        if self._worker is not None:
+            self._worker.join(timeout)
+        return self
 
 
 def heading(text: str) -> widgets.HTML:

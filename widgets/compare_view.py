@@ -10,15 +10,19 @@ from __future__ import annotations
 import difflib
 import html
 import re
-import threading
-import traceback
 
 import ipywidgets as widgets
 
-from widgets._common import CELL_STYLE, TABLE_STYLE, ErrorArea, StaticFallback, html_table
-from workbench.evaluation import DEFAULT_METRICS, Evaluation, evaluate_model
-from workbench.generation import Decoding, adapter_disabled, generate
-from workbench.templates import Template, get_template
+from workbench.evaluation.compare import (
+    DEFAULT_METRICS,
+    Evaluation,
+    evaluate_model,
+    has_adapter,
+    needs_base_measurement,
+)
+from workbench.evaluation.generation import Decoding, adapter_disabled, generate
+from workbench.tokens.templates import Template, get_template
+from workbench.widgets._common import CELL_STYLE, TABLE_STYLE, Panel, html_table
 
 CELL = CELL_STYLE
 NO_BASE = (
@@ -59,7 +63,7 @@ def _words(text: str) -> list[str]:
     return words
 
 
-class CompareView(StaticFallback, widgets.VBox):
+class CompareView(Panel):
     """Before/after answers on the same rows, with per-row and total metrics.
 
     Children: `.run_button` ("Run comparison"), `.summary_html` (totals), `.table_html` (rows:
@@ -93,22 +97,19 @@ class CompareView(StaticFallback, widgets.VBox):
         self.decoding = decoding or Decoding()
         self.metrics, self.labels = tuple(metrics), labels
         self.try_answers: tuple[str | None, str] | None = None
-        self._worker: threading.Thread | None = None
-        self._errors: list[str] = []
+        super().__init__()
         self._build_controls(can_run=examples is not None)
-        super().__init__(
-            children=[
-                widgets.HBox([self.run_button, self.status]),
-                self.error_html,
-                self.summary_html,
-                self.forgetting_html,
-                self.table_html,
-                widgets.HTML("<b>Try a prompt on both models</b>"),
-                self.prompt_box,
-                widgets.HBox([self.try_button, self.raw_prompt]),
-                self.try_output,
-            ]
-        )
+        self.children = [
+            widgets.HBox([self.run_button, self.status]),
+            self.error_html,
+            self.summary_html,
+            self.forgetting_html,
+            self.table_html,
+            widgets.HTML("<b>Try a prompt on both models</b>"),
+            self.prompt_box,
+            widgets.HBox([self.try_button, self.raw_prompt]),
+            self.try_output,
+        ]
         self._draw()
 
     def _build_controls(self, can_run: bool) -> None:
@@ -119,7 +120,6 @@ class CompareView(StaticFallback, widgets.VBox):
         self.summary_html = widgets.HTML()
         self.table_html = widgets.HTML()
         self.forgetting_html = widgets.HTML()
-        self.error_html = ErrorArea()
         self.prompt_box = widgets.Textarea(
             placeholder="Type an instruction, then try it on the base and the fine-tuned model",
             layout=widgets.Layout(width="100%", height="80px"),
@@ -133,7 +133,8 @@ class CompareView(StaticFallback, widgets.VBox):
 
     @property
     def has_adapter(self) -> bool:
-        return hasattr(self.model, "disable_adapter")
+        """Whether the base column comes from this model with its adapter switched off."""
+        return has_adapter(self.model)
 
     # -- the work behind the buttons ------------------------------------------------------
     def run_comparison(self) -> None:
@@ -141,7 +142,7 @@ class CompareView(StaticFallback, widgets.VBox):
         if self.examples is None and (self.before is None or self.after is None):
             raise ValueError("No rows to compare: pass `examples=` (e.g. the validation split).")
         settings = dict(metrics=self.metrics, labels=self.labels, decoding=self.decoding)
-        if self.before is None and self.has_adapter:
+        if self.before is None and not needs_base_measurement(self.model):
             self.before = evaluate_model(
                 self.model, self.tokenizer, self.examples, self.template, adapter=False, **settings
             )
@@ -155,10 +156,10 @@ class CompareView(StaticFallback, widgets.VBox):
         """Score the probe's target and probe tasks on the base and the fine-tuned model, and
         show learned beside retained. `base` (probe.measure_base before training) is needed
         for full fine-tuning; a PEFT model's base is its adapter switched off."""
-        from workbench.forgetting import forgetting_table
+        from workbench.evaluation.forgetting import forgetting_table
 
         if base is None:
-            if not self.has_adapter:
+            if needs_base_measurement(self.model):
                 raise ValueError(NO_BASE.replace("evaluate_model", "probe.measure_base"))
             base = probe.measure_base(self.model, self.tokenizer)
         tuned = probe.measure(self.model, self.tokenizer, "fine-tuned")
@@ -203,36 +204,17 @@ class CompareView(StaticFallback, widgets.VBox):
         row = {"instruction": text, "input": "", "prompt": text}
         return self.template.render_prompt(row, self.tokenizer) or text
 
-    def wait(self, timeout: float | None = None) -> CompareView:
-        """Block until the work started by the last button press is done (for tests, scripts)."""
-        if self._worker is not None:
-            self._worker.join(timeout)
-        return self
-
     def _in_background(self, fn, doing: str) -> None:
-        """Run a button's work on a thread (the notebook stays responsive); errors are shown."""
-        if self._worker is not None and self._worker.is_alive():
-            self.status.value = "<i>Still busy with the last request ...</i>"
+        """A button's work on a thread (Panel.in_background), saying what it is doing."""
+        if self.busy:  # refused below; the status keeps saying what is still running
+            self.in_background(fn)
             return
-        buttons = (self.run_button, self.try_button)
-        enabled = [not b.disabled for b in buttons]
-        for button in buttons:
-            button.disabled = True
         self.status.value = f"<i>{doing} ...</i>"
-
-        def work() -> None:
-            try:
-                fn()
-                self.status.value = ""
-            except Exception as error:  # noqa: BLE001 - shown to the user, not swallowed
-                self.show_error(error)
-                self.status.value = ""
-            finally:
-                for button, was_enabled in zip(buttons, enabled):
-                    button.disabled = not was_enabled
-
-        self._worker = threading.Thread(target=work, name="compare-view", daemon=True)
-        self._worker.start()
+        self.in_background(
+            fn,
+            disable=(self.run_button, self.try_button),
+            then=lambda: setattr(self.status, "value", ""),
+        )
 
     def _on_raw_prompt(self, change) -> None:
         self.prompt_box.placeholder = (
@@ -240,15 +222,6 @@ class CompareView(StaticFallback, widgets.VBox):
             if change["new"]
             else "Type an instruction; the template wraps it"
         )
-
-    def show_error(self, error: BaseException) -> None:
-        last = traceback.format_exception(type(error), error, error.__traceback__)[-2:]
-        self._errors.append(f"{type(error).__name__}: {error}\n{''.join(last).strip()}")
-        self.error_html.show("\n\n".join(self._errors[-5:]))
-
-    @property
-    def errors(self) -> list[str]:
-        return list(self._errors)
 
     # -- drawing --------------------------------------------------------------------------
     def _draw(self) -> None:
@@ -273,9 +246,7 @@ class CompareView(StaticFallback, widgets.VBox):
 
     def static_text(self) -> str:
         rows = len(self.after.answers) if self.after else 0
-        return "\n".join(
-            [f"CompareView: {rows} rows compared; {summary_text(self)}", *self._errors]
-        )
+        return "\n".join([f"CompareView: {rows} rows compared; {summary_text(self)}", *self.errors])
 
     def static_html(self) -> str:
         return (
@@ -355,7 +326,7 @@ def rows_table_html(
 
 def _row_html(i: int, before: Evaluation | None, after: Evaluation, names: list[str]) -> str:
     prompt = after.prompts[i]
-    short = _gist(prompt)
+    short = _gist(after, i)
     base = before.answers[i] if before else None
     cells = [
         str(i + 1),
@@ -378,11 +349,12 @@ def _row_html(i: int, before: Evaluation | None, after: Evaluation, names: list[
     )
 
 
-def _gist(prompt: str, width: int = 60) -> str:
-    """The first line of a prompt that is not template boilerplate, shortened."""
-    boilerplate = ("###", "<|", "Below is", "Input:")
-    lines = [x.strip() for x in prompt.splitlines() if x.strip()]
-    line = next((x for x in lines if not x.startswith(boilerplate)), lines[-1] if lines else "")
+def _gist(evaluation: Evaluation, i: int, width: int = 60) -> str:
+    """A one-line label for row `i`: the row's own question as the library gives it (the
+    template left out), or the start of the prompt for evaluations made without one."""
+    has_question = i < len(evaluation.questions) and evaluation.questions[i]
+    text = evaluation.questions[i] if has_question else evaluation.prompts[i]
+    line = " ".join(text.split())
     return line if len(line) <= width else line[: width - 3] + "..."
 
 

@@ -2,6 +2,9 @@
 
 Invalid rows are listed with their line numbers; dropping them is an explicit button press,
 never silent. With a tokenizer, a histogram shows each row's token length against max_length.
+Searching, filtering by task and finding the fields every row shares are `Examples` methods;
+the panel shows their results. `examples`, `split` and `valid` are traits to follow; `template`,
+`max_length` and `tokenizer` are traits to set (the lengths are measured again).
 """
 
 from __future__ import annotations
@@ -10,19 +13,13 @@ import warnings
 from typing import Any
 
 import ipywidgets as widgets
+import traitlets
 
 import workbench
-from widgets._common import ErrorArea, StaticFallback, escape, html_table, text_table
+from workbench.widgets._common import Panel, escape, html_table, text_table
 
 ALL_TASKS = "all"
 CELL_LIMIT = 200  # characters shown per table cell
-
-
-def row_text_fields(row: dict[str, Any]) -> list[str]:
-    """The texts of a row a search looks through (messages count by their content)."""
-    texts = [v for k, v in row.items() if k != "task" and isinstance(v, str)]
-    texts += [str(m.get("content", "")) for m in row.get("messages") or []]
-    return texts
 
 
 def cell(value: Any) -> str:
@@ -32,16 +29,31 @@ def cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-class DatasetPreview(StaticFallback, widgets.VBox):
+class DatasetPreview(Panel):
     """Loading report, problems, a paged and searchable table, task counts, split, lengths.
 
     Children a test or a notebook can drive: `search` (Text), `task_filter` (Dropdown),
     `prev_button`, `next_button`, `drop_button` (Buttons); outputs: `source_info`, `problems_html`,
-    `page_label`, `table`, `summary` (HTML), `histogram` (plotly FigureWidget or None) and
-    `error` (ErrorArea).
+    `page_label`, `table`, `summary` (HTML), `histogram` (plotly FigureWidget, built with the
+    first measurement and updated in place; None before) and `error` (ErrorArea).
+    Data shown: `visible` (rows passing the search and task filter), `page_rows` (the table's
+    headers and cells), `shared_fields`, `problems`.
     """
 
     dom_class = "wb-dataset-preview"
+
+    examples = traitlets.Instance(
+        workbench.Examples, allow_none=True, help="the loaded rows; None while they have problems"
+    )
+    split = traitlets.Tuple(default_value=None, allow_none=True, help="(train, validation)")
+    valid = traitlets.Bool(False, help="True when there are rows and a train/validation split")
+    template = traitlets.Union(
+        [traitlets.Instance(workbench.Template), traitlets.Unicode()],
+        allow_none=True,
+        help="the template the lengths are measured with (None: the format's default)",
+    )
+    max_length = traitlets.Int(256, help="the line drawn on the histogram")
+    tokenizer = traitlets.Any(None, allow_none=True, help="without one, no lengths")
 
     def __init__(
         self,
@@ -56,19 +68,23 @@ class DatasetPreview(StaticFallback, widgets.VBox):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        self.source, self.tokenizer = source, tokenizer
-        self.template_setting, self.max_length = template, max_length
+        self.source = source
         self.page_size, self.validation, self.seed = page_size, validation, seed
-        self._examples, self._split = examples, None
         self._problems = list(examples.dropped) if examples is not None else []
-        self._page, self.histogram = 0, None
+        self._page, self.histogram, self._measured, self._measured_with = 0, None, None, None
+        self._loading = False  # True while `_load` sets `examples` with its own problems
+        self._messages = {"split": "", "lengths": ""}  # shown together in the error area
         self._build()
+        with self.hold_trait_notifications():
+            self.tokenizer, self.template, self.max_length = tokenizer, template, max_length
+            self.examples = examples
         if examples is None and source is not None:
             self._load(drop_invalid=False)
         self._show_data()
+        self.observe(self._on_examples, names="examples")
+        self.observe(self._on_measure_setting, names=["template", "max_length", "tokenizer"])
 
     def _build(self) -> None:
-        self.error = ErrorArea()
         self.source_info = widgets.HTML()
         self.problems_html = widgets.HTML()
         self.drop_button = widgets.Button(button_style="warning", icon="trash")
@@ -85,43 +101,58 @@ class DatasetPreview(StaticFallback, widgets.VBox):
         self.next_button.on_click(lambda _: self._turn(+1))
         self.search.observe(self._on_filter, names="value")
         self.task_filter.observe(self._on_filter, names="value")
+        self._filters = widgets.HBox([self.search, self.task_filter])
+        self._pager = widgets.HBox([self.prev_button, self.page_label, self.next_button])
 
     def _layout(self) -> None:
+        """Reassign the children: the table only with rows, the histogram once measured."""
         children = [self.source_info, self.error, self.problems_html, self.drop_button]
-        if self._examples is not None:
-            children += [
-                widgets.HBox([self.search, self.task_filter]),
-                widgets.HBox([self.prev_button, self.page_label, self.next_button]),
-                self.table,
-                self.summary,
-            ]
-        if self.histogram is not None:
-            children.append(self.histogram)
+        if self.examples is not None:
+            children += [self._filters, self._pager, self.table, self.summary]
+            if self._measured is not None:
+                children.append(self.histogram)
         self.children = children
 
     # --- loading ------------------------------------------------------------------------
 
+    def load(self, source) -> None:
+        """Load another dataset into this panel (its problems are listed, not raised)."""
+        self.source = source
+        self._load(drop_invalid=False)
+
     def _load(self, drop_invalid: bool) -> None:
         """Load `source`; keep its problems (and show them) instead of raising."""
+        self.error.clear()
         try:
             with warnings.catch_warnings():  # the drop is reported in the panel itself
                 warnings.simplefilter("ignore")
-                self._examples = workbench.load_data(
+                examples = workbench.load_data(
                     self.source, drop_invalid=drop_invalid, verbose=False
                 )
-            self._problems = list(self._examples.dropped)
-            self.error.clear()
+            problems = list(examples.dropped)
         except workbench.DataValidationError as error:
-            self._examples, self._problems = None, list(error.problems)
+            examples, problems = None, list(error.problems)
             if drop_invalid:
                 self.error.show(error)
         except (workbench.WorkbenchError, OSError, TypeError) as error:
-            self._examples, self._problems = None, []
+            examples, problems = None, []
             self.error.show(error)
+        self._problems = problems
+        if examples is self.examples:  # None again: the observer would not fire
+            self._show_data()
+        self._loading = True
+        try:
+            self.examples = examples
+        finally:
+            self._loading = False
 
     def _drop_invalid(self, _button=None) -> None:
         """Reload without the invalid rows (they stay listed, as dropped)."""
         self._load(drop_invalid=True)
+
+    def _on_examples(self, change) -> None:
+        if not self._loading:  # rows set from outside bring their own problems
+            self._problems = list(change["new"].dropped) if change["new"] is not None else []
         self._show_data()
 
     def _show_problems(self) -> None:
@@ -130,7 +161,7 @@ class DatasetPreview(StaticFallback, widgets.VBox):
             self.drop_button.layout.display = "none"
             return
         rows = sorted({p.row for p in self._problems if p.row is not None})
-        dropped = self._examples is not None
+        dropped = self.examples is not None
         title = f"Dropped {len(rows)} invalid rows" if dropped else "Problems"
         table = html_table(
             ["where", "line", "field", "message"],
@@ -145,11 +176,11 @@ class DatasetPreview(StaticFallback, widgets.VBox):
     def _show_data(self) -> None:
         """Refresh everything that depends on the loaded examples."""
         self._show_problems()
-        examples = self._examples
+        examples = self.examples
         if examples is None:
             where = escape(self.source) if self.source is not None else "nothing loaded"
             self.source_info.value = f"<b>Dataset</b>: {where}"
-            self.histogram, self._split = None, None
+            self._measured, self.split, self.valid = None, None, False
             self._layout()
             return
         self.source_info.value = (
@@ -159,27 +190,34 @@ class DatasetPreview(StaticFallback, widgets.VBox):
         self.task_filter.options = [ALL_TASKS, *examples.tasks]
         self._page = 0
         self._show_page()
-        messages = [m for m in (self._show_summary(), self._show_histogram()) if m]
-        if messages:
-            self.error.show("\n".join(messages))
+        self._show_summary()
+        self._measure()
+        self._show_messages()
+        self.valid = self.split is not None
+        self._layout()
+
+    def _show_messages(self) -> None:
+        """What could not be split or measured, or nothing."""
+        shown = [m for m in self._messages.values() if m]
+        if shown:
+            self.error.show("\n".join(shown))
         else:
             self.error.clear()
-        self._layout()
 
     # --- paging and filtering -----------------------------------------------------------
 
-    def visible_indices(self) -> list[int]:
-        """Indices of the rows that pass the search and the task filter."""
-        if self._examples is None:
-            return []
-        needle = self.search.value.strip().lower()
-        task = self.task_filter.value
-        return [
-            i
-            for i, row in enumerate(self._examples.rows)
-            if (task == ALL_TASKS or row["task"] == task)
-            and (not needle or any(needle in t.lower() for t in row_text_fields(row)))
-        ]
+    @property
+    def visible(self) -> workbench.Examples | None:
+        """The rows that pass the task filter and the search (None without data)."""
+        if self.examples is None:
+            return None
+        task = None if self.task_filter.value == ALL_TASKS else self.task_filter.value
+        return self.examples.where_task(task).search(self.search.value)
+
+    @property
+    def shared_fields(self) -> dict[str, str]:
+        """Fields with the same text in every row: shown once above the table."""
+        return self.examples.constant_fields() if self.examples is not None else {}
 
     def _on_filter(self, change) -> None:
         self._page = 0
@@ -189,43 +227,34 @@ class DatasetPreview(StaticFallback, widgets.VBox):
         self._page += step
         self._show_page()
 
-    def _page_rows(self) -> tuple[list[str], list[list[str]]]:
-        """Headers and cells of the rows on the current page."""
-        examples, visible = self._examples, self.visible_indices()
+    @property
+    def page_rows(self) -> tuple[list[str], list[list[str]]]:
+        """Headers and cells of the table on the current page (line, task, then fields)."""
+        visible = self.visible
+        if visible is None:
+            return [], []
         pages = max(1, -(-len(visible) // self.page_size))
         self._page = min(max(self._page, 0), pages - 1)
-        shown = visible[self._page * self.page_size : (self._page + 1) * self.page_size]
-        columns = list(dict.fromkeys(k for i in shown for k in examples[i] if k != "task"))
-        if len(examples) > 1:  # a field equal in every row (e.g. the instruction) is shown once
-            columns = [c for c in columns if c not in self._shared_fields()]
+        start = self._page * self.page_size
+        page = visible.select(range(start, min(start + self.page_size, len(visible))))
+        shared = self.shared_fields
+        columns = list(dict.fromkeys(k for row in page for k in row if k != "task"))
+        columns = [c for c in columns if c not in shared]  # shown once, above the table
         rows = [
-            [
-                examples.locations[i],
-                examples[i]["task"],
-                *(cell(examples[i].get(c)) for c in columns),
-            ]
-            for i in shown
+            [location, row["task"], *(cell(row.get(c)) for c in columns)]
+            for location, row in zip(page.locations, page.rows)
         ]
         return ["line", "task", *columns], rows
 
-    def _shared_fields(self) -> dict[str, str]:
-        """Text fields with the same value in every row."""
-        rows = self._examples.rows
-        return {
-            k: v
-            for k, v in rows[0].items()
-            if k != "task" and isinstance(v, str) and v and all(r.get(k) == v for r in rows)
-        }
-
     def _show_page(self) -> None:
-        if self._examples is None:
+        if self.examples is None:
             return
-        headers, rows = self._page_rows()
+        headers, rows = self.page_rows
         shared = "".join(
             f"<div><b>{escape(k)}</b> (the same in every row): {escape(v)}</div>"
-            for k, v in self._shared_fields().items()
+            for k, v in self.shared_fields.items()
         )
-        visible = len(self.visible_indices())
+        visible = len(self.visible)
         pages = max(1, -(-visible // self.page_size))
         self.page_label.value = f"page {self._page + 1} of {pages} ({visible} matching rows)"
         self.prev_button.disabled = self._page == 0
@@ -235,47 +264,58 @@ class DatasetPreview(StaticFallback, widgets.VBox):
 
     # --- summary and lengths ------------------------------------------------------------
 
-    def _show_summary(self) -> str:
-        """Rows per task and split sizes; returns an error message, or ''."""
-        examples, message = self._examples, ""
+    def _show_summary(self) -> None:
+        """Rows per task and split sizes; a split that fails is a message, not an exception."""
+        examples, self._messages["split"] = self.examples, ""
         try:
-            self._split = workbench.split_data(examples, self.validation, seed=self.seed)
+            self.split = workbench.split_data(examples, self.validation, seed=self.seed)
         except workbench.WorkbenchError as error:
-            self._split, message = None, f"Cannot split for validation: {error}"
-        parts = [examples, *(self._split or ())]
+            self.split = None
+            self._messages["split"] = f"Cannot split for validation: {error}"
+        parts = [examples, *(self.split or ())]
         rows = [[task] + [part.tasks.get(task, 0) for part in parts] for task in examples.tasks]
         rows.append(["total", *(len(part) for part in parts)])
         headers = ["task", "rows", "train", "validation"][: 1 + len(parts)]
         self.summary.value = "<b>Rows per task and split</b>" + html_table(headers, rows)
-        return message
 
-    def _show_histogram(self) -> str:
-        """The token length histogram; returns an error message, or ''."""
-        self.histogram = None
-        if self.tokenizer is None or self._examples is None:
-            return ""
-        template = self.template_setting or workbench.default_template(self._examples.format)
+    def _measure(self) -> None:
+        """Measure the token lengths and draw them in the one histogram, updated in place."""
+        settings = (self.examples, self.tokenizer, self.template, self.max_length)
+        last = self._measured_with
+        if self._measured is not None and _same_settings(settings, last):
+            return  # e.g. set_template changes two traits: one measurement is enough
+        self._measured, self._messages["lengths"] = None, ""
+        if self.tokenizer is None or self.examples is None:
+            return
+        template = self.template or workbench.default_template(self.examples.format)
         try:
             stats = workbench.dataset_stats(
-                self._examples, template, self.tokenizer, max_length=self.max_length
+                self.examples, template, self.tokenizer, max_length=self.max_length
             )
         except workbench.WorkbenchError as error:
-            return f"Cannot measure token lengths: {error}"
-        self.histogram = length_histogram(stats, self.max_length)
-        return ""
+            self._messages["lengths"] = f"Cannot measure token lengths: {error}"
+            return
+        if self.histogram is None:
+            self.histogram = length_histogram(stats, self.max_length)
+        else:
+            update_histogram(self.histogram, stats, self.max_length)
+        self._measured, self._measured_with = stats, settings
+
+    def _on_measure_setting(self, change) -> None:
+        """Another template, max_length or tokenizer: measure again (the table stays)."""
+        if self.examples is None:
+            return
+        self._measure()
+        self._show_messages()
+        self._layout()
 
     def set_template(self, template: workbench.Template | str, max_length: int | None = None):
         """Measure the token lengths again with another template (and max_length)."""
-        self.template_setting = template
-        self.max_length = max_length or self.max_length
-        self._show_data()
+        with self.hold_trait_notifications():
+            self.template = template
+            self.max_length = max_length or self.max_length
 
     # --- results ------------------------------------------------------------------------
-
-    @property
-    def examples(self) -> workbench.Examples | None:
-        """The loaded rows (without the dropped ones), or None while the data has problems."""
-        return self._examples
 
     @property
     def problems(self) -> list[workbench.Problem]:
@@ -283,44 +323,72 @@ class DatasetPreview(StaticFallback, widgets.VBox):
         return list(self._problems)
 
     @property
-    def split(self) -> tuple[workbench.Examples, workbench.Examples] | None:
-        """(train, validation), stratified by task; None when there is no data or no split."""
-        return self._split
+    def length_stats(self):
+        """The token lengths last measured (`workbench.dataset_stats`), or None."""
+        return self._measured
 
     def static_html(self) -> str:
         parts = [self.source_info.value, self.error.value, self.problems_html.value]
-        if self._examples is not None:
+        if self.examples is not None:
             parts += [f"<div>{self.page_label.value}</div>", self.table.value, self.summary.value]
         return "".join(parts)
 
     def static_text(self) -> str:
-        if self._examples is None:
+        if self.examples is None:
             lines = [f"DatasetPreview: {self.source} (not loaded)"]
         else:
-            lines = [f"DatasetPreview: {self._examples!r}"]
+            lines = [f"DatasetPreview: {self.examples!r}"]
         if self.error.message:
             lines.append(f"Error: {self.error.message}")
         lines += [str(p) for p in self._problems]
-        if self._examples is not None:
-            lines += [self.page_label.value, text_table(*self._page_rows())]
+        if self.examples is not None:
+            lines += [self.page_label.value, text_table(*self.page_rows)]
         return "\n".join(lines)
+
+
+def _same_settings(new: tuple, old: tuple) -> bool:
+    """The same rows and tokenizer (the very objects) and an equal template and max_length."""
+    return new[0] is old[0] and new[1] is old[1] and new[2:] == old[2:]
+
+
+def _title(stats, max_length: int) -> str:
+    lengths = stats.lengths["total"]
+    return f"Tokens per row: {stats.over_max_length} of {len(lengths)} over max_length={max_length}"
+
+
+def _max_length_line(max_length: int) -> dict:
+    return {
+        "type": "line",
+        "x0": max_length,
+        "x1": max_length,
+        "xref": "x",
+        "y0": 0,
+        "y1": 1,
+        "yref": "paper",
+        "line": {"dash": "dash", "color": "#d33"},
+    }
 
 
 def length_histogram(stats, max_length: int):
     """A histogram of total token lengths with a line at max_length (plotly FigureWidget)."""
     import plotly.graph_objects as go
 
-    lengths = stats.lengths["total"].tolist()
-    over = stats.over_max_length
-    figure = go.FigureWidget(
-        data=[go.Histogram(x=lengths, name="rows", marker_color="#4c78a8")],
+    return go.FigureWidget(
+        data=[go.Histogram(x=stats.lengths["total"].tolist(), name="rows", marker_color="#4c78a8")],
         layout=go.Layout(
-            title=f"Tokens per row: {over} of {len(lengths)} over max_length={max_length}",
+            title=_title(stats, max_length),
             xaxis_title="prompt + response tokens (with EOS)",
             yaxis_title="rows",
             height=280,
             margin={"l": 50, "r": 20, "t": 40, "b": 40},
+            shapes=[_max_length_line(max_length)],
         ),
     )
-    figure.add_vline(x=max_length, line_dash="dash", line_color="#d33")
-    return figure
+
+
+def update_histogram(figure, stats, max_length: int) -> None:
+    """Put other lengths and another max_length into a histogram from `length_histogram`."""
+    with figure.batch_update():
+        figure.update_traces(x=stats.lengths["total"].tolist(), selector={"name": "rows"})
+        figure.layout.title.text = _title(stats, max_length)
+        figure.layout.shapes = [_max_length_line(max_length)]

@@ -3,34 +3,46 @@
 Each change shows the trainable parameters and the predicted peak memory (computed from the
 model's config by `workbench.memory`, so the user's model is never touched). Invalid
 combinations are explained inline by the library's own validation; the last valid settings
-stay in `.method` and `.hyperparameters`. "Copy as code" shows the equivalent library call.
+stay in the `method` and `hyperparameters` traits (`valid` says whether the controls hold
+them). "Copy as code" shows the equivalent library call.
 """
 
 from __future__ import annotations
 
+import typing
 import warnings
 
 import ipywidgets as widgets
+import traitlets
 
 import workbench
-from widgets._common import ErrorArea, StaticFallback, escape, heading, html_table
-from workbench import fitting, memory
-from workbench.adapters import Method, check_method, linear_layer_names
-from workbench.hyperparameters import Hyperparameters
+from workbench.training import fitting, memory
+from workbench.training.hyperparameters import Hyperparameters
+from workbench.training.methods import Method, check_method, linear_layer_names
+from workbench.widgets._common import Panel, escape, heading, html_table
 
 LLAMA_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 ALL_LINEAR = "all-linear"
-SCHEDULERS = ["cosine", "linear", "constant", "constant_with_warmup"]
+
+
+def choices(settings: type, name: str) -> list[str]:
+    """The values a `Literal[...]` field of a settings dataclass allows, in its order."""
+    return list(typing.get_args(typing.get_type_hints(settings)[name]))
+
+
 # The hyperparameters the form shows, and the widget that edits each.
 HYPERPARAMETER_WIDGETS = {
     "learning_rate": widgets.FloatText,
-    "lr_scheduler": lambda **kw: widgets.Dropdown(options=SCHEDULERS, **kw),
+    "lr_scheduler": lambda **kw: widgets.Dropdown(
+        options=choices(Hyperparameters, "lr_scheduler"), **kw
+    ),
     "warmup": widgets.FloatText,
     "epochs": widgets.FloatText,
     "max_steps": widgets.IntText,
     "batch_size": widgets.IntText,
     "gradient_accumulation": widgets.IntText,
     "max_length": widgets.IntText,
+    "completion_only": lambda **kw: widgets.Checkbox(indent=False, **kw),
     "weight_decay": widgets.FloatText,
     "eval_every": widgets.IntText,
     "eval_metric_rows": widgets.IntText,
@@ -43,20 +55,32 @@ HYPERPARAMETER_WIDGETS = {
 }
 
 
-class LoraForm(StaticFallback, widgets.VBox):
+class LoraForm(Panel):
     """A form for `Method` and `Hyperparameters` with live parameter and memory estimates.
 
-    `model` is a loaded model, its config, or None. `rows`, the training rows as
-    `workbench.tokenize_examples` returns them, makes the memory estimate the one `train()` will
-    make for them (their mean length packed, only their response logits); without them every
-    row counts as `max_length` tokens, all logits kept: an upper bound.
-    Children a test or a notebook can drive:
+    `model` is a loaded model, its config, or None (`set_model` changes it). The `rows` trait,
+    the training rows as `workbench.tokenize_examples` returns them, makes the memory estimate
+    the one `train()` will make for them (their mean length packed, only their response
+    logits); without them every row counts as `max_length` tokens, all logits kept: an upper
+    bound. Children a test or a notebook can drive:
     `method_controls` and `hyperparameter_controls` (dicts: field name -> widget; `kind` is
     ToggleButtons), `target_checkboxes` (dict: layer name -> Checkbox), `all_linear`
     (Checkbox), `copy_button`; outputs: `summary` (HTML), `code` (Textarea), `error`.
+    Result traits: `method`, `hyperparameters` (the last valid ones) and `valid`.
+    `follow(editor, examples)` links the form to a TemplateEditor: its max_length and
+    completion_only, and `examples` (the `training_examples` trait) tokenized as its template
+    does, after every edit.
     """
 
     dom_class = "wb-lora-form"
+
+    method = traitlets.Instance(Method, help="the last valid training method")
+    hyperparameters = traitlets.Instance(Hyperparameters, help="the last valid hyperparameters")
+    valid = traitlets.Bool(True, help="False while a control holds an invalid setting")
+    rows = traitlets.Any(None, allow_none=True, help="tokenized training rows, or None")
+    training_examples = traitlets.Instance(
+        workbench.Examples, allow_none=True, help="rows that `follow` tokenizes into `rows`"
+    )
 
     def __init__(
         self,
@@ -72,6 +96,7 @@ class LoraForm(StaticFallback, widgets.VBox):
         self.model = model
         self._use(rows)
         self.model_config = getattr(model, "config", model)
+        self.rows = rows  # set before its observer: the first estimate uses them
         if hyperparameters is None:
             hyperparameters = Hyperparameters(batch_size=batch_size, max_length=seq_length)
         elif (batch_size, seq_length) != (8, 256) and (batch_size, seq_length) != (
@@ -84,12 +109,10 @@ class LoraForm(StaticFallback, widgets.VBox):
                 f"max_length={hyperparameters.max_length}.",
                 stacklevel=2,
             )
-        self._method = method or Method()
-        self._hyperparameters = hyperparameters
+        self.method, self.hyperparameters = method or Method(), hyperparameters
         self.parameter_count, self.memory, self.fit = None, None, None
-        self._build_method_controls(self._method)
+        self._build_method_controls(self.method)
         self._build_hyperparameter_controls(hyperparameters)
-        self.error = ErrorArea()
         self.summary = widgets.HTML()
         self.copy_button = widgets.Button(description="copy as code", icon="code")
         self.code = widgets.Textarea(layout=widgets.Layout(width="100%", height="6em"))
@@ -97,19 +120,20 @@ class LoraForm(StaticFallback, widgets.VBox):
         self.copy_button.on_click(self.show_code)
         self._layout()
         self._on_change()
+        self.observe(self._on_rows, names="rows")
 
     # --- building -----------------------------------------------------------------------
 
     def _build_method_controls(self, method: Method) -> None:
         self.method_controls = {
             "kind": widgets.ToggleButtons(
-                options=["lora", "qlora", "full", "freeze"], value=method.kind, description="kind"
+                options=choices(Method, "kind"), value=method.kind, description="kind"
             ),
             "r": widgets.IntText(value=method.r, description="r"),
             "alpha": widgets.FloatText(value=method.alpha, description="alpha"),
             "dropout": widgets.FloatText(value=method.dropout, description="dropout"),
             "bias": widgets.Dropdown(
-                options=["none", "all", "lora_only"], value=method.bias, description="bias"
+                options=choices(Method, "bias"), value=method.bias, description="bias"
             ),
             "use_rslora": widgets.Checkbox(value=method.use_rslora, description="use_rslora"),
             "use_dora": widgets.Checkbox(value=method.use_dora, description="use_dora"),
@@ -117,12 +141,19 @@ class LoraForm(StaticFallback, widgets.VBox):
                 value=method.freeze_layers, description="freeze_layers"
             ),
         }
+        chosen = method.target_modules
+        self.all_linear = widgets.Checkbox(value=chosen == ALL_LINEAR, description=ALL_LINEAR)
+        self.targets_box = widgets.HBox(layout=widgets.Layout(flex_flow="row wrap"))
+        self._build_target_checkboxes(chosen)
+        for control in [*self.method_controls.values(), self.all_linear]:
+            control.observe(self._on_change, names="value")
+
+    def _build_target_checkboxes(self, chosen: str | list[str]) -> None:
+        """One checkbox per linear layer name of the model (or its config)."""
         if self.model is not None and hasattr(self.model, "named_modules"):
             names = linear_layer_names(self.model)
         else:
             names = self._config_linear_names()
-        chosen = method.target_modules
-        self.all_linear = widgets.Checkbox(value=chosen == ALL_LINEAR, description=ALL_LINEAR)
         self.target_checkboxes = {
             name: widgets.Checkbox(
                 value=chosen == ALL_LINEAR or name in chosen,
@@ -132,9 +163,15 @@ class LoraForm(StaticFallback, widgets.VBox):
             )
             for name in names
         }
-        for control in [*self.method_controls.values(), *self.target_checkboxes.values()]:
-            control.observe(self._on_change, names="value")
-        self.all_linear.observe(self._on_change, names="value")
+        for box in self.target_checkboxes.values():
+            box.observe(self._on_change, names="value")
+        self.targets_box.children = [self.all_linear, *self.target_checkboxes.values()]
+
+    def set_model(self, model) -> None:
+        """Estimate for another model (or config): its layers become the target choices."""
+        self.model, self.model_config = model, getattr(model, "config", model)
+        self._build_target_checkboxes(self.method.target_modules)
+        self._on_change()
 
     def _config_linear_names(self) -> list[str]:
         """The config's linear layer names; Llama's without a model; none for unknown types
@@ -157,10 +194,6 @@ class LoraForm(StaticFallback, widgets.VBox):
     def _layout(self) -> None:
         m, h = self.method_controls, list(self.hyperparameter_controls.values())
         lora_row = [m["r"], m["alpha"], m["dropout"], m["bias"]]
-        targets = widgets.HBox(
-            [self.all_linear, *self.target_checkboxes.values()],
-            layout=widgets.Layout(flex_flow="row wrap"),
-        )
         self.children = [
             heading("Method"),
             m["kind"],
@@ -169,7 +202,7 @@ class LoraForm(StaticFallback, widgets.VBox):
             ),
             widgets.HBox([m["use_rslora"], m["use_dora"], m["freeze_layers"]]),
             heading("Target modules"),
-            targets,
+            self.targets_box,
             heading("Hyperparameters"),
             widgets.GridBox(h, layout=widgets.Layout(grid_template_columns="repeat(3, 33%)")),
             self.error,
@@ -195,18 +228,21 @@ class LoraForm(StaticFallback, widgets.VBox):
         targets = self._read_target_modules()
         method = _validated(problems, lambda: Method(**values, target_modules=targets))
         changes = {name: c.value for name, c in self.hyperparameter_controls.items()}
-        hyperparameters = _validated(problems, lambda: self._hyperparameters.replace(**changes))
-        method, hyperparameters = method or self._method, hyperparameters or self._hyperparameters
+        hyperparameters = _validated(problems, lambda: self.hyperparameters.replace(**changes))
+        method, hyperparameters = method or self.method, hyperparameters or self.hyperparameters
         try:  # the model can still reject them (freeze_layers beyond its layers, unknown targets)
             self._show_estimate(method, hyperparameters)
-            self._method, self._hyperparameters = method, hyperparameters
         except workbench.WorkbenchError as error:
             problems.append(str(error))
+        else:
+            with self.hold_trait_notifications():  # observers see both settings together
+                self.method, self.hyperparameters = method, hyperparameters
         if problems:
             kept = "The last valid settings are kept until this is fixed."
             self.error.show("\n".join([*problems, kept]))
         else:
             self.error.clear()
+        self.valid = not problems
         if self.code.layout.display != "none":
             self.show_code()
 
@@ -230,7 +266,7 @@ class LoraForm(StaticFallback, widgets.VBox):
         rows = [
             [name, memory.format_bytes(value)] for name, value in estimate.terms().items() if value
         ]
-        lengths = self._lengths(hp)
+        lengths = fitting.capped_lengths(self.row_lengths, hp.max_length)
         if lengths:
             basis = (
                 f"batches of {hp.batch_size} of your {len(lengths)} rows, "
@@ -247,8 +283,59 @@ class LoraForm(StaticFallback, widgets.VBox):
         )
 
     def use_rows(self, rows) -> None:
-        """Predict memory for these tokenized training rows from now on (None: upper bound)."""
-        self._use(rows)
+        """Predict memory for these tokenized training rows from now on (None: upper bound);
+        the same as setting the `rows` trait."""
+        self.rows = rows
+
+    def follow(self, editor, examples: workbench.Examples | None = None) -> LoraForm:
+        """Take max_length and completion_only from a TemplateEditor (greyed out here), and
+        predict memory for `examples` as its template tokenizes them, now and after each edit.
+        `examples` may also arrive later through the `training_examples` trait."""
+        for name in ("max_length", "completion_only"):
+            control = self.hyperparameter_controls[name]
+            control.disabled, control.tooltip = True, "set in the template editor"
+            traitlets.dlink((editor, name), (control, "value"))
+        self._editor, self._rows_from = editor, None
+        settings = ["template", "max_length", "completion_only", "valid", "tokenizer"]
+        editor.observe(self._on_training_setting, names=settings)
+        self.observe(self._on_training_setting, names="training_examples")
+        if examples is not None:
+            self.training_examples = examples  # its observer tokenizes them
+        else:
+            self._tokenize_training_examples()
+        return self
+
+    def _on_training_setting(self, change) -> None:
+        self._tokenize_training_examples()
+
+    def _tokenize_training_examples(self) -> None:
+        """`rows`: the training examples as the followed editor tokenizes them (None: none)."""
+        editor, examples = self._editor, self.training_examples
+        if examples is None or editor.tokenizer is None:
+            self._rows_from, self.rows = None, None  # no rows: an upper bound
+            return
+        if not editor.valid:
+            return  # the last rows stand until the template renders again
+        source = (examples, editor.template, editor.max_length, editor.completion_only)
+        last = self._rows_from
+        if last is not None and source[0] is last[0] and source[1:] == last[1:]:
+            return  # e.g. template and max_length arrived as two notifications
+        try:
+            rows = workbench.tokenize_examples(
+                examples,
+                editor.template,
+                editor.tokenizer,
+                max_length=editor.max_length,
+                completion_only=editor.completion_only,
+            )
+        except workbench.WorkbenchError as error:  # e.g. a row the template cannot render
+            self._rows_from, self.rows = None, None
+            self.error.show(f"Cannot tokenize the training rows, so memory is a bound: {error}")
+            return
+        self._rows_from, self.rows = source, rows
+
+    def _on_rows(self, change) -> None:
+        self._use(change["new"])
         self._on_change()
 
     def _use(self, rows) -> None:
@@ -256,21 +343,11 @@ class LoraForm(StaticFallback, widgets.VBox):
             fitting.row_statistics(rows) if rows is not None else (None, 1.0)
         )
 
-    def _lengths(self, hp: Hyperparameters) -> list[int] | None:
-        """The rows' token lengths as `max_length` cuts them; None without rows."""
-        if not self.row_lengths:
-            return None
-        return [min(n, hp.max_length) for n in self.row_lengths]
-
-    def _fit(self, method: Method, hp: Hyperparameters):
-        """The estimate and whether it fits on the model's device now: for the given rows as
-        `train()` computes it, else with every row at max_length and every logit kept."""
-        device = str(getattr(self.model, "device", "cpu"))
-        target = fitting.Target(self.model_config, self._dtype_bytes(), device)
-        lengths = self._lengths(hp)
-        if lengths:
-            return fitting.fit_for(target, method, hp, lengths, self.response_fraction)
-        return fitting.fit_for(target, method, hp, [hp.max_length], 1.0)
+    def _fit(self, method: Method, hp: Hyperparameters) -> fitting.Fit:
+        """The estimate `train()` will print, and whether it fits on the model's device now."""
+        loaded = self.model is not None and hasattr(self.model, "parameters")
+        target = fitting.Target.of(self.model if loaded else self.model_config)
+        return fitting.predict_fit(target, method, hp, self.row_lengths, self.response_fraction)
 
     def _fit_line(self) -> str:
         fit = self.fit
@@ -281,10 +358,6 @@ class LoraForm(StaticFallback, widgets.VBox):
             f"<div class='wb-does-not-fit' style='color:#b00'>✗ does not fit in the {usable} "
             f"usable on {fit.device}. {escape(fit.advice)}</div>"
         )
-
-    def _dtype_bytes(self) -> int:
-        dtype = getattr(self.model, "dtype", None)
-        return getattr(dtype, "itemsize", 4) if dtype is not None else 4
 
     # --- results ------------------------------------------------------------------------
 
@@ -299,23 +372,13 @@ class LoraForm(StaticFallback, widgets.VBox):
             [
                 "from workbench import Hyperparameters, Method",
                 "",
-                self._method.to_code("method"),
-                self._hyperparameters.to_code("hyperparameters"),
+                self.method.to_code("method"),
+                self.hyperparameters.to_code("hyperparameters"),
             ]
         )
 
-    @property
-    def method(self) -> Method:
-        """The last valid training method."""
-        return self._method
-
-    @property
-    def hyperparameters(self) -> Hyperparameters:
-        """The last valid hyperparameters."""
-        return self._hyperparameters
-
     def static_html(self) -> str:
-        rows = [*self._method.to_dict().items(), *self._hyperparameters.to_dict().items()]
+        rows = [*self.method.to_dict().items(), *self.hyperparameters.to_dict().items()]
         return (
             "<b>LoraForm</b>"
             + self.error.value

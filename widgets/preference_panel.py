@@ -2,43 +2,38 @@
 
 Pick a preference file (prompt/chosen/rejected), set beta and the steps, press Train DPO: the
 SFT model's adapter goes on learning while a TrainingMonitor shows the DPO loss and reward
-margins; afterwards a CompareView puts the SFT answers next to the SFT+DPO answers.
+margins; afterwards a CompareView puts the SFT answers next to the SFT+DPO answers. The
+experiment itself (held-out split, margins before and after, the SFT answers) is
+`workbench.evaluation.preferences.preference_experiment`, which `workbench dpo` runs too.
 """
 
 from __future__ import annotations
 
 import html
-import threading
-import traceback
 from pathlib import Path
 
 import ipywidgets as widgets
 
-from widgets._common import ErrorArea, StaticFallback, heading
-from widgets.compare_view import CompareView
-from widgets.training_monitor import TrainingMonitor
-from workbench.data import load_data
-from workbench.evaluation import evaluate_model
-from workbench.generation import Decoding
-from workbench.preference import (
-    PreferenceSettings,
-    as_answer_rows,
-    preference_margin,
-    train_preferences,
-)
-from workbench.splits import split_data
-from workbench.templates import Template, get_template
+from workbench.data.loading import load_data
+from workbench.evaluation.generation import Decoding
+from workbench.evaluation.preferences import PreferenceExperiment, preference_experiment
+from workbench.tokens.templates import Template, get_template
+from workbench.training.preference import PreferenceSettings
+from workbench.widgets._common import Panel, heading
+from workbench.widgets.compare_view import CompareView
+from workbench.widgets.training_monitor import TrainingMonitor
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data" / "preferences.jsonl"
 
 
-class PreferencePanel(StaticFallback, widgets.VBox):
+class PreferencePanel(Panel):
     """DPO on top of an instruction-tuned model.
 
     Children: `.data_path`, `.held_out` (pairs kept out of training), `.beta`,
     `.learning_rate`, `.max_steps`, `.batch_size`, `.train_button`, `.status`, `.error_html`,
     `.monitor` (TrainingMonitor), `.margin_html`, `.compare_box` (the CompareView when the run
-    ends). `.run`, `.compare_panel` and `.margins` (held-out margin before, after) hold results.
+    ends). `.experiment` (the library's PreferenceExperiment), `.run`, `.compare_panel` and
+    `.margins` (held-out margin before, after) hold results.
     """
 
     dom_class = "wb-preference-panel"
@@ -56,14 +51,11 @@ class PreferencePanel(StaticFallback, widgets.VBox):
         settings: PreferenceSettings | None = None,
     ) -> None:
         settings = settings or PreferenceSettings(max_steps=20)
+        super().__init__()
         self.model, self.tokenizer, self.parent = model, tokenizer, parent
         self.template = get_template(template)
-        self.run = None
+        self.experiment: PreferenceExperiment | None = None
         self.compare_panel: CompareView | None = None
-        self.margins: list[float | None] = [None, None]
-        self._before = None
-        self._worker: threading.Thread | None = None
-        self._errors: list[str] = []
         self.data_path = widgets.Text(
             value=str(data or SAMPLE), description="Pairs", layout=widgets.Layout(width="70%")
         )
@@ -81,24 +73,23 @@ class PreferencePanel(StaticFallback, widgets.VBox):
             description="Train DPO", icon="play", button_style="success"
         )
         self.status = widgets.HTML(self._waiting_text())
-        self.error_html = ErrorArea()
         self.monitor = TrainingMonitor()
         self.margin_html = widgets.HTML()
         self.compare_box = widgets.VBox()
-        self.train_button.on_click(lambda _: self._in_background(self.start))
-        super().__init__(
-            children=[
-                self.data_path,
-                widgets.HBox([self.held_out, self.beta, self.learning_rate]),
-                widgets.HBox([self.max_steps, self.batch_size]),
-                widgets.HBox([self.train_button, self.status]),
-                self.error_html,
-                self.monitor,
-                self.margin_html,
-                heading("SFT against SFT+DPO on held-out prompts"),
-                self.compare_box,
-            ]
+        self.train_button.on_click(
+            lambda _: self.in_background(self.start, disable=(self.train_button,))
         )
+        self.children = [
+            self.data_path,
+            widgets.HBox([self.held_out, self.beta, self.learning_rate]),
+            widgets.HBox([self.max_steps, self.batch_size]),
+            widgets.HBox([self.train_button, self.status]),
+            self.error_html,
+            self.monitor,
+            self.margin_html,
+            heading("SFT against SFT+DPO on held-out prompts"),
+            self.compare_box,
+        ]
 
     def set_model(self, model, tokenizer, template: Template | str, parent=None) -> None:
         """The instruction-tuned model (e.g. a finished run's `run.model`) that DPO continues."""
@@ -123,54 +114,57 @@ class PreferencePanel(StaticFallback, widgets.VBox):
             sample_max_new_tokens=24,
         )
 
+    @property
+    def run(self):
+        """The DPO Run, once started (None before)."""
+        return self.experiment.run if self.experiment is not None else None
+
+    @property
+    def margins(self) -> list[float | None]:
+        """The held-out margin (chosen minus rejected log-probability) before and after DPO."""
+        if self.experiment is None:
+            return [None, None]
+        after = self.experiment.margin_after
+        return [self.experiment.margin_before.mean, after.mean if after else None]
+
     def start(self) -> None:
-        """Split the pairs, answer held-out prompts with the SFT model, then start DPO."""
+        """Start the library's preference experiment on the chosen pairs with the SFT model."""
         if self.model is None:
             raise ValueError("No instruction-tuned model yet: train one in the Train tab first.")
         if self.run is not None and not self.run.done:
             raise ValueError("DPO is still training: stop it in the monitor first.")
-        settings = self.settings
-        pairs = load_data(self.data_path.value.strip(), verbose=False)
-        train_pairs, held_out = split_data(pairs, self.held_out.value, seed=settings.seed)
-        rows = as_answer_rows(held_out.select(range(min(self.compare_rows, len(held_out)))))
         self.status.value = "<i>Answering held-out prompts with the SFT model ...</i>"
-        self._before = evaluate_model(
-            self.model, self.tokenizer, rows, self.template, decoding=self.decoding
-        )
-        before = preference_margin(self.model, self.tokenizer, held_out, self.template)
-        self.margins = [before.mean, None]
         self.compare_box.children = []
-        run = train_preferences(
-            self.model,
-            self.tokenizer,
-            train_pairs,
-            held_out,
+        experiment = preference_experiment(
+            load_data(self.data_path.value.strip(), verbose=False),
+            held_out=self.held_out.value,
+            model=self.model,
+            tokenizer=self.tokenizer,
             template=self.template,
-            settings=settings,
+            settings=self.settings,
             parent=self.parent,
+            answer_rows=self.compare_rows,
+            decoding=self.decoding,
             start=False,
         )
-        self.run = run
+        self.experiment, run = experiment, experiment.run
         self.monitor.attach(run)
         for event in ("finished", "stopped"):
-            run.add_callback(event, lambda _e: self._guard(self._on_end, run, rows, held_out))
+            run.add_callback(event, lambda _e: self.guard(self._on_end, experiment))
         run.start()
         self.status.value = f"DPO <code>{html.escape(run.run_dir.name)}</code> ..."
 
-    def _on_end(self, run, rows, held_out) -> None:
-        after = preference_margin(run.model, self.tokenizer, held_out, self.template)
-        self.margins[1] = after.mean
-        self.margin_html.value = (
-            "Held-out log-probability margin, chosen minus rejected: "
-            f"<b>{self.margins[0]:.3g} → {after.mean:.3g}</b> "
-            f"(chosen likelier in {100 * after.accuracy:.0f}% of {len(held_out)} pairs)"
-        )
+    def _on_end(self, experiment: PreferenceExperiment) -> None:
+        """The run ended: the margin after DPO, and SFT against SFT+DPO side by side."""
+        experiment.measure_after()
+        self.margin_html.value = html.escape(experiment.summary())
+        run = experiment.run
         view = CompareView(
             run.model,
             self.tokenizer,
-            rows,
+            experiment.answer_rows,
             self.template,
-            before=self._before,
+            before=experiment.answers_before,
             titles=("SFT", "SFT+DPO"),
             decoding=self.decoding,
         )
@@ -181,47 +175,14 @@ class PreferencePanel(StaticFallback, widgets.VBox):
 
     def wait(self, timeout: float | None = None) -> PreferencePanel:
         """Block until the button's work, the run and the comparison are done."""
-        if self._worker is not None:
-            self._worker.join(timeout)
+        super().wait(timeout)
         if self.run is not None:
             self.run.wait(timeout)
         return self
 
-    # -- plumbing -------------------------------------------------------------------------
-    def _in_background(self, fn) -> None:
-        if self._worker is not None and self._worker.is_alive():
-            self._show("Still busy with the last request; try again when it is done.")
-            return
-        self.train_button.disabled = True
-
-        def work() -> None:
-            try:
-                self._guard(fn)
-            finally:
-                self.train_button.disabled = False
-
-        self._worker = threading.Thread(target=work, name="preference-panel", daemon=True)
-        self._worker.start()
-
-    def _guard(self, fn, *args):
-        try:
-            return fn(*args)
-        except Exception as error:  # noqa: BLE001 - shown to the user, not swallowed
-            last = traceback.format_exception(type(error), error, error.__traceback__)[-2:]
-            self._show(f"{type(error).__name__}: {error}\n{''.join(last).strip()}")
-            return None
-
-    def _show(self, message: str) -> None:
-        self._errors.append(message)
-        self.error_html.show("\n\n".join(self._errors[-5:]))
-
-    @property
-    def errors(self) -> list[str]:
-        return list(self._errors)
-
     def static_text(self) -> str:
         run = f"{self.run.run_dir.name} ({self.run.status})" if self.run else "not started"
-        return "\n".join([f"PreferencePanel: DPO run {run}", *self._errors[-5:]])
+        return "\n".join([f"PreferencePanel: DPO run {run}", *self.errors[-5:]])
 
     def static_html(self) -> str:
         parts = ["<div><b>PreferencePanel</b></div>", self.error_html.value, self.margin_html.value]

@@ -8,25 +8,25 @@ from __future__ import annotations
 
 import threading
 import time
-import traceback
 from pathlib import Path
 
 import ipywidgets as widgets
 
-from widgets._common import ErrorArea, StaticFallback, heading, html_table, text_table
-from workbench.runs import RunRecord, compare_runs, list_runs
+from workbench.runs.history import RunRecord, compare_runs, list_runs
+from workbench.widgets._common import Panel, heading, html_table, text_table
 
 COLUMNS = ("run", "status", "stage", "task", "kind", "r", "learning_rate", "max_steps")
 COLUMNS += ("batch_size", "step", "duration_s", "train_loss", "eval_loss", "resumable")
 
 
-class RunBrowser(StaticFallback, widgets.VBox):
+class RunBrowser(Panel):
     """The run history of a folder (default `$WORKBENCH_RUNS` or ./runs).
 
     Children: `.refresh_button`, `.auto_refresh` (Checkbox), `.status`, `.table_html`,
     `.selector` (SelectMultiple of run names), `.figure` (overlaid curves), `.differences_html`
     (settings that differ), `.resume_button`, `.error_html`, `.monitor_box` (the monitor of a
-    resumed run). `.records` are the listed runs, `.selected` the selected ones.
+    resumed run). `.records` are the listed runs, `.selected` the selected ones; `.polling`
+    says whether running runs are being re-read by themselves.
     """
 
     dom_class = "wb-run-browser"
@@ -35,12 +35,11 @@ class RunBrowser(StaticFallback, widgets.VBox):
     def __init__(self, root: str | Path | None = None, *, auto_refresh: bool = True) -> None:
         import plotly.graph_objects as go
 
+        super().__init__()
         self.root = Path(root) if root is not None else None
         self.records: list[RunRecord] = []
         self.resumed = None  # the Run started by Resume
-        self._errors: list[str] = []
         self._poller: threading.Thread | None = None
-        self._worker: threading.Thread | None = None
         self._lock = threading.RLock()
         self.refresh_button = widgets.Button(description="Refresh", icon="refresh")
         self.auto_refresh = widgets.Checkbox(
@@ -56,26 +55,23 @@ class RunBrowser(StaticFallback, widgets.VBox):
         self.resume_button = widgets.Button(
             description="Resume", icon="play", disabled=True, tooltip="Continue from a checkpoint"
         )
-        self.error_html = ErrorArea()
         self.monitor_box = widgets.VBox()
-        self.refresh_button.on_click(lambda _: self._guard(self.refresh))
-        self.resume_button.on_click(lambda _: self._guard(self.resume_selected))
-        self.selector.observe(lambda _: self._guard(self._draw_selection), names="value")
-        self.auto_refresh.observe(lambda _: self._guard(self._poll_if_needed), names="value")
-        super().__init__(
-            children=[
-                widgets.HBox([self.refresh_button, self.auto_refresh, self.status]),
-                self.error_html,
-                self.table_html,
-                widgets.HBox([self.selector, self.resume_button]),
-                heading("Curves of the selected runs"),
-                self.figure,
-                heading("Settings that differ"),
-                self.differences_html,
-                self.monitor_box,
-            ]
-        )
-        self._guard(self.refresh)
+        self.refresh_button.on_click(lambda _: self.guard(self.refresh))
+        self.resume_button.on_click(lambda _: self.guard(self.resume_selected))
+        self.selector.observe(lambda _: self.guard(self._draw_selection), names="value")
+        self.auto_refresh.observe(lambda _: self.guard(self._poll_if_needed), names="value")
+        self.children = [
+            widgets.HBox([self.refresh_button, self.auto_refresh, self.status]),
+            self.error_html,
+            self.table_html,
+            widgets.HBox([self.selector, self.resume_button]),
+            heading("Curves of the selected runs"),
+            self.figure,
+            heading("Settings that differ"),
+            self.differences_html,
+            self.monitor_box,
+        ]
+        self.guard(self.refresh)
 
     # -- reading the runs -----------------------------------------------------------------
     def refresh(self) -> None:
@@ -138,16 +134,21 @@ class RunBrowser(StaticFallback, widgets.VBox):
         return html_table(COLUMNS, rows) + note
 
     # -- running runs update by themselves ------------------------------------------------
+    @property
+    def polling(self) -> bool:
+        """Whether the listed runs are re-read every `poll_interval` (while one is training)."""
+        return self._poller is not None and self._poller.is_alive()
+
     def _poll_if_needed(self) -> None:
         wanted = self.auto_refresh.value and any(r.running for r in self.records)
-        if wanted and (self._poller is None or not self._poller.is_alive()):
+        if wanted and not self.polling:
             self._poller = threading.Thread(target=self._poll, name="run-browser", daemon=True)
             self._poller.start()
 
     def _poll(self) -> None:
         while self.auto_refresh.value:
             time.sleep(self.poll_interval)
-            self._guard(self._reload)
+            self.guard(self._reload)
             if not any(r.running for r in self.records):
                 break
 
@@ -161,46 +162,29 @@ class RunBrowser(StaticFallback, widgets.VBox):
         record = selected[0]
         if record.stage != "sft":
             raise ValueError(f"{record.name} is a {record.stage} run: only SFT runs resume yet.")
-        self.resume_button.disabled = True
+        self.resume_button.disabled = True  # the refresh after loading sets it again
         self.status.value = f"<i>Loading the model to resume {record.name} ...</i>"
-        self._worker = threading.Thread(
-            target=self._guard, args=(self._resume, record.run_dir), daemon=True
-        )
-        self._worker.start()
+        self.in_background(lambda: self._resume(record.run_dir))
 
     def _resume(self, run_dir: Path) -> None:
-        from widgets.training_monitor import TrainingMonitor
-        from workbench.train import resume_run
+        from workbench.training.finetune import resume_run
+        from workbench.widgets.training_monitor import TrainingMonitor
 
         run = resume_run(run_dir)
         self.resumed = run
         self.monitor_box.children = [heading(f"Resumed {run_dir.name}"), TrainingMonitor(run)]
         for event in ("finished", "stopped", "failed"):
-            run.add_callback(event, lambda _e: self._guard(self.refresh))
+            run.add_callback(event, lambda _e: self.guard(self.refresh))
         self.refresh()
 
     def wait(self, timeout: float | None = None) -> RunBrowser:
         """Block until a Resume has loaded and its run has ended (tests, scripts)."""
-        if self._worker is not None:
-            self._worker.join(timeout)
+        super().wait(timeout)
         if self.resumed is not None:
             self.resumed.wait(timeout)
         return self
 
-    # -- errors and the static fallback -----------------------------------------------------
-    def _guard(self, fn, *args):
-        try:
-            return fn(*args)
-        except Exception as error:  # noqa: BLE001 - shown to the user, not swallowed
-            last = traceback.format_exception(type(error), error, error.__traceback__)[-2:]
-            self._errors.append(f"{type(error).__name__}: {error}\n{''.join(last).strip()}")
-            self.error_html.show("\n\n".join(self._errors[-5:]))
-            return None
-
-    @property
-    def errors(self) -> list[str]:
-        return list(self._errors)
-
+    # -- the static fallback ---------------------------------------------------------------
     def static_text(self) -> str:
         rows = [
             [_cell(r.row().get(c)) for c in COLUMNS[:4] + ("step", "eval_loss")]

@@ -3,43 +3,61 @@
 Pick a built-in template or write your own; every change renders one dataset row, tokenises
 it as training will (`workbench.token_view`), and shows which tokens carry loss. A template
 that cannot be parsed or rendered shows its error inline and the last good preview stays.
+The results are traits (`template`, `max_length`, `completion_only`, `valid`): other panels
+follow them with `observe` or `traitlets.dlink`.
 """
 
 from __future__ import annotations
 
 import ipywidgets as widgets
+import traitlets
 
 import workbench
-from widgets._common import ErrorArea, StaticFallback, escape, heading, html_table, text_table
+from workbench.widgets._common import Panel, escape, heading, html_table, text_table
 
 CUSTOM = "custom"
 PROMPT_STYLE = "background:#eeeeee;color:#444;padding:4px;margin:0;white-space:pre-wrap"
 RESPONSE_STYLE = "background:#c8f7c5;color:#111;padding:4px;margin:0;white-space:pre-wrap"
 
 
-class TemplateEditor(StaticFallback, widgets.VBox):
+class TemplateEditor(Panel):
     """A template picker and editor with a live token-level preview of one row.
 
     Children a test or a notebook can drive: `template_name` (Dropdown of built-ins + 'custom'),
     `prompt_text`, `prompt_no_input_text`, `response_text` (Textareas), `row_index` (IntSlider),
     `max_length_input` (IntText), `completion_only_checkbox`; outputs: `rendered`,
     `token_html`, `counts` (HTML) and `error` (ErrorArea).
+    Result traits (the last settings that rendered without error): `template`, `max_length`,
+    `completion_only`; `valid` is False while the error area shows a problem. Input traits:
+    `examples` and `tokenizer` (either may be None: the panel then says what is missing).
     """
 
     dom_class = "wb-template-editor"
 
+    template = traitlets.Instance(workbench.Template, help="last template that rendered")
+    max_length = traitlets.Int(256, help="last max_length that tokenised")
+    completion_only = traitlets.Bool(True, help="only the response tokens carry loss")
+    valid = traitlets.Bool(True, help="False while the settings cannot render the row")
+    examples = traitlets.Instance(workbench.Examples, allow_none=True, help="rows to preview")
+    tokenizer = traitlets.Any(None, allow_none=True, help="the model's tokenizer")
+
     def __init__(
-        self, tokenizer, examples: workbench.Examples, template="alpaca", max_length: int = 256
+        self,
+        tokenizer,
+        examples: workbench.Examples | None,
+        template="alpaca",
+        max_length: int = 256,
+        completion_only: bool = True,
     ) -> None:
         super().__init__()
-        self.tokenizer = tokenizer
-        self.examples = examples
         start = workbench.get_template(template)
-        self._template = start
-        self._max_length = max_length
         self._syncing = False  # True while the panel sets controls itself
         self.render_count = 0  # renders so far: one per change keeps typing responsive
         self._last_item = None
+        with self.hold_trait_notifications():
+            self.tokenizer, self.examples = tokenizer, examples
+            self.template, self.max_length = start, max_length
+            self.completion_only = completion_only
         self._build_controls(start, max_length)
         self._build_outputs()
         self._fill_texts(start)
@@ -76,17 +94,18 @@ class TemplateEditor(StaticFallback, widgets.VBox):
         self.response_text = widgets.Textarea(
             description="Response", layout=widgets.Layout(width="100%", height="3em")
         )
-        last_row = max(len(self.examples) - 1, 0)
         self.row_index = widgets.IntSlider(
-            value=0, min=0, max=last_row, description="Row", continuous_update=False
+            value=0, min=0, max=self._last_row(), description="Row", continuous_update=False
         )
         self.max_length_input = widgets.IntText(value=max_length, description="max_length")
         self.completion_only_checkbox = widgets.Checkbox(
-            value=True, description="loss on response only", indent=False
+            value=self.completion_only, description="loss on response only", indent=False
         )
 
+    def _last_row(self) -> int:
+        return max(len(self.examples) - 1, 0) if self.examples is not None else 0
+
     def _build_outputs(self) -> None:
-        self.error = ErrorArea()
         self.rendered = widgets.HTML()
         self.counts = widgets.HTML()
         self.token_html = widgets.HTML()
@@ -97,6 +116,7 @@ class TemplateEditor(StaticFallback, widgets.VBox):
             text.observe(self._on_text, names="value")
         for control in (self.row_index, self.max_length_input, self.completion_only_checkbox):
             control.observe(self._on_setting, names="value")
+        self.observe(self._on_inputs, names=["examples", "tokenizer"])
 
     def _fill_texts(self, template: workbench.Template) -> None:
         """Show `template`'s texts in the editors without counting it as an edit."""
@@ -135,6 +155,18 @@ class TemplateEditor(StaticFallback, widgets.VBox):
         self._render()
 
     def _on_setting(self, change) -> None:
+        if not self._syncing:
+            self._render()
+
+    def _on_inputs(self, change) -> None:
+        """New rows or a tokenizer: preview again (from the first row, for new rows)."""
+        if change["name"] == "examples":
+            self._syncing = True  # the slider's own change must not render a second time
+            try:
+                self.row_index.value = 0
+                self.row_index.max = self._last_row()
+            finally:
+                self._syncing = False
         self._render()
 
     # --- rendering ----------------------------------------------------------------------
@@ -154,8 +186,9 @@ class TemplateEditor(StaticFallback, widgets.VBox):
     def _render(self) -> None:
         """Render the current row with the current settings; on error keep the last preview."""
         self.render_count += 1
-        if not len(self.examples):
-            self.error.show("The dataset has no rows to preview.")
+        missing = self._missing_input()
+        if missing:
+            self._show_problem(missing)
             return
         try:
             template = self._template_from_controls()
@@ -170,10 +203,9 @@ class TemplateEditor(StaticFallback, widgets.VBox):
                 completion_only=self.completion_only_checkbox.value,
             )
         except workbench.WorkbenchError as error:
-            self.error.show(error)
+            self._show_problem(error)
             return
-        self._template, self._last_item = template, item
-        self._max_length = self.max_length_input.value
+        self._last_item = item
         self.error.clear()
         self.rendered.value = (
             f"<small>{escape(where)}</small>"
@@ -182,6 +214,28 @@ class TemplateEditor(StaticFallback, widgets.VBox):
         )
         self.counts.value = html_table(*self._count_rows(item))
         self.token_html.value = workbench.token_view_html(tokens, item)
+        # the results change last and together: observers see a finished preview
+        with self.hold_trait_notifications():
+            self.template, self.max_length = template, self.max_length_input.value
+            self.completion_only = self.completion_only_checkbox.value
+            self.valid = True
+
+    def _missing_input(self) -> str:
+        """What keeps the panel from previewing, or ''."""
+        if self.tokenizer is None:
+            return "No tokenizer yet: load a model; the preview tokenises as it will."
+        if self.examples is None or not len(self.examples):
+            return "The dataset has no rows to preview: load one (and fix its problems)."
+        return ""
+
+    def _show_problem(self, problem: BaseException | str) -> None:
+        self.error.show(problem)
+        self.valid = False
+
+    @property
+    def preview_item(self):
+        """The row shown now as training tokenises it (a `TokenizedExample`), or None."""
+        return self._last_item
 
     def _count_rows(self, item) -> tuple[list[str], list[list]]:
         headers = ["prompt", "response (+EOS)", "total", "loss tokens", "truncated"]
@@ -190,22 +244,7 @@ class TemplateEditor(StaticFallback, widgets.VBox):
         counts = [item.prompt_tokens, item.response_tokens, len(item.input_ids)]
         return headers, [[*counts, item.loss_tokens, truncated]]
 
-    # --- results ------------------------------------------------------------------------
-
-    @property
-    def template(self) -> workbench.Template:
-        """The last template that rendered the row without error (custom ones are 'custom')."""
-        return self._template
-
-    @property
-    def completion_only(self) -> bool:
-        """Whether only the response tokens carry loss."""
-        return self.completion_only_checkbox.value
-
-    @property
-    def max_length(self) -> int:
-        """The last max_length that tokenised without error."""
-        return self._max_length
+    # --- without a widget frontend (StaticFallback) --------------------------------------
 
     def static_html(self) -> str:
         parts = [f"<b>TemplateEditor</b>: template <code>{escape(self.template.name)}</code>"]

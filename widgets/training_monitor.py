@@ -1,14 +1,14 @@
 """TrainingMonitor: live loss and validation curves (loss and exact match), progress, Stop/Resume
 and sample answers.
 
-It subscribes to a Run's events (which arrive on the training thread) and keeps its own copy of
-them, so the same panel replays a finished, stopped or crashed run from its `metrics.jsonl`.
+It subscribes to a Run's events (which arrive on the training thread) and adds each one it is
+given to its `Curves` (`workbench.runs.report`), so the same panel replays a finished, stopped
+or crashed run from its `metrics.jsonl`. Its plot has the report's traces, found by name.
 """
 
 from __future__ import annotations
 
 import html
-import math
 import threading
 import time
 import traceback
@@ -16,15 +16,12 @@ from pathlib import Path
 
 import ipywidgets as widgets
 
-from widgets._common import ErrorArea, StaticFallback, html_table
-from workbench.report import curves_figure, read_events, smooth
-from workbench.run import complete_checkpoints
-
-RAW, SMOOTHED, VALIDATION, LEARNING_RATE, EXACT_MATCH, MARGIN = range(6)  # curves_figure's order
-END_EVENTS = ("stopped", "finished", "failed")
+from workbench.runs.directory import RunDirectory
+from workbench.runs.report import Curves, curves_figure, finite, update_curves
+from workbench.widgets._common import Panel, html_table
 
 
-class TrainingMonitor(StaticFallback, widgets.VBox):
+class TrainingMonitor(Panel):
     """Curves, progress, Stop/Resume and sample answers of one training run.
 
     `TrainingMonitor(run)` follows a live Run; `TrainingMonitor.from_run_dir(path)` replays a
@@ -39,9 +36,9 @@ class TrainingMonitor(StaticFallback, widgets.VBox):
     def __init__(self, run=None) -> None:
         import plotly.graph_objects as go
 
+        super().__init__()
         self.run = None
         self.run_dir: Path | None = None
-        self._worker: threading.Thread | None = None
         self._lock = threading.RLock()
         self._reset()
         self.figure = go.FigureWidget(curves_figure([]))
@@ -55,20 +52,17 @@ class TrainingMonitor(StaticFallback, widgets.VBox):
         )
         self.status = widgets.HTML("No run attached.")
         self.samples_html = widgets.HTML()
-        self.error_html = ErrorArea()
         self.stop_button.on_click(lambda _: self._guarded(self._stop))
         self.resume_button.on_click(lambda _: self._guarded(self._resume))
-        super().__init__(
-            children=[
-                self.status,
-                widgets.HBox([self.progress, self.progress_label]),
-                widgets.HBox([self.stop_button, self.resume_button]),
-                self.error_html,
-                self.figure,
-                widgets.HTML("<b>Sample answers at each evaluation</b>"),
-                self.samples_html,
-            ]
-        )
+        self.children = [
+            self.status,
+            widgets.HBox([self.progress, self.progress_label]),
+            widgets.HBox([self.stop_button, self.resume_button]),
+            self.error_html,
+            self.figure,
+            widgets.HTML("<b>Sample answers at each evaluation</b>"),
+            self.samples_html,
+        ]
         if run is not None:
             self.attach(run)
 
@@ -76,90 +70,84 @@ class TrainingMonitor(StaticFallback, widgets.VBox):
     @classmethod
     def from_run_dir(cls, path: str | Path) -> TrainingMonitor:
         """Replay a run directory's `metrics.jsonl` (finished, stopped or crashed)."""
-        path = Path(path)
-        if not (path / "metrics.jsonl").is_file():
+        directory = RunDirectory(path)
+        events, _ = directory.read_events()
+        if not directory.file("metrics.jsonl").is_file():
             raise FileNotFoundError(
-                f"{path / 'metrics.jsonl'} not found: pass a run directory (runs/<id>/)."
+                f"{directory.file('metrics.jsonl')} not found: pass a run directory (runs/<id>/)."
             )
         monitor = cls()
-        monitor.run_dir = path
-        monitor._source = read_events(path)
-        monitor._guarded(monitor._consume, force=True)
+        monitor.run_dir = directory.path
+        monitor._guarded(monitor._take, events, force=True)
         return monitor
 
     def attach(self, run) -> TrainingMonitor:
         """Follow `run`: replay the events it already has, then plot each new one."""
         with self._lock:
             if run is self.run:  # e.g. after resume(): the subscription is still there
-                self._consume(force=True)
+                self._redraw()
                 return self
             if self.run_dir is None or Path(run.run_dir) != self.run_dir:
                 self._reset()  # another run; the same directory keeps its history (resume)
             self.run, self.run_dir = run, Path(run.run_dir)
-            self._source, self._cursor = run.events, 0
-            run.add_callback("*", lambda _event: self._on_event(run))
-            self._consume(force=True)
+            # subscribe first, then replay: an event emitted in between waits for the lock
+            # and is recognised as already replayed
+            run.add_callback("*", lambda event: self._on_event(run, event))
+            replayed = list(run.events)
+            self._replayed = {id(e) for e in replayed}
+            self._take(replayed, force=True)
         return self
 
+    def trace(self, name: str):
+        """The plot's trace called `name` (one of `workbench.runs.report.TRACES`)."""
+        return next(t for t in self.figure.data if t.name == name)
+
+    @property
+    def curves(self) -> Curves:
+        """What the plot shows: the run's steps, evaluations and samples so far."""
+        return self._curves
+
     def _reset(self) -> None:
-        self._source: list[dict] = []
-        self._cursor = 0
-        self._steps: list[dict] = []
-        self._evaluations: list[dict] = []
-        self._samples: list[dict] = []
-        self._end: dict | None = None
-        self._started: dict | None = None
+        self._curves = Curves()
+        self._replayed: set[int] = set()
         self._failure = ""
-        self._handler_errors: list[str] = []
+        self._errors = []  # Panel's list: a new run starts without the old one's errors
         self._last_refresh = 0.0
         self._samples_drawn = -1
 
-    def _on_event(self, run) -> None:
+    def _on_event(self, run, event: dict) -> None:
         if run is self.run:  # a run we stopped following keeps calling us
-            self._guarded(self._consume)
+            with self._lock:
+                if id(event) not in self._replayed:
+                    self._guarded(self._take, [event])
 
-    def _consume(self, force: bool = False) -> None:
-        """Take the events not seen yet from the source, then redraw (throttled)."""
+    def _take(self, events: list[dict], force: bool = False) -> None:
+        """Add the events to the curves, then redraw (throttled while steps stream in)."""
         with self._lock:
-            new = self._source[self._cursor :]
-            self._cursor += len(new)
-            for event in new:
+            for event in events:
                 try:
-                    self._record(event)
+                    self._curves.add(event)
                 except Exception as error:  # noqa: BLE001 - one bad event must not stop the rest
                     self._note_error(
                         error, f"`{event.get('event')}` event at step {event.get('step')}"
                     )
-            force = force or any(e["event"] != "step" for e in new)
+                    continue
+                if event["event"] == "started":
+                    self._failure = ""
+                elif event["event"] == "failed":
+                    self._failure = f"Training failed at step {event.get('step')}: " + str(
+                        event.get("reason")
+                    )
+            force = force or any(e["event"] != "step" for e in events)
             if force or time.monotonic() - self._last_refresh >= self.refresh_interval:
                 self._last_refresh = time.monotonic()
                 self._redraw()
-
-    def _record(self, event: dict) -> None:
-        kind, step = event["event"], event.get("step", 0)
-        if kind == "started":
-            if step:  # resumed from a checkpoint: what came after it was redone or lost
-                self._steps = [e for e in self._steps if e["step"] <= step]
-                self._evaluations = [e for e in self._evaluations if e["step"] <= step]
-                self._samples = [e for e in self._samples if e["step"] <= step]
-            self._started, self._end, self._failure = event, None, ""
-        elif kind == "step":
-            float(event["loss"])  # a step without a loss cannot be plotted: say so
-            self._steps.append(event)
-        elif kind == "evaluation" and event.get("eval_loss") is not None:
-            self._evaluations.append(event)
-        elif kind == "samples":
-            self._samples.append(event)
-        elif kind in END_EVENTS:
-            self._end = event
-            if kind == "failed":
-                self._failure = f"Training failed at step {step}: {event.get('reason')}"
 
     # -- buttons --------------------------------------------------------------------------
     def _stop(self) -> None:
         if self.run is not None:
             self.run.stop()
-            self._consume(force=True)
+            self._redraw()
 
     def _resume(self) -> None:
         self.resume_button.disabled = True
@@ -168,75 +156,50 @@ class TrainingMonitor(StaticFallback, widgets.VBox):
             self.attach(self.run)
             return
         self.status.value = "Loading the model named in config.yaml to resume ..."
-        self._worker = threading.Thread(
-            target=self._guarded, args=(self._resume_from_dir,), daemon=True
-        )
-        self._worker.start()
+        self.in_background(self._resume_from_dir, then=self._redraw)
 
     def _resume_from_dir(self) -> None:
-        from workbench.train import resume_run
+        from workbench.training.finetune import resume_run
 
         self.attach(resume_run(self.run_dir))
 
     def wait(self, timeout: float | None = None) -> TrainingMonitor:
         """Block until a Resume being loaded has started and the followed run has ended."""
-        if self._worker is not None:
-            self._worker.join(timeout)
+        super().wait(timeout)
         if self.run is not None:
             self.run.wait(timeout)
         return self
 
     def _guarded(self, fn, *args, **kwargs) -> None:
-        """Run `fn`; an exception goes to the red error area, never lost."""
-        try:
-            fn(*args, **kwargs)
-        except Exception as error:  # noqa: BLE001 - shown to the user, not swallowed
-            self._note_error(error)
-            self._draw_errors()
-            self._draw_buttons()
+        """`guard(fn, ...)`, then the error area and the buttons show what happened."""
+        self.guard(fn, *args, **kwargs)
+        self._draw_errors()
+        self._draw_buttons()
 
-    def _note_error(self, error: Exception, where: str = "") -> None:
+    def _note_error(self, error: Exception, where: str) -> None:
+        """An event the curves could not take: shown with where it came from."""
         last = traceback.format_exception(type(error), error, error.__traceback__)[-2:]
-        head = f"{where}: " if where else ""
-        self._handler_errors.append(f"{head}{type(error).__name__}: {error}\n{''.join(last)}")
+        self._errors.append(f"{where}: {type(error).__name__}: {error}\n{''.join(last)}")
 
     # -- drawing --------------------------------------------------------------------------
     def _redraw(self) -> None:
-        self._draw_figure()
-        self._draw_progress()
-        self._draw_status()
-        self._draw_buttons()
-        self._draw_errors()
-        if self._samples_drawn != len(self._samples):
-            self._samples_drawn = len(self._samples)
-            self.samples_html.value = samples_table_html(self._samples)
-
-    def _draw_figure(self) -> None:
-        x = [e["step"] for e in self._steps]
-        losses = [_finite(e["loss"]) for e in self._steps]
-        data = self.figure.data
-        with self.figure.batch_update():
-            data[RAW].x, data[RAW].y = x, losses
-            data[SMOOTHED].x, data[SMOOTHED].y = x, _smoothed(losses)
-            data[VALIDATION].x = [e["step"] for e in self._evaluations]
-            data[VALIDATION].y = [_finite(e["eval_loss"]) for e in self._evaluations]
-            data[LEARNING_RATE].x = x
-            data[LEARNING_RATE].y = [e.get("learning_rate") for e in self._steps]
-            scored = [e for e in self._evaluations if e.get("exact_match") is not None]
-            data[EXACT_MATCH].x = [e["step"] for e in scored]
-            data[EXACT_MATCH].y = [e["exact_match"] for e in scored]
-            margins = [e for e in self._steps if e.get("reward_margin") is not None]  # DPO
-            data[MARGIN].x = [e["step"] for e in margins]
-            data[MARGIN].y = [_finite(e["reward_margin"]) for e in margins]
-            data[MARGIN].visible = True if margins else "legendonly"
+        with self._lock:
+            update_curves(self.figure, self._curves)
+            self._draw_progress()
+            self._draw_status()
+            self._draw_buttons()
+            self._draw_errors()
+            if self._samples_drawn != len(self._curves.samples):
+                self._samples_drawn = len(self._curves.samples)
+                self.samples_html.value = samples_table_html(self._curves.samples)
 
     def _draw_progress(self) -> None:
         total = self.max_steps
-        step = self._steps[-1]["step"] if self._steps else 0
+        step = self._curves.steps[-1]["step"] if self._curves.steps else 0
         self.progress.max = max(total, 1)
         self.progress.value = min(step, self.progress.max)
         self.progress.bar_style = {"finished": "success", "failed": "danger"}.get(
-            self._end["event"] if self._end else "", "info"
+            self._curves.end["event"] if self._curves.end else "", "info"
         )
         self.progress_label.value = html.escape(self.progress_text())
 
@@ -259,18 +222,18 @@ class TrainingMonitor(StaticFallback, widgets.VBox):
     # -- what the panel shows, as values --------------------------------------------------
     @property
     def max_steps(self) -> int:
-        for event in reversed(self._steps):
+        for event in reversed(self._curves.steps):
             return int(event.get("max_steps") or 0)
-        return int((self._started or {}).get("max_steps") or 0)
+        return int((self._curves.started or {}).get("max_steps") or 0)
 
     @property
     def state(self) -> str:
         """running, stopping, stopped, finished, failed, or what the files say."""
         if self.run is not None:
             return self.run.status
-        if self._end is not None:
-            return self._end["event"]
-        if self._started is not None:
+        if self._curves.end is not None:
+            return self._curves.end["event"]
+        if self._curves.started is not None:
             return "interrupted (no end was recorded: still running elsewhere, or killed)"
         return "No run attached."
 
@@ -278,26 +241,27 @@ class TrainingMonitor(StaticFallback, widgets.VBox):
     def can_resume(self) -> bool:
         if self.run_dir is None or self.state in ("running", "stopping", "finished", "created"):
             return False
-        return self._started is not None and bool(complete_checkpoints(self.run_dir))
+        checkpoints = RunDirectory(self.run_dir).complete_checkpoints()
+        return self._curves.started is not None and bool(checkpoints)
 
     @property
     def errors(self) -> list[str]:
         """Everything shown in the red area."""
-        return ([self._failure] if self._failure else []) + list(self._handler_errors)
+        return ([self._failure] if self._failure else []) + super().errors
 
     def eta_seconds(self) -> float | None:
         """Time left, from the pace of the recent steps of the current attempt."""
-        since = (self._started or {}).get("time", 0)
-        recent = [e for e in self._steps if e.get("time", -1) >= since][-21:]
-        if self._end or len(recent) < 2 or recent[-1]["step"] == recent[0]["step"]:
+        since = (self._curves.started or {}).get("time", 0)
+        recent = [e for e in self._curves.steps if e.get("time", -1) >= since][-21:]
+        if self._curves.end or len(recent) < 2 or recent[-1]["step"] == recent[0]["step"]:
             return None
         pace = (recent[-1]["time"] - recent[0]["time"]) / (recent[-1]["step"] - recent[0]["step"])
         return max(self.max_steps - recent[-1]["step"], 0) * pace
 
     def progress_text(self) -> str:
-        if not self._steps:
-            return f"step 0/{self.max_steps}" if self._started else "no steps yet"
-        last = self._steps[-1]
+        if not self._curves.steps:
+            return f"step 0/{self.max_steps}" if self._curves.started else "no steps yet"
+        last = self._curves.steps[-1]
         parts = [f"step {last['step']}/{self.max_steps}"]
         eta = self.eta_seconds()
         if eta is not None:
@@ -307,8 +271,8 @@ class TrainingMonitor(StaticFallback, widgets.VBox):
         parts.append(f"loss {last['loss']:.4g}")
         if last.get("reward_margin") is not None:
             parts.append(f"reward margin {last['reward_margin']:.3g}")
-        if self._evaluations:
-            last_evaluation = self._evaluations[-1]
+        if self._curves.evaluations:
+            last_evaluation = self._curves.evaluations[-1]
             parts.append(f"validation {last_evaluation['eval_loss']:.4g}")
             if last_evaluation.get("exact_match") is not None:
                 parts.append(f"exact match {last_evaluation['exact_match']:.0%}")
@@ -325,9 +289,9 @@ class TrainingMonitor(StaticFallback, widgets.VBox):
             parts = [
                 f"<div><b>TrainingMonitor</b>: {self.status.value}</div>",
                 f"<div>{html.escape(self.progress_text())}</div>",
-                loss_sparkline_svg([_finite(e["loss"]) for e in self._steps]),
+                loss_sparkline_svg([finite(e["loss"]) for e in self._curves.steps]),
                 self.error_html.value,
-                samples_table_html(self._samples),
+                samples_table_html(self._curves.samples),
             ]
         return "".join(parts)
 
@@ -360,21 +324,6 @@ def loss_sparkline_svg(losses: list[float | None], width: int = 320, height: int
         f"<polyline fill='none' stroke='rgb(31,119,180)' stroke-width='1.5' points='{coords}'/>"
         f"</svg><div style='font-size:11px'>loss {high:.4g} to {low:.4g}</div>"
     )
-
-
-def _finite(value) -> float | None:
-    """None for NaN/inf (plotly shows a gap; JSON has no NaN)."""
-    return float(value) if value is not None and math.isfinite(value) else None
-
-
-def _smoothed(losses: list[float | None]) -> list[float | None]:
-    """Smoothed losses up to the first missing value; None after it."""
-    head = []
-    for value in losses:
-        if value is None:
-            break
-        head.append(value)
-    return smooth(head) + [None] * (len(losses) - len(head))
 
 
 def _duration(seconds: float) -> str:

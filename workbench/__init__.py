@@ -6,8 +6,9 @@ model is loaded or trained); the panels in `widgets/` are built on the public fu
 
 import logging
 
-from workbench.adapters import Method, ParameterCount, count_parameters, linear_layer_names
-from workbench.data import Examples, load_data
+from workbench.data.loading import Examples, load_data
+from workbench.data.splits import mix_tasks, split_data
+from workbench.data.stats import dataset_stats
 from workbench.errors import (
     AllLabelsMaskedError,
     DataValidationError,
@@ -16,41 +17,40 @@ from workbench.errors import (
     TemplateError,
     WorkbenchError,
 )
-from workbench.evaluation import Evaluation, compare, compare_before_after, evaluate_model
-from workbench.ewc import ElasticWeightConsolidation, fisher_diagonal, fisher_ewc
-from workbench.forgetting import (
+from workbench.evaluation.compare import Evaluation, compare, compare_before_after, evaluate_model
+from workbench.evaluation.forgetting import (
     ForgettingProbe,
     TaskScores,
     answer_contains,
     forgetting_table,
     learned_retained,
 )
-from workbench.generation import Decoding, generate
-from workbench.hyperparameters import Hyperparameters
-from workbench.loto import leave_one_task_out, loto_table, task_folds
-from workbench.memory import MemoryEstimate, count_trainable, estimate_memory
-from workbench.models import DEFAULT_MODEL, load_model
-from workbench.prompting import (
+from workbench.evaluation.generation import Decoding, generate
+from workbench.evaluation.loto import leave_one_task_out, loto_table, task_folds
+from workbench.evaluation.prompting import (
     few_shot_prompt,
     hidden_state_embedder,
     nearest_examples,
     prompting_baselines,
     prompting_table,
 )
-from workbench.report import save_forgetting, write_report
-from workbench.run import Run
-from workbench.splits import mix_tasks, split_data
-from workbench.stats import dataset_stats
-from workbench.templates import TEMPLATES, Template, default_template, get_template
-from workbench.tokenize import (
-    CompletionCollator,
+from workbench.runs.report import save_forgetting, write_report
+from workbench.runs.run import Run
+from workbench.tokens.collators import CompletionCollator
+from workbench.tokens.templates import TEMPLATES, Template, default_template, get_template
+from workbench.tokens.tokenizing import (
     token_view,
     token_view_html,
     token_view_text,
     tokenize_examples,
     tokenize_pair,
 )
-from workbench.train import resume_run, train
+from workbench.training.finetune import resume_run, train
+from workbench.training.hyperparameters import Hyperparameters
+from workbench.training.memory import MemoryEstimate, count_trainable, estimate_memory
+from workbench.training.methods import Method, ParameterCount, count_parameters, linear_layer_names
+from workbench.training.models import DEFAULT_MODEL, load_model
+from workbench.training.regularizers import ElasticWeightConsolidation, fisher_diagonal, fisher_ewc
 
 # bitsandbytes warns on every import on CPUs with AVX512-BF16 that an optional kernel package
 # is missing; it falls back to its own kernel, so the warning only alarms users.

@@ -7,6 +7,18 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Errors a user can cause (a bad file or setting, a finished or busy run
+    directory, no checkpoint) print their message and exit 2; tracebacks are kept for bugs."""
+    from workbench.errors import WorkbenchError
+
+    try:
+        return _run_command(argv)
+    except (WorkbenchError, FileNotFoundError, ValueError) as error:
+        print(f"workbench: {error}", file=sys.stderr)
+        return 2
+
+
+def _run_command(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="workbench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="fine-tune the embedded model on sample data")
@@ -19,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     preview.add_argument("--max-length", type=int, default=256)
     resume = commands.add_parser("resume", help="continue a stopped or killed run")
     resume.add_argument("run_dir")
+    resume.add_argument(
+        "--max-steps", type=int, default=None, help="train a finished run further, to this step"
+    )
     report = commands.add_parser("report", help="(re)write report.html for a run directory")
     report.add_argument("run_dir")
     _add_history_commands(commands)
@@ -27,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         return {"runs": _runs, "export": _export, "dpo": _dpo}[args.command](args)
 
     if args.command == "demo":
-        from workbench.demo import DemoSettings, run_demo
-        from workbench.models import DEFAULT_MODEL
+        from workbench.lessons.demo import DemoSettings, run_demo
+        from workbench.training.models import DEFAULT_MODEL
 
         settings = DemoSettings()
         if args.max_steps:
@@ -37,15 +52,15 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "preview":
         _preview(args)
     elif args.command == "resume":
-        from workbench.train import resume_run
+        from workbench.training.finetune import resume_run
 
-        run = resume_run(args.run_dir)
+        run = resume_run(args.run_dir, max_steps=args.max_steps)
         run.add_callback("step", lambda e: print(f"step {e['step']}: loss {e['loss']:.4f}"))
         run.wait()
         print(f"{run.status}" + (f": {run.error}" if run.error else ""))
         return 0 if run.status == "finished" else 1
     elif args.command == "report":
-        from workbench.report import write_report
+        from workbench.runs.report import write_report
 
         print(write_report(args.run_dir))
     return 0
@@ -70,7 +85,7 @@ def _add_history_commands(commands) -> None:
 
 
 def _runs(args: argparse.Namespace) -> int:
-    from workbench.runs import compare_runs, list_runs, runs_table
+    from workbench.runs.history import compare_runs, list_runs, runs_table
 
     if args.compare:
         comparison = compare_runs(args.compare)
@@ -89,7 +104,7 @@ def _runs(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from workbench.export import export_script, merge_adapter, push_to_hub
+    from workbench.runs.export import export_script, merge_adapter, push_to_hub
 
     both = not (args.merged or args.script)
     merged = None
@@ -105,32 +120,36 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _dpo(args: argparse.Namespace) -> int:
-    from workbench.data import load_data
-    from workbench.preference import PreferenceSettings, dpo_from_run, preference_margin
-    from workbench.splits import split_data
+    from workbench.data.loading import load_data
+    from workbench.evaluation.preferences import preference_experiment
+    from workbench.training.preference import PreferenceSettings
 
-    pairs, held_out = split_data(load_data(args.data, verbose=False), args.held_out, seed=0)
-    settings = PreferenceSettings(max_steps=args.max_steps, beta=args.beta)
-    run = dpo_from_run(args.run_dir, pairs, held_out, settings=settings, start=False)
-    before = preference_margin(run.model, run.tokenizer, held_out, run.template)
+    experiment = preference_experiment(
+        load_data(args.data, verbose=False),
+        held_out=args.held_out,
+        sft_run_dir=args.run_dir,
+        settings=PreferenceSettings(max_steps=args.max_steps, beta=args.beta),
+        start=False,
+    )
+    run = experiment.run
     run.add_callback(
         "step",
         lambda e: print(f"step {e['step']}: loss {e['loss']:.4f} margin {e['reward_margin']:.3f}"),
     )
     run.start().wait()
-    after = preference_margin(run.model, run.tokenizer, held_out, run.template)
-    print(f"held-out margin (chosen - rejected log-prob): {before.mean:.3f} -> {after.mean:.3f}")
+    experiment.measure_after()
+    print(experiment.summary())
     print(f"{run.status}: {run.run_dir}" + (f" ({run.error})" if run.error else ""))
     return 0 if run.status == "finished" else 1
 
 
 def _preview(args: argparse.Namespace) -> None:
-    from workbench import dataset_stats, default_template, get_template, load_data, load_model
-    from workbench.tokenize import token_view, token_view_text
+    from workbench import dataset_stats, get_template, load_data, load_model
+    from workbench.tokens.tokenizing import token_view, token_view_text
 
     _, tokenizer = load_model()
     data = load_data(args.data)
-    template = get_template(args.template) if args.template else default_template(data.format)
+    template = get_template(args.template or None, data.format)
     prompt, response = template.render(data[args.row], tokenizer, data.where(args.row))
     tokens, item = token_view(prompt, response, tokenizer, max_length=args.max_length)
     print(f"template `{template.name}`, row {data.where(args.row)} ([..] carry loss):\n")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 
 class WorkbenchError(ValueError):
@@ -46,3 +49,45 @@ class AllLabelsMaskedError(WorkbenchError):
 
 class ModelLoadError(WorkbenchError):
     """A model could not be found or loaded; the message lists what to try."""
+
+
+class RunLockedError(WorkbenchError):
+    """Another live process is training in this run directory."""
+
+    def __init__(self, path: Path, holder: dict[str, Any], lock: Path) -> None:
+        since = holder.get("since")
+        when = time.strftime(" since %H:%M:%S", time.localtime(since)) if since else ""
+        super().__init__(
+            f"{path} is being trained by process {holder.get('pid', '?')} on "
+            f"{holder.get('host', '?')}{when}: one directory has one owner at a time. Wait for "
+            f"it to end (or stop it), then resume; if that process is gone, delete {lock}."
+        )
+
+
+class RunFinishedError(WorkbenchError):
+    """Resuming would train a finished run past its end (and overwrite its results)."""
+
+    def __init__(self, path: Path, step: int, planned: int | None) -> None:
+        of = f" of {planned}" if planned else ""
+        super().__init__(
+            f"{path} finished at step {step}{of}: there is nothing to resume, and it is left "
+            f"unchanged. To train it further, give a larger max_steps: "
+            f"resume_run('{path}', max_steps=N) or `python -m workbench resume {path} "
+            f"--max-steps N` with N > {step}."
+        )
+
+
+class DiskFullError(WorkbenchError):
+    """The disk holding a run directory is full."""
+
+
+class RunDirectoryInUseError(WorkbenchError):
+    """An explicit `run_dir` already holds a run: a directory holds one run."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(
+            f"{path} already holds a run (its config.yaml or metrics.jsonl): training there "
+            "would overwrite its data, adapter and report and mix two runs' events. Leave "
+            f"`run_dir` out for a new directory, choose an empty one, or continue that run "
+            f"with resume_run('{path}')."
+        )

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import html
 import re
 
 import pytest
 from conftest import SAMPLE_DATA
 
 import workbench
-from widgets.compare_view import NO_BASE, CompareView, word_diff_html
-from workbench.evaluation import evaluate_model
-from workbench.generation import Decoding, adapter_disabled, generate
-from workbench.hyperparameters import Hyperparameters
-from workbench.train import train
+from workbench.evaluation.compare import evaluate_model
+from workbench.evaluation.generation import Decoding, adapter_disabled, generate
+from workbench.training.finetune import train
+from workbench.training.hyperparameters import Hyperparameters
+from workbench.widgets.compare_view import NO_BASE, CompareView, word_diff_html
 
 SHORT = Decoding(max_new_tokens=4)
 
@@ -64,11 +65,14 @@ def test_run_comparison_fills_both_columns_from_one_lora_model(lora_run):
     assert view.before.answers == base  # adapter off
     assert view.after.answers == generate(run.model, run.tokenizer, prompts, SHORT)  # back on
     table = view.table_html.value
-    assert table.count("<tr>") == 1 + len(rows)
+    assert len(view.before.answers) == len(view.after.answers) == len(rows) == 4
     for column in ("prompt", "reference", "base", "fine-tuned", "exact_match", "rouge_l"):
         assert f">{column}</th>" in table
     assert table.count("&rarr;") == 2 * len(rows)  # base -> fine-tuned, per row and metric
     assert "<details>" in table  # prompts are collapsed
+    for row in rows.rows:  # each collapsed prompt is labelled with its row's own question
+        assert f"<summary>{html.escape(row['instruction'][:40])}" in table
+    assert "<summary>Below is" not in table and "<summary>###" not in table
     for reference in view.after.references:
         assert reference in table
     summary = view.summary_html.value
@@ -108,7 +112,7 @@ def test_a_model_without_adapter_needs_before_for_the_base_column(tiny):
     view = CompareView(model, tokenizer, rows, decoding=SHORT)
     view.run_button.click()
     view.wait()
-    assert view.before is None and view.after is not None
+    assert view.before is None and len(view.after.answers) == 3
     assert NO_BASE[:40] in view.summary_html.value.replace("&#x27;", "'")
     view.prompt_box.value = "Where is my parcel?"
     view.try_button.click()
@@ -118,7 +122,9 @@ def test_a_model_without_adapter_needs_before_for_the_base_column(tiny):
     before = evaluate_model(model, tokenizer, rows, metrics=("exact_match",), decoding=SHORT)
     given = CompareView(model, tokenizer, before=before, after=view.after)
     assert given.run_button.disabled  # nothing left to compute
-    assert given.table_html.value.count("<tr>") == 4 and "exact_match" in given.summary_html.value
+    for answer in before.answers:  # the given base answers fill the base column
+        assert html.escape(answer) in given.table_html.value
+    assert "exact_match" in given.summary_html.value and "n/a" not in given.table_html.value
 
 
 def test_mismatched_rows_are_reported_not_raised(tiny):
@@ -133,7 +139,7 @@ def test_mismatched_rows_are_reported_not_raised(tiny):
 
 
 def test_measure_forgetting_shows_learned_beside_retained(lora_run):
-    from workbench.forgetting import ForgettingProbe
+    from workbench.evaluation.forgetting import ForgettingProbe
 
     run, rows = lora_run
     mixed = workbench.load_data(SAMPLE_DATA / "mixed_instructions.jsonl", verbose=False)
@@ -146,9 +152,9 @@ def test_measure_forgetting_shows_learned_beside_retained(lora_run):
     view = CompareView(run.model, run.tokenizer, rows, "alpaca", decoding=SHORT)
     assert view.forgetting_html.value == ""
     table = view.measure_forgetting(probe)
-    html = view.forgetting_html.value
-    assert "Learned and retained" in html and ">learned<" in html and ">retained<" in html
-    assert html.count("<tr>") == 1 + 2  # header, ticket_topic, capital
+    shown = view.forgetting_html.value
+    assert "Learned and retained" in shown and ">learned<" in shown and ">retained<" in shown
+    assert list(table.index) == ["ticket_topic", "capital"] and table is view.forgetting
     with adapter_disabled(run.model):
         base = probe.measure(run.model, run.tokenizer, "base")
     assert table.loc["capital", "base"] == base.score["capital"]  # base = adapter off
@@ -157,7 +163,7 @@ def test_measure_forgetting_shows_learned_beside_retained(lora_run):
 
 
 def test_a_full_fine_tuned_model_needs_the_base_scores_for_forgetting(tiny):
-    from workbench.forgetting import ForgettingProbe
+    from workbench.evaluation.forgetting import ForgettingProbe
 
     model, tokenizer = tiny
     data = workbench.load_data(SAMPLE_DATA / "mixed_instructions.jsonl", verbose=False)

@@ -6,7 +6,7 @@ import pytest
 from conftest import SAMPLE_DATA
 
 import workbench
-from widgets import DatasetPreview
+from workbench.widgets import DatasetPreview
 
 MIXED = SAMPLE_DATA / "mixed_instructions.jsonl"
 MISSING = SAMPLE_DATA / "broken" / "missing_fields.jsonl"
@@ -19,7 +19,7 @@ def mixed():
 
 def test_problems_are_listed_with_lines_and_nothing_is_dropped_silently():
     preview = DatasetPreview(source=MISSING)
-    assert preview.examples is None
+    assert preview.examples is None and preview.split is None and not preview.valid
     assert [(p.row, p.field) for p in preview.problems] == [
         (2, "output"),
         (4, "instruction"),
@@ -40,13 +40,14 @@ def test_the_drop_button_reloads_without_the_invalid_rows():
     preview.drop_button.click()
     assert len(preview.examples) == 3
     assert preview.examples.locations == [1, 3, 6]
+    assert [row[0] for row in preview.page_rows[1]] == [1, 3, 6]
     assert [p.row for p in preview.problems] == [2, 4, 5]  # still listed, as dropped
     assert "Dropped 3 invalid rows" in preview.problems_html.value
     assert preview.drop_button.layout.display == "none"
     assert ">hot<" in preview.table.value and ">fast<" in preview.table.value
     assert ">big<" not in preview.table.value
     # three rows cannot be split 90/10: said inline, not raised
-    assert preview.split is None
+    assert preview.split is None and not preview.valid  # rows, but nothing to train with
     assert "Cannot split for validation" in preview.error.message
 
 
@@ -62,11 +63,15 @@ def test_format_source_and_paging(mixed):
     assert "mixed_instructions.jsonl" in preview.source_info.value
     assert preview.page_label.value == "page 1 of 40 (400 matching rows)"
     assert preview.prev_button.disabled and not preview.next_button.disabled
-    assert preview.table.value.count("<tr>") == 11  # header + 10 rows
+    headers, rows = preview.page_rows
+    assert headers[:2] == ["line", "task"] and "output" in headers
+    assert [row[0] for row in rows] == mixed.locations[:10]
+    assert rows[0][headers.index("output")] == mixed[0]["output"]
     first = preview.table.value
     preview.next_button.click()
     assert preview.page_label.value.startswith("page 2 of 40")
-    assert preview.table.value != first
+    assert [row[0] for row in preview.page_rows[1]] == mixed.locations[10:20]
+    assert mixed[10]["output"] in preview.table.value  # what the data says is what is shown
     preview.prev_button.click()
     assert preview.table.value == first
 
@@ -77,14 +82,14 @@ def test_search_and_task_filter_change_the_rows(mixed):
     assert preview.task_filter.options == ("all", *mixed.tasks)
     antonyms = mixed.tasks["antonym"]
     assert f"({antonyms} matching rows)" in preview.page_label.value
-    assert ">ticket_topic<" not in preview.table.value
+    assert {row[1] for row in preview.page_rows[1]} == {"antonym"}
     preview.search.value = "HOT"  # case-insensitive, over the text fields
-    assert preview.visible_indices() == [
-        i for i, row in enumerate(mixed.rows) if row["task"] == "antonym" and row["input"] == "hot"
+    assert preview.visible.rows == [
+        row for row in mixed.rows if row["task"] == "antonym" and row["input"] == "hot"
     ]
-    assert ">cold<" in preview.table.value
+    assert len(preview.visible) > 0 and ">cold<" in preview.table.value
     preview.search.value = "no such text anywhere"
-    assert "<i>no rows</i>" in preview.table.value
+    assert preview.page_rows[1] == [] and "<i>no rows</i>" in preview.table.value
     assert "(0 matching rows)" in preview.page_label.value
 
 
@@ -110,8 +115,12 @@ def test_histogram_of_token_lengths_with_the_max_length_line(mixed, tiny_tokeniz
     assert [shape.x0 for shape in figure.layout.shapes] == [100]
     assert f"{stats.over_max_length} of 400 over max_length=100" in figure.layout.title.text
     assert 0 < stats.over_max_length < 400  # the title's count is not trivially 0 or all
+    assert preview.length_stats.over_max_length == stats.over_max_length
     preview.set_template("alpaca", max_length=300)
-    assert [shape.x0 for shape in preview.histogram.layout.shapes] == [300]
+    assert preview.histogram is figure  # updated in place, not a new figure per refresh
+    assert [shape.x0 for shape in figure.layout.shapes] == [300]
+    longer = workbench.dataset_stats(mixed, "alpaca", tiny_tokenizer, max_length=300)
+    assert f"{longer.over_max_length} of 400 over max_length=300" in figure.layout.title.text
 
 
 def test_conversations_show_as_turns_and_measure_with_the_chat_template(tiny_tokenizer):
@@ -134,7 +143,36 @@ def test_static_fallback_has_html_and_text():
 def test_a_field_shared_by_every_row_is_shown_once_not_in_every_row():
     preview = DatasetPreview(source=SAMPLE_DATA / "support_tickets.jsonl")
     instruction = preview.examples[0]["instruction"]
+    assert preview.shared_fields == {"instruction": instruction}
+    headers, _rows = preview.page_rows
+    assert "input" in headers and "instruction" not in headers
     assert preview.table.value.count(instruction) == 1
     assert "the same in every row" in preview.table.value
-    assert ">input</th>" in preview.table.value
-    assert ">instruction</th>" not in preview.table.value
+
+
+def test_the_result_traits_follow_the_data_and_observers_hear_them(mixed):
+    preview = DatasetPreview(source=MISSING)
+    heard = []
+    preview.observe(lambda change: heard.append(change["name"]), names=["examples", "valid"])
+    preview.examples = mixed  # rows set from outside replace the file's problems
+    assert sorted(heard) == ["examples", "valid"] and preview.valid
+    assert preview.problems == [] and len(preview.split[0]) + len(preview.split[1]) == 400
+    assert preview.page_label.value == "page 1 of 40 (400 matching rows)"
+    preview.load(SAMPLE_DATA / "nope.jsonl")
+    assert preview.examples is None and not preview.valid and preview.split is None
+    assert "does not exist" in preview.error.message
+
+
+def test_setting_template_and_tokenizer_traits_measures_again(mixed, tiny_tokenizer):
+    preview = DatasetPreview(mixed, max_length=100)
+    assert preview.histogram is None and preview.length_stats is None  # no tokenizer yet
+    preview.tokenizer = tiny_tokenizer
+    figure = preview.histogram
+    assert figure in preview.children
+    alpaca = preview.length_stats.lengths["total"].tolist()
+    preview.template = workbench.Template(
+        name="short", prompt="{instruction}\n", response="{output}"
+    )
+    shorter = preview.length_stats.lengths["total"].tolist()
+    assert preview.histogram is figure and list(figure.data[0].x) == shorter
+    assert all(s < a for s, a in zip(shorter, alpaca))  # no Alpaca preamble any more

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import copy
+import typing
 import warnings
 
 import pytest
 from transformers import GPT2Config, LlamaConfig
 
-from widgets import LoraForm
-from workbench.adapters import Method, apply_method, count_parameters, linear_layer_names
-from workbench.hyperparameters import Hyperparameters
+from workbench.training.hyperparameters import Hyperparameters
+from workbench.training.methods import (
+    Method,
+    MethodKind,
+    apply_method,
+    count_parameters,
+    linear_layer_names,
+)
+from workbench.widgets import LoraForm
 
 
 @pytest.fixture
@@ -63,7 +70,7 @@ def test_hyperparameters_and_memory_follow_the_form(model):
 
 def test_with_the_rows_the_form_predicts_what_training_will(tiny, ticket_split):
     import workbench
-    from workbench.tokenize import tokenize_examples
+    from workbench.tokens.tokenizing import tokenize_examples
 
     model, tokenizer = tiny
     rows, _validation = ticket_split
@@ -81,7 +88,7 @@ def test_with_the_rows_the_form_predicts_what_training_will(tiny, ticket_split):
 
 
 def test_the_form_says_whether_the_run_fits_and_what_would(model, monkeypatch):
-    import workbench.fitting as fitting
+    import workbench.training.fitting as fitting
 
     form = LoraForm(model, hyperparameters=Hyperparameters(batch_size=16))
     assert form.fit.fits and "✓ fits in the" in form.summary.value
@@ -102,9 +109,9 @@ def test_an_invalid_combination_names_the_field_and_keeps_the_last_valid_method(
     form.method_controls["kind"].value = "full"
     assert "`use_dora`" in form.error.message and "`kind`='full'" in form.error.message
     assert "last valid settings are kept" in form.error.message
-    assert form.method == valid
+    assert form.method == valid and not form.valid
     form.method_controls["use_dora"].value = False
-    assert form.error.message == ""
+    assert form.error.message == "" and form.valid
     assert form.method == Method(kind="full")
     assert form.parameter_count.share == 1.0
 
@@ -218,3 +225,79 @@ def test_static_fallback_has_html_and_text(model):
     assert "application/vnd.jupyter.widget-view+json" in bundle
     assert "Predicted peak memory" in bundle["text/html"] and ">lora<" in bundle["text/html"]
     assert "method = Method()" in bundle["text/plain"] and "Memory: ~" in bundle["text/plain"]
+
+
+def test_choices_come_from_the_library_literal_types(model):
+    form = LoraForm(model)
+    assert form.method_controls["kind"].options == typing.get_args(MethodKind)
+    schedulers = typing.get_args(typing.get_type_hints(Hyperparameters)["lr_scheduler"])
+    assert form.hyperparameter_controls["lr_scheduler"].options == schedulers
+    assert form.method_controls["bias"].options == ("none", "all", "lora_only")
+
+
+def test_the_rows_trait_gives_the_estimate_train_will_make(tiny, ticket_split):
+    from workbench.tokens.tokenizing import tokenize_examples
+    from workbench.training import fitting
+
+    model, tokenizer = tiny
+    form = LoraForm(model)
+    bound = form.memory.total
+    heard = []
+    form.observe(lambda change: heard.append(change["new"]), names="hyperparameters")
+    tokens = tokenize_examples(ticket_split[0], "alpaca", tokenizer, max_length=256)
+    form.rows = tokens
+    lengths, response = fitting.row_statistics(tokens)
+    expected = fitting.predict_fit(
+        fitting.Target.of(model), form.method, form.hyperparameters, lengths, response
+    )
+    assert form.memory == expected.estimate and form.memory.total < bound
+    assert heard == []  # new rows are not new settings
+    form.hyperparameter_controls["max_length"].value = 64  # rows longer than 64 are cut
+    assert heard == [form.hyperparameters] and form.hyperparameters.max_length == 64
+    cut = fitting.predict_fit(
+        fitting.Target.of(model), form.method, form.hyperparameters, lengths, response
+    )
+    assert form.memory == cut.estimate
+    form.rows = None  # back to the upper bound
+    assert "an upper bound" in form.summary.value
+
+
+def test_set_model_offers_the_new_model_layers(model):
+    config = LlamaConfig(
+        vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=4
+    )
+    form = LoraForm()
+    assert form.memory is None
+    form.set_model(config)
+    assert list(form.target_checkboxes) == ["q_proj", "k_proj", "v_proj", "o_proj"] + [
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    ]
+    assert form.memory is not None and form.memory.total > 0
+    form.set_model(model)
+    assert list(form.target_checkboxes) == linear_layer_names(model)
+    assert form.targets_box.children[1:] == tuple(form.target_checkboxes.values())
+    assert form.parameter_count == count_parameters(apply_method(copy.deepcopy(model), Method()))
+
+
+def test_follow_takes_the_editor_settings_and_tokenizes_the_rows_as_it_does(tiny, ticket_split):
+    from workbench.tokens.tokenizing import tokenize_examples
+    from workbench.training import fitting
+    from workbench.widgets import TemplateEditor
+
+    model, tokenizer = tiny
+    rows = ticket_split[0]
+    editor = TemplateEditor(tokenizer, rows, max_length=256)
+    form = LoraForm(model).follow(editor, rows)
+    assert form.hyperparameter_controls["max_length"].disabled
+    expected = tokenize_examples(rows, "alpaca", tokenizer, max_length=256)
+    assert form.row_lengths == fitting.row_statistics(expected)[0]
+    editor.max_length_input.value = 48  # shorter than most rows: they are cut
+    editor.completion_only_checkbox.value = False
+    assert form.hyperparameters.max_length == 48 and not form.hyperparameters.completion_only
+    cut = tokenize_examples(rows, "alpaca", tokenizer, max_length=48, completion_only=False)
+    assert (form.row_lengths, form.response_fraction) == fitting.row_statistics(cut)
+    assert max(form.row_lengths) == 48 and form.response_fraction == 1.0
+    form.training_examples = None  # no rows: back to the upper bound
+    assert form.rows is None and "an upper bound" in form.summary.value

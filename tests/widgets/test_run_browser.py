@@ -7,9 +7,9 @@ import time
 from conftest import held_at_step, quick
 
 import workbench
-from widgets.run_browser import RunBrowser
-from widgets.training_monitor import TrainingMonitor
-from workbench.train import train
+from workbench.training.finetune import train
+from workbench.widgets.run_browser import RunBrowser
+from workbench.widgets.training_monitor import TrainingMonitor
 
 
 def _stopped_and_finished(tiny_model_dir, ticket_split):
@@ -29,8 +29,10 @@ def test_select_runs_to_compare_then_resume_one(tiny_model_dir, ticket_split):
     done, stopped = _stopped_and_finished(tiny_model_dir, ticket_split)
     browser = RunBrowser()
     assert browser.errors == []
-    assert browser.table_html.value.count("<tr>") == 3  # header + two runs
-    assert "finished" in browser.table_html.value and "stopped" in browser.table_html.value
+    statuses = {r.name: r.status for r in browser.records}
+    assert statuses == {done.run_dir.name: "finished", stopped.run_dir.name: "stopped"}
+    for name in statuses:
+        assert f">{name}</td>" in browser.table_html.value
     names = [value for _label, value in browser.selector.options]
     assert sorted(names) == sorted([done.run_dir.name, stopped.run_dir.name])
     assert browser.resume_button.disabled and len(browser.figure.data) == 0
@@ -68,7 +70,7 @@ def test_a_running_run_shows_as_training_and_updates_by_itself(tiny, ticket_spli
             browser = RunBrowser()
             assert [r.status for r in browser.records] == ["running"]
             assert "1 training" in browser.status.value
-            assert browser._poller is not None and browser._poller.is_alive()
+            assert browser.polling
     finally:
         RunBrowser.poll_interval = 2.0
     run.wait()
@@ -77,3 +79,7 @@ def test_a_running_run_shows_as_training_and_updates_by_itself(tiny, ticket_spli
         time.sleep(0.1)
     assert browser.records[0].status == "finished"  # no Refresh pressed
     assert "training" not in browser.status.value
+    deadline = time.monotonic() + 5
+    while browser.polling and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not browser.polling  # nothing runs any more: the polling stopped by itself

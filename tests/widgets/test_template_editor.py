@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+import traitlets
 from conftest import SAMPLE_DATA
 
 import workbench
-from widgets import TemplateEditor
+from workbench.widgets import TemplateEditor
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +33,10 @@ def test_starts_with_the_alpaca_template_and_the_library_token_view(editor, tiny
     assert editor.template == workbench.TEMPLATES["alpaca"]
     assert editor.template_name.value == "alpaca"
     assert editor.token_html.value == html
-    assert "<td" in editor.counts.value and f">{item.loss_tokens}<" in editor.counts.value
+    assert editor.preview_item == item
+    assert f">{item.loss_tokens}<" in editor.counts.value
     assert editor.prompt_text.value == workbench.TEMPLATES["alpaca"].prompt
-    assert editor.error.message == ""
+    assert editor.error.message == "" and editor.valid
 
 
 def test_editing_the_prompt_switches_to_custom_with_one_render(editor, examples):
@@ -52,10 +54,10 @@ def test_a_bad_placeholder_shows_the_error_and_keeps_the_last_good_template(edit
     good, preview = editor.template, editor.token_html.value
     editor.prompt_text.value = "Q: {instruction.__class__}\nA: "
     assert "Unsupported placeholder `{instruction.__class__}`" in editor.error.message
-    assert editor.template == good
+    assert editor.template == good and not editor.valid
     assert editor.token_html.value == preview
     editor.prompt_text.value = "Q: {instruction}!\nA: "
-    assert editor.error.message == ""
+    assert editor.error.message == "" and editor.valid
     assert editor.template.prompt == "Q: {instruction}!\nA: "
 
 
@@ -85,7 +87,7 @@ def test_loss_on_everything_and_truncation_show_in_counts_and_tokens(editor):
         completion_only=False,
     )
     assert item.loss_tokens == len(item.input_ids)
-    assert f">{item.loss_tokens}<" in editor.counts.value
+    assert editor.preview_item.loss_tokens == item.loss_tokens
     editor.max_length_input.value = 20
     assert editor.max_length == 20
     html, item = expected_view(
@@ -94,13 +96,14 @@ def test_loss_on_everything_and_truncation_show_in_counts_and_tokens(editor):
     assert item.truncated == "prompt"  # the long Alpaca preamble alone exceeds 20 tokens
     assert editor.token_html.value == html
     assert "tokens cut (prompt)" in editor.token_html.value
+    assert editor.preview_item.truncated == "prompt"
     assert f"prompt: {item.full_length - 20} tokens cut" in editor.counts.value
 
 
 def test_a_too_small_max_length_is_an_inline_error(editor):
     editor.max_length_input.value = 1
     assert "`max_length`=1 is too small" in editor.error.message
-    assert editor.max_length == 256
+    assert editor.max_length == 256 and not editor.valid
 
 
 def test_row_index_and_escaping(editor, examples):
@@ -134,3 +137,30 @@ def test_static_fallback_has_html_and_text(editor):
     assert "application/vnd.jupyter.widget-view+json" in bundle
     assert "alpaca" in bundle["text/html"] and "loss tokens" in bundle["text/html"]
     assert "TemplateEditor" in bundle["text/plain"] and "loss tokens" in bundle["text/plain"]
+
+
+def test_result_traits_change_once_per_edit_and_flow_through_a_dlink(editor):
+    heard = []
+    editor.observe(lambda change: heard.append(change["name"]), names=["template", "max_length"])
+    follower = traitlets.HasTraits()
+    follower.add_traits(max_length=traitlets.Int(0))
+    traitlets.dlink((editor, "max_length"), (follower, "max_length"))
+    assert follower.max_length == 256
+    editor.max_length_input.value = 128
+    assert heard == ["max_length"] and follower.max_length == 128
+    editor.max_length_input.value = 1  # invalid: nothing flows on
+    assert follower.max_length == 128 and heard == ["max_length"]
+    editor.max_length_input.value = 200
+    editor.row_index.value = 3  # another row is not another template
+    assert heard == ["max_length", "max_length"] and follower.max_length == 200
+
+
+def test_without_a_tokenizer_or_rows_it_says_what_is_missing_until_given(tiny_tokenizer, examples):
+    editor = TemplateEditor(None, None)
+    assert not editor.valid and "load a model" in editor.error.message
+    editor.tokenizer = tiny_tokenizer
+    assert not editor.valid and "no rows to preview" in editor.error.message
+    editor.examples = examples.select(range(3))
+    assert editor.valid and editor.error.message == ""
+    assert editor.row_index.max == 2
+    assert examples.where(0) in editor.rendered.value

@@ -9,14 +9,15 @@ import pytest
 import torch
 from conftest import quick
 
-from widgets.training_monitor import (
+from workbench.runs.report import (
+    EXACT_MATCH,
     LEARNING_RATE,
-    RAW,
-    SMOOTHED,
-    VALIDATION,
-    TrainingMonitor,
+    SMOOTHED_LOSS,
+    TRAIN_LOSS,
+    VALIDATION_LOSS,
 )
-from workbench.train import train
+from workbench.training.finetune import train
+from workbench.widgets.training_monitor import TrainingMonitor
 
 
 def test_curves_grow_with_each_step_and_get_the_evaluations(tiny, ticket_split):
@@ -26,24 +27,28 @@ def test_curves_grow_with_each_step_and_get_the_evaluations(tiny, ticket_split):
     monitor.refresh_interval = 0  # redraw on every event, so each step is visible
     plotted = []
     run.add_callback(  # "*" subscribers are called after the monitor's own
-        "*", lambda e: e["event"] == "step" and plotted.append(len(monitor.figure.data[RAW].x))
+        "*", lambda e: e["event"] == "step" and plotted.append(len(monitor.trace(TRAIN_LOSS).x))
     )
     run.start().wait()
     assert run.status == "finished", run.error
     assert plotted == [1, 2, 3, 4, 5, 6]
-    data = monitor.figure.data
-    assert list(data[RAW].y) == pytest.approx(run.losses)
-    assert len(data[SMOOTHED].y) == 6 and data[SMOOTHED].y[-1] != data[RAW].y[-1]
+    raw, smoothed = monitor.trace(TRAIN_LOSS), monitor.trace(SMOOTHED_LOSS)
+    assert list(raw.y) == pytest.approx(run.losses)
+    assert len(smoothed.y) == 6 and smoothed.y[-1] != raw.y[-1]
     evaluations = [e for e in run.events if e["event"] == "evaluation"]
-    assert list(data[VALIDATION].x) == [0, 3, 6]
-    assert list(data[VALIDATION].y) == pytest.approx([e["eval_loss"] for e in evaluations])
-    assert data[LEARNING_RATE].yaxis == "y2" and len(data[LEARNING_RATE].y) == 6
+    validation = monitor.trace(VALIDATION_LOSS)
+    assert list(validation.x) == [0, 3, 6]
+    assert list(validation.y) == pytest.approx([e["eval_loss"] for e in evaluations])
+    rate = monitor.trace(LEARNING_RATE)
+    assert rate.yaxis == "y2" and len(rate.y) == 6
     assert (monitor.progress.value, monitor.progress.max) == (6, 6)
     assert "step 6/6" in monitor.progress_label.value
     assert "finished" in monitor.status.value
     assert monitor.stop_button.disabled and monitor.resume_button.disabled
     samples = [e for e in run.events if e["event"] == "samples"]
-    assert monitor.samples_html.value.count("<tr>") == 1 + 3 * len(samples)
+    assert monitor.curves.samples == samples and len(samples) == 3
+    answers = [s["answer"] for e in samples for s in e["samples"]]
+    assert len(answers) == 9 and all(a in monitor.samples_html.value for a in answers if a)
     assert monitor.error_html.value == ""
 
 
@@ -74,7 +79,7 @@ def test_stop_and_resume_buttons_drive_the_run(tiny, ticket_split):
     monitor.resume_button.click()
     monitor.wait()
     assert run.status == "finished", run.error
-    steps = list(monitor.figure.data[RAW].x)
+    steps = list(monitor.trace(TRAIN_LOSS).x)
     assert steps == list(range(1, 201))  # continued where it stopped, no gap, no repeat
     assert monitor.progress.value == 200
     assert monitor.resume_button.disabled and monitor.error_html.value == ""
@@ -117,16 +122,16 @@ def test_replay_from_a_run_directory_then_resume_it_with_a_fresh_model(tiny, tic
     lines = [json.loads(x) for x in (run.run_dir / "metrics.jsonl").read_text().splitlines()]
     monitor = TrainingMonitor.from_run_dir(run.run_dir)
     steps = [e["step"] for e in lines if e["event"] == "step"]
-    assert list(monitor.figure.data[RAW].x) == steps
+    assert list(monitor.trace(TRAIN_LOSS).x) == steps
     evaluations = [e for e in lines if e["event"] == "evaluation"]
-    assert len(monitor.figure.data[VALIDATION].x) == len(evaluations)
+    assert len(monitor.trace(VALIDATION_LOSS).x) == len(evaluations)
     assert monitor.state == "stopped" and monitor.stop_button.disabled
     assert not monitor.resume_button.disabled  # a complete checkpoint exists
 
     monitor.resume_button.click()  # loads the model named in config.yaml (the tiny folder)
     monitor.wait()
     assert monitor.run is not None and monitor.run.status == "finished", monitor.errors
-    assert list(monitor.figure.data[RAW].x) == list(range(1, 9))
+    assert list(monitor.trace(TRAIN_LOSS).x) == list(range(1, 9))
     assert monitor.progress.value == 8 and monitor.error_html.value == ""
 
 
@@ -142,7 +147,7 @@ def test_a_crashed_run_directory_replays_and_a_broken_event_is_shown(tmp_path):
     monitor = TrainingMonitor.from_run_dir(tmp_path)
     assert "KeyError" in monitor.error_html.value and "loss" in monitor.error_html.value
     assert "interrupted" in monitor.state
-    assert list(monitor.figure.data[RAW].y[:2]) == [2.0, None]  # NaN plotted as a gap
+    assert list(monitor.trace(TRAIN_LOSS).y[:2]) == [2.0, None]  # NaN plotted as a gap
     bundle = monitor._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
     assert "TrainingMonitor" in bundle["text/plain"] and "<svg" not in bundle["text/html"]
@@ -158,14 +163,32 @@ def test_static_output_without_a_frontend_summarises_the_run(tiny, ticket_split)
     assert "<svg" in html and "<table" in html
     reference = next(e for e in run.events if e["event"] == "samples")["samples"][0]["reference"]
     assert reference in html
+    empty = run.run_dir / "not-a-run"
+    empty.mkdir()
     with pytest.raises(FileNotFoundError, match="metrics.jsonl"):
-        TrainingMonitor.from_run_dir(tmp_dir := run.run_dir / "nowhere")
-    assert not tmp_dir.exists()
+        TrainingMonitor.from_run_dir(empty)
+    assert list(empty.iterdir()) == []  # replaying reads; it never writes into the folder
+
+
+def test_the_monitor_plots_the_events_it_is_given(tiny, ticket_split):
+    model, tokenizer = tiny
+    run = train(model, tokenizer, *ticket_split, hyperparameters=quick(), start=False)
+    monitor = TrainingMonitor(run)
+    monitor.refresh_interval = 0
+    run.emit("started", step=0, max_steps=3)
+    given = run.emit("step", step=1, loss=2.5, max_steps=3)
+    run.events.append({"event": "step", "step": 2, "loss": 9.0})  # never emitted: not plotted
+    assert monitor.curves.steps == [given]
+    assert list(monitor.trace(TRAIN_LOSS).y) == [2.5]
+    run.emit("step", step=2, loss=2.0, max_steps=3)
+    run.emit("started", step=1, max_steps=3)  # a resume from step 1 redoes step 2
+    run.emit("step", step=2, loss=1.5, max_steps=3)
+    assert list(monitor.trace(TRAIN_LOSS).x) == [1, 2]
+    assert list(monitor.trace(TRAIN_LOSS).y) == [2.5, 1.5]
 
 
 def test_exact_match_at_each_evaluation_is_plotted_and_reported(tiny, ticket_split):
-    from widgets.training_monitor import EXACT_MATCH
-    from workbench.report import write_report
+    from workbench.runs.report import write_report
 
     model, tokenizer = tiny
     run = train(model, tokenizer, *ticket_split, hyperparameters=quick(eval_metric_rows=5))
@@ -173,8 +196,8 @@ def test_exact_match_at_each_evaluation_is_plotted_and_reported(tiny, ticket_spl
     run.wait()
     evaluations = [e for e in run.events if e["event"] == "evaluation"]
     assert [e["scored_rows"] for e in evaluations] == [5, 5, 5]
-    from workbench.generation import Decoding, generate
-    from workbench.metrics import load_metric
+    from workbench.evaluation.generation import Decoding, generate
+    from workbench.evaluation.metrics import load_metric
 
     rows = ticket_split[1].rows[:5]
     prompts = [run.template.render_prompt(r, tokenizer) for r in rows]
@@ -183,9 +206,9 @@ def test_exact_match_at_each_evaluation_is_plotted_and_reported(tiny, ticket_spl
         predictions=answers, references=[r["output"] for r in rows]
     )["exact_match"]
     assert evaluations[-1]["exact_match"] == pytest.approx(expected)  # the final weights
-    data = monitor.figure.data
-    assert list(data[EXACT_MATCH].x) == [0, 3, 6]
-    assert list(data[EXACT_MATCH].y) == [e["exact_match"] for e in evaluations]
+    exact_match = monitor.trace(EXACT_MATCH)
+    assert list(exact_match.x) == [0, 3, 6]
+    assert list(exact_match.y) == [e["exact_match"] for e in evaluations]
     assert "exact match" in monitor.progress_label.value
     samples = [e for e in run.events if e["event"] == "samples"]
     assert all(len(e["samples"]) == 3 for e in samples)  # 5 answered, 3 shown

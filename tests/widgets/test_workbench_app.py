@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import html
+
 from conftest import SAMPLE_DATA
 
-from widgets.compare_view import CompareView
-from widgets.dataset_preview import DatasetPreview
-from widgets.lora_form import LoraForm
-from widgets.template_editor import TemplateEditor
-from widgets.workbench_app import COMPARE, METHOD, TEMPLATE, Workbench
+import workbench
+from workbench.evaluation.generation import adapter_disabled, generate
+from workbench.tokens.tokenizing import tokenize_examples
+from workbench.training import fitting
+from workbench.widgets.compare_view import CompareView
+from workbench.widgets.dataset_preview import DatasetPreview
+from workbench.widgets.lora_form import LoraForm
+from workbench.widgets.template_editor import TemplateEditor
+from workbench.widgets.workbench_app import COMPARE, TEMPLATE, Workbench
 
 TICKETS = SAMPLE_DATA / "support_tickets.jsonl"
 
@@ -32,8 +38,8 @@ def test_tabs_come_in_the_order_of_the_work(tiny):
         "Preferences",
         "Runs",
     ]
-    assert isinstance(app.data_panel, DatasetPreview) and app.data_panel.examples is not None
-    assert isinstance(app.template_panel, TemplateEditor)
+    assert isinstance(app.data_panel, DatasetPreview) and len(app.data_panel.examples) == 320
+    assert isinstance(app.template_panel, TemplateEditor) and app.template_panel.valid
     assert isinstance(app.method_panel, LoraForm)
     assert app.tabs.children[TEMPLATE] is app.template_panel
     assert app.compare_panel is None and "appears" in app.tabs.children[COMPARE].value
@@ -52,10 +58,8 @@ def test_tabs_come_in_the_order_of_the_work(tiny):
 def test_lora_fine_tune_end_to_end_then_compare(tiny):
     model, tokenizer = tiny
     app = Workbench(model, tokenizer, TICKETS)
-    app.tabs.selected_index = TEMPLATE
     app.template_panel.max_length_input.value = 320  # the Template tab's max_length wins
-    app.tabs.selected_index = METHOD  # memory predicted for the training rows, as tokenized
-    quick_settings(app)
+    quick_settings(app)  # no tab was visited: the Method tab follows by its links
     summary = app.method_panel.summary.value
     assert f"your {len(app.data_panel.split[0])} rows" in summary
     app.train_button.click()
@@ -82,13 +86,21 @@ def test_lora_fine_tune_end_to_end_then_compare(tiny):
     compare.wait()
     assert compare.errors == []
     rows = len(app.state.compare_rows)
-    assert rows == min(app.before_rows, len(validation))
-    assert compare.table_html.value.count("<tr>") == 1 + rows
+    assert rows == min(app.before_rows, len(validation)) > 0
     assert len(compare.before.answers) == len(compare.after.answers) == rows
+    assert compare.after.references == [r["output"] for r in app.state.compare_rows.rows]
+    for answer in compare.before.answers:  # every base answer is in the table
+        assert html.escape(answer) in compare.table_html.value
     compare.prompt_box.value = "The app crashes when I log in."
     compare.try_button.click()
     compare.wait()
-    assert compare.try_answers[0] is not None and compare.try_answers[1] is not None
+    prompt = compare.render_prompt("The app crashes when I log in.")
+    with adapter_disabled(run.model):
+        base = generate(run.model, tokenizer, [prompt], compare.decoding)[0]
+    tuned = generate(run.model, tokenizer, [prompt], compare.decoding)[0]
+    # the answers of the model itself, adapter off and on (the tiny base may answer nothing)
+    assert compare.try_answers == (base, tuned) and base != tuned
+    assert html.escape(tuned) in compare.try_output.value
 
 
 def test_full_fine_tuning_measures_before_training(tiny):
@@ -105,13 +117,16 @@ def test_full_fine_tuning_measures_before_training(tiny):
     assert compare.before is before and not compare.has_adapter
     compare.run_button.click()
     compare.wait()
-    assert compare.errors == [] and compare.after is not None
-    assert compare.summary_html.value.count("<tr>") == 1 + len(compare.after.scores)
+    assert compare.errors == [] and len(compare.after.answers) == len(before.answers)
+    assert set(compare.after.scores) == set(before.scores) >= {"exact_match", "validation_loss"}
+    for metric in compare.after.scores:
+        assert f">{metric}</td>" in compare.summary_html.value
 
 
 def test_load_model_and_data_from_the_panel_and_errors_are_shown(tiny_model_dir):
     app = Workbench(model_name="/no/such/model/folder")
-    assert app.template_panel is None and app.data_panel.examples is None
+    assert app.data_panel.examples is None and not app.data_panel.valid
+    assert not app.template_panel.valid and "load a model" in app.template_panel.error.message
     app.train_button.click()
     app.wait()
     assert "No model yet" in app.error_html.message
@@ -125,11 +140,42 @@ def test_load_model_and_data_from_the_panel_and_errors_are_shown(tiny_model_dir)
     app.load_button.click()
     app.wait()
     assert app.state.model is not None and app.load_button.disabled
-    assert app.method_panel.model is app.state.model
+    assert app.method_panel.model is app.state.model and app.method_panel.memory.total > 0
+    assert app.template_panel.tokenizer is app.state.tokenizer
+    assert app.data_panel.tokenizer is app.state.tokenizer  # followed the Template tab
     app.data_button.click()
     assert "path of a data file" in app.error_html.message
     app.data_path.value = str(TICKETS)
     app.data_button.click()
-    assert app.data_panel.examples is not None
-    assert isinstance(app.template_panel, TemplateEditor)  # tokenizer and rows: it can render
+    assert len(app.data_panel.examples) == 320 and app.data_panel.valid
+    assert app.template_panel.examples is app.data_panel.examples  # linked, not copied
+    assert app.template_panel.valid and app.template_panel.error.message == ""
     assert app.tabs.children[TEMPLATE] is app.template_panel
+    assert app.data_panel.histogram in app.data_panel.children  # lengths: it has a tokenizer
+    assert len(app.method_panel.row_lengths) == len(app.data_panel.split[0])
+
+
+def test_the_template_tab_settings_flow_into_the_data_and_method_tabs(tiny):
+    model, tokenizer = tiny
+    app = Workbench(model, tokenizer, TICKETS)
+    editor, data, form = app.template_panel, app.data_panel, app.method_panel
+    assert form.hyperparameter_controls["max_length"].disabled  # owned by the Template tab
+    editor.max_length_input.value = 96
+    assert form.hyperparameters.max_length == 96 and data.max_length == 96
+    assert [shape.x0 for shape in data.histogram.layout.shapes] == [96]
+    tokens = tokenize_examples(data.split[0], editor.template, tokenizer, max_length=96)
+    assert (form.row_lengths, form.response_fraction) == fitting.row_statistics(tokens)
+    editor.completion_only_checkbox.value = False  # every token carries loss now
+    assert form.hyperparameters.completion_only is False and form.response_fraction == 1.0
+    editor.template_name.value = "dolly"
+    assert data.template == workbench.TEMPLATES["dolly"]
+    dolly = tokenize_examples(
+        data.split[0], "dolly", tokenizer, max_length=96, completion_only=False
+    )
+    assert form.row_lengths == fitting.row_statistics(dolly)[0]
+    editor.max_length_input.value = 1  # invalid: the other tabs keep the last valid value
+    assert form.hyperparameters.max_length == 96 and data.max_length == 96
+    editor.max_length_input.value = 96
+    state = app.collect()
+    assert state.hyperparameters.max_length == 96 and not state.hyperparameters.completion_only
+    assert state.template == workbench.TEMPLATES["dolly"] and state.max_length == 96

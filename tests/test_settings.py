@@ -1,0 +1,87 @@
+"""Settings from hand-edited files: every wrong value named with its file, key path and fix."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from conftest import quick
+
+from workbench.cli import main as cli
+from workbench.errors import WorkbenchError
+from workbench.evaluation.generation import Decoding, generate
+from workbench.runs.directory import RunDirectory
+from workbench.training.finetune import train
+from workbench.training.hyperparameters import Hyperparameters
+from workbench.training.methods import Method
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"learning_rate": "abc"}, "`hyperparameters.learning_rate`='abc': must be a number"),
+        ({"max_steps": "ten"}, "`hyperparameters.max_steps`='ten': must be a whole number"),
+        ({"packing": "yes"}, "`hyperparameters.packing`='yes': must be true or false"),
+        ({"lr_scheduler": "cosinus"}, "`hyperparameters.lr_scheduler`='cosinus': choose one of"),
+        ({"lerning_rate": 1e-4}, "`hyperparameters.lerning_rate` is not a setting"),
+        ({"max_grad_norm": -1}, "`max_grad_norm`=-1.0 must be 0 (no clipping) or more"),
+        ({"warmup": math.nan}, "`warmup`=nan must be a finite number"),
+    ],
+)
+def test_a_bad_value_names_the_file_the_key_and_the_fix(values, message):
+    with pytest.raises(WorkbenchError) as raised:
+        Hyperparameters.from_dict(values, "runs/x/config.yaml", key="hyperparameters")
+    assert str(raised.value).startswith("runs/x/config.yaml: ")
+    assert message in str(raised.value)
+
+
+def test_yaml_numbers_written_as_text_are_read_as_numbers():
+    # YAML 1.1 reads 2e-4 (no dot) as text; a float setting accepts it
+    settings = Hyperparameters.from_dict({"learning_rate": "2e-4", "max_steps": 8.0})
+    assert settings.learning_rate == 2e-4 and settings.max_steps == 8
+    assert isinstance(settings.max_steps, int)
+
+
+def test_direct_construction_rejects_wrong_types_and_non_finite_numbers():
+    with pytest.raises(WorkbenchError, match="`learning_rate`='abc': must be a number"):
+        Hyperparameters(learning_rate="abc")
+    with pytest.raises(WorkbenchError, match="`learning_rate`=nan must be a finite number"):
+        Hyperparameters(learning_rate=math.nan)
+    with pytest.raises(WorkbenchError, match="`r`='sixteen': must be a whole number"):
+        Method(r="sixteen")
+    with pytest.raises(WorkbenchError, match="max_grad_norm"):
+        Hyperparameters(max_grad_norm=-1)
+    assert Hyperparameters(max_grad_norm=0).max_grad_norm == 0  # 0 turns clipping off
+
+
+def test_resume_with_a_hand_broken_config_exits_with_the_key_named(tiny, ticket_split, capsys):
+    model, tokenizer = tiny
+    run = train(model, tokenizer, *ticket_split, hyperparameters=quick(), start=False)
+    run.add_callback("step", lambda e: run.stop() if e["step"] == 2 else None)
+    assert run.start().wait().status == "stopped"
+    path = RunDirectory(run.run_dir).file("config.yaml")
+    text = path.read_text()
+    path.write_text(text.replace("learning_rate: 0.005", "learning_rate: abc", 1))
+    assert cli(["resume", str(run.run_dir)]) == 2
+    error = capsys.readouterr().err
+    assert f"{path}: invalid hyperparameters" in error
+    assert "`hyperparameters.learning_rate`='abc': must be a number" in error
+    assert "Traceback" not in error
+
+    path.write_text(text.replace("method:", "method: [unclosed", 1))
+    assert cli(["resume", str(run.run_dir)]) == 2
+    error = capsys.readouterr().err
+    method_line = text.splitlines().index("method:") + 1
+    # YAML notices the unclosed bracket on the line after it, and says so
+    assert f"{path}:{method_line + 1}: not valid YAML (expected ',' or ']'" in error
+    assert "Traceback" not in error
+
+
+def test_generate_rejects_an_empty_prompt_and_a_bare_string(tiny):
+    model, tokenizer = tiny
+    with pytest.raises(WorkbenchError, match="prompt 1 is ''"):
+        generate(model, tokenizer, ["Hello", ""], Decoding(max_new_tokens=2))
+    with pytest.raises(WorkbenchError, match=r"pass \[prompt\]"):
+        generate(model, tokenizer, "Hello", Decoding(max_new_tokens=2))
+    (answer,) = generate(model, tokenizer, ["Hello"], Decoding(max_new_tokens=2))
+    assert isinstance(answer, str)

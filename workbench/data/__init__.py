@@ -1,0 +1,1 @@
+"""Data: load files and frames, detect and validate formats, split, mix tasks, describe."""

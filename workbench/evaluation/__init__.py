@@ -1,0 +1,1 @@
+"""Evaluation: generate answers, score them, before/after, forgetting, prompting baselines."""

@@ -1,0 +1,293 @@
+"""report.html for a run directory: loss and validation curves (plotly), the validation metrics
+at each evaluation, the before/after table and, when measured, the learned/retained table.
+
+Built only from files in the run directory, so it can be rebuilt for any run, finished or not.
+plotly's JavaScript is embedded so the report opens offline.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from workbench.runs.directory import COMPARISON, FORGETTING, REPORT, RunDirectory
+
+
+def smooth(values: list[float], weight: float = 0.8) -> list[float]:
+    """Exponential moving average, debiased at the start (like TensorBoard's smoothing)."""
+    out, average = [], 0.0
+    for i, value in enumerate(values, start=1):
+        average = weight * average + (1 - weight) * value
+        out.append(average / (1 - weight**i))
+    return out
+
+
+@dataclass
+class Curves:
+    """A run's events as the curves show them. `add(event)` takes events in order; a
+    `started` event at step N > 0 (a resume) drops what came after step N, which the resumed
+    run redoes, so no step is plotted twice."""
+
+    steps: list[dict] = field(default_factory=list)
+    evaluations: list[dict] = field(default_factory=list)  # those with a validation loss
+    samples: list[dict] = field(default_factory=list)
+    started: dict | None = None
+    end: dict | None = None
+
+    @classmethod
+    def from_events(cls, events: list[dict]) -> Curves:
+        curves = cls()
+        for event in events:
+            curves.add(event)
+        return curves
+
+    def add(self, event: dict) -> None:
+        kind, step = event["event"], event.get("step") or 0
+        if kind == "started":
+            if step:  # resumed from a checkpoint: what came after it was redone or lost
+                self.steps = [e for e in self.steps if e["step"] <= step]
+                self.evaluations = [e for e in self.evaluations if e["step"] <= step]
+                self.samples = [e for e in self.samples if e["step"] <= step]
+            self.started, self.end = event, None
+        elif kind == "step":
+            float(event["loss"])  # a step without a loss cannot be plotted: say so
+            self.steps.append(event)
+        elif kind == "evaluation" and event.get("eval_loss") is not None:
+            self.evaluations.append(event)
+        elif kind == "samples":
+            self.samples.append(event)
+        elif kind in ("stopped", "finished", "failed"):
+            self.end = event
+
+
+@dataclass(frozen=True)
+class Trace:
+    """One curve of the figure: `key` of the `source` events (step or evaluation) against
+    their step. The report and the live monitor both build their traces from `TRACES` and
+    find them by `name`."""
+
+    name: str
+    source: Literal["step", "evaluation"]
+    key: str
+    color: str
+    row: int = 1
+    secondary_y: bool = False
+    smoothed: bool = False
+    markers: bool = False
+    dash: str | None = None
+    optional: bool = False  # hidden in the legend while it has no points (DPO's margin)
+
+    def points(self, curves: Curves) -> tuple[list, list]:
+        events = curves.steps if self.source == "step" else curves.evaluations
+        events = [e for e in events if e.get(self.key) is not None]
+        y = [finite(e[self.key]) for e in events]
+        return [e["step"] for e in events], _smoothed(y) if self.smoothed else y
+
+
+TRAIN_LOSS, SMOOTHED_LOSS, VALIDATION_LOSS = (
+    "train loss",
+    "train loss (smoothed)",
+    "validation loss",
+)
+LEARNING_RATE, EXACT_MATCH, REWARD_MARGIN = (
+    "learning rate",
+    "validation exact match",
+    "reward margin (DPO)",
+)
+TRACES = (
+    Trace(TRAIN_LOSS, "step", "loss", "rgba(31,119,180,0.35)"),
+    Trace(SMOOTHED_LOSS, "step", "loss", "rgb(31,119,180)", smoothed=True),
+    Trace(VALIDATION_LOSS, "evaluation", "eval_loss", "rgb(214,39,40)", markers=True),
+    Trace(LEARNING_RATE, "step", "learning_rate", "rgb(150,150,150)", secondary_y=True, dash="dot"),
+    Trace(EXACT_MATCH, "evaluation", "exact_match", "rgb(44,160,44)", row=2, markers=True),
+    Trace(REWARD_MARGIN, "step", "reward_margin", "rgb(148,103,189)", optional=True),
+)
+
+
+def curves_figure(events: list[dict]):
+    """A plotly figure of `TRACES`: training loss (raw, smoothed), validation loss, learning
+    rate, and below them validation exact match; DPO runs add the reward margin."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(
+        rows=2,
+        cols=1,
+        shared_xaxes=True,
+        row_heights=[0.72, 0.28],
+        vertical_spacing=0.06,
+        specs=[[{"secondary_y": True}], [{}]],
+    )
+    curves = Curves.from_events(events)
+    for trace in TRACES:
+        fig.add_trace(_scatter(trace, curves), row=trace.row, col=1, secondary_y=trace.secondary_y)
+    fig.update_layout(
+        height=480,
+        margin=dict(l=50, r=50, t=30, b=40),
+        template="plotly_white",
+        legend=dict(orientation="h", y=1.12),
+    )
+    fig.update_xaxes(title_text="optimizer step", row=2, col=1)
+    fig.update_yaxes(title_text="loss", secondary_y=False, row=1, col=1)
+    fig.update_yaxes(title_text="learning rate", secondary_y=True, showgrid=False, row=1, col=1)
+    fig.update_yaxes(title_text="exact match", range=[-0.05, 1.05], row=2, col=1)
+    return fig
+
+
+def update_curves(fig, curves: Curves) -> None:
+    """Set every trace of a figure made by `curves_figure` (a live FigureWidget) from
+    `curves`, finding each trace by its name."""
+    by_name = {t.name: t for t in fig.data}
+    with fig.batch_update():
+        for trace in TRACES:
+            x, y = trace.points(curves)
+            shown = by_name[trace.name]
+            shown.x, shown.y = x, y
+            if trace.optional:
+                shown.visible = True if x else "legendonly"
+
+
+def _scatter(trace: Trace, curves: Curves):
+    import plotly.graph_objects as go
+
+    x, y = trace.points(curves)
+    width = 2 if trace.smoothed or trace.markers or trace.optional else None
+    return go.Scatter(
+        x=x,
+        y=y,
+        name=trace.name,
+        mode="lines+markers" if trace.markers else "lines",
+        line=dict(color=trace.color, width=width, dash=trace.dash),
+        visible=("legendonly" if trace.optional and not x else True),
+    )
+
+
+def finite(value) -> float | None:
+    """None for NaN/inf (plotly shows a gap; JSON has no NaN)."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _smoothed(values: list[float | None]) -> list[float | None]:
+    """Smoothed values up to the first missing one; None after it."""
+    head = []
+    for value in values:
+        if value is None:
+            break
+        head.append(value)
+    return smooth(head) + [None] * (len(values) - len(head))
+
+
+def _table(rows: list[dict], columns: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_cell(c, r.get(c))}</td>" for c in columns) + "</tr>" for r in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _cell(column: str, value) -> str:
+    """A table cell; long prompts fold away, showing their end (where rows differ)."""
+    text = _fmt(value)
+    if column == "prompt" and len(text) > 120:
+        tail = text.strip()[-100:].replace("\n", " ")
+        return f"<details><summary>…{html.escape(tail)}</summary>{html.escape(text)}</details>"
+    return html.escape(text)
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Write `report.html` into the run directory and return its path."""
+    import plotly.io as pio
+
+    run_dir = Path(run_dir)
+    directory = RunDirectory(run_dir)
+    events, _ = directory.read_events()
+    parts = [f"<h1>Run {html.escape(run_dir.name)}</h1>"]
+    end = next(
+        (e for e in reversed(events) if e["event"] in ("finished", "stopped", "failed")), None
+    )
+    if end:
+        parts.append(
+            f"<p>Status: <b>{end['event']}</b> at step {end.get('step')}"
+            + (f": {html.escape(str(end.get('reason')))}" if end.get("reason") else "")
+            + "</p>"
+        )
+    parts.append("<h2>Loss and validation</h2>")
+    parts.append(pio.to_html(curves_figure(events), include_plotlyjs=True, full_html=False))
+    parts.append(_evaluations_html(events))
+    data = directory.read_json(FORGETTING)
+    if data is not None:
+        parts.append("<h2>Learned and retained (forgetting probe)</h2>")
+        parts.append(
+            "<p>Learned: the trained task(s), held-out rows. Retained: tasks the run never "
+            "trained on, measured on the base and on the fine-tuned model.</p>"
+        )
+        parts.append(_table(data["rows"], data["columns"]))
+    data = directory.read_json(COMPARISON)
+    if data is not None:
+        parts.append("<h2>Before and after fine-tuning (held-out rows)</h2>")
+        parts.append(_table(data["summary"], ["metric", "before", "after", "change"]))
+        parts.append("<h3>Answers</h3>")
+        parts.append(_table(data["rows"], ["prompt", "reference", "before", "after"]))
+    samples = Curves.from_events(events).samples  # after a resume, the redone steps' only
+    if samples:
+        parts.append("<h2>Sample answers at each evaluation</h2>")
+        rows = [{"step": e["step"], **s} for e in samples for s in e["samples"]]
+        parts.append(_table(rows, ["step", "reference", "answer"]))
+    style = (
+        "<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ddd;"
+        "padding:4px 8px;text-align:left;vertical-align:top;white-space:pre-wrap;"
+        "font-size:13px}th{background:#f3f3f3}</style>"
+    )
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{run_dir.name}</title>"
+        f"{style}</head><body>{''.join(parts)}</body></html>"
+    )
+    return directory.write_text(REPORT, page)
+
+
+def _evaluations_html(events: list[dict]) -> str:
+    """A table of the validation metrics at each evaluation (loss, perplexity, exact match)."""
+    evals = [e for e in events if e["event"] == "evaluation"]
+    if not evals:
+        return ""
+    rows = [
+        {
+            "step": e.get("step"),
+            "validation loss": e.get("eval_loss"),
+            "perplexity": e.get("perplexity"),
+            "exact match": e.get("exact_match"),
+            "rows scored": e.get("scored_rows"),
+        }
+        for e in evals
+    ]
+    columns = ["step", "validation loss", "perplexity", "exact match", "rows scored"]
+    return "<h3>Validation at each evaluation</h3>" + _table(rows, columns)
+
+
+def save_forgetting(run_dir: str | Path, table) -> Path:
+    """Store a learned/retained table (`workbench.forgetting_table`) for the run's report."""
+    frame = table.reset_index()
+    data = {"columns": [str(c) for c in frame.columns], "rows": frame.to_dict("records")}
+    return RunDirectory(run_dir).write_json(FORGETTING, data)
+
+
+def save_comparison(run_dir: str | Path, summary, rows) -> Path:
+    """Store a before/after comparison in the run directory (the report shows it)."""
+    data = {
+        "summary": [
+            {"metric": k, **{c: float(v) for c, v in r.items()}}
+            for k, r in summary.to_dict("index").items()
+        ],
+        "rows": rows.to_dict("records"),
+    }
+    return RunDirectory(run_dir).write_json(COMPARISON, data)

@@ -1,0 +1,232 @@
+"""Prompt templates: turn one dataset row into (prompt, response), so loss can skip the prompt.
+
+Templates are plain text with `{field}` placeholders. They are filled in by a small parser, not
+by `str.format` or Jinja, so a template cannot run code or reach attributes: `{x.__class__}` is
+an error. `{{` and `}}` stand for literal braces. The tokenizer's own chat template is the one
+exception: it is the model author's Jinja, rendered by transformers.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from workbench.errors import TemplateError
+
+_TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def template_fields(text: str) -> list[str]:
+    """The placeholder names in `text`, in order; raises TemplateError for anything else."""
+    names = []
+    for match in _TOKEN.finditer(text):
+        token, inner = match.group(0), match.group(1)
+        if token in ("{{", "}}"):
+            continue
+        if inner is None:
+            raise TemplateError(
+                f"Unmatched `{token}` at character {match.start()} of the template. Write `{{{{` "
+                "or `}}}}` for a literal brace."
+            )
+        if not _FIELD.fullmatch(inner):
+            raise TemplateError(
+                f"Unsupported placeholder `{token}` at character {match.start()}: only plain "
+                "field names like {instruction} are allowed (no attributes, indexes or formats)."
+            )
+        names.append(inner)
+    return names
+
+
+def fill(text: str, row: dict[str, Any], where: str = "row") -> str:
+    """Replace each `{field}` in `text` with the row's value; never evaluates anything."""
+
+    def substitute(match: re.Match) -> str:
+        token, name = match.group(0), match.group(1)
+        if token == "{{":
+            return "{"
+        if token == "}}":
+            return "}"
+        if name not in row or row[name] is None:
+            columns = ", ".join(sorted(k for k in row if not k.startswith("_")))
+            raise TemplateError(
+                f"{where}: the template uses `{{{name}}}` but the row has no `{name}` "
+                f"(its fields: {columns}). Fix the placeholder or map a column to `{name}`."
+            )
+        return str(row[name])
+
+    template_fields(text)  # raises for malformed templates before any substitution
+    return _TOKEN.sub(substitute, text)
+
+
+@dataclass(frozen=True)
+class Template:
+    """How a row becomes a prompt and a response.
+
+    `prompt` and `response` are texts with `{field}` placeholders. `prompt_no_input` is used
+    instead of `prompt` when the row's `input` is empty (the Alpaca convention). With
+    `use_chat_template`, the tokenizer's chat template builds the prompt from the row's
+    `messages` (or from instruction and input) and `system` is an optional system message.
+    """
+
+    name: str
+    prompt: str = ""
+    response: str = "{output}"
+    prompt_no_input: str | None = None
+    use_chat_template: bool = False
+    system: str | None = None
+    description: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        for part in (self.prompt, self.response, self.prompt_no_input or ""):
+            template_fields(part)
+        if not self.use_chat_template and not self.response:
+            raise TemplateError(f"Template `{self.name}`: `response` is empty; nothing to learn.")
+
+    @property
+    def fields(self) -> list[str]:
+        """Every field name the template reads."""
+        texts = [self.prompt, self.response, self.prompt_no_input or ""]
+        return list(dict.fromkeys(f for t in texts for f in template_fields(t)))
+
+    def render(self, row: dict[str, Any], tokenizer=None, where: str = "row") -> tuple[str, str]:
+        """(prompt, response) for one row. `where` names the row in errors (`data.jsonl:17`)."""
+        if self.use_chat_template:
+            return self._render_chat(row, tokenizer, where)
+        if "messages" in row and not ({"instruction", "prompt", "text"} & row.keys()):
+            raise TemplateError(
+                f"{where}: conversational rows (`messages`) need the chat template; use "
+                "TEMPLATES['chat'] or map the messages to fields first."
+            )
+        text = self.prompt
+        if self.prompt_no_input is not None and not str(row.get("input") or "").strip():
+            text = self.prompt_no_input
+        return fill(text, row, where), fill(self.response, row, where)
+
+    def render_prompt(self, row: dict[str, Any], tokenizer=None, where: str = "row") -> str:
+        """Only the prompt: what a model is given at generation time."""
+        return self.render({"output": "", "completion": "", **row}, tokenizer, where)[0]
+
+    def _render_chat(self, row: dict[str, Any], tokenizer, where: str) -> tuple[str, str]:
+        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+            raise TemplateError(
+                f"Template `{self.name}` uses the tokenizer's chat template, but "
+                + ("no tokenizer was given." if tokenizer is None else "this tokenizer has none.")
+                + " Pass the tokenizer, or pick a text template such as 'alpaca'."
+            )
+        messages = chat_messages(row, where)
+        if self.system and messages[0]["role"] != "system":
+            messages = [{"role": "system", "content": self.system}, *messages]
+        prompt = tokenizer.apply_chat_template(
+            messages[:-1], tokenize=False, add_generation_prompt=True
+        )
+        return prompt, messages[-1]["content"]
+
+
+def chat_messages(row: dict[str, Any], where: str = "row") -> list[dict[str, str]]:
+    """The row as a conversation ending with the assistant reply to learn."""
+    if "messages" in row:
+        messages = [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
+        if not messages or messages[-1]["role"] != "assistant":
+            raise TemplateError(f"{where}: the last message must be from the assistant.")
+        return messages
+    if "instruction" in row:
+        user = str(row["instruction"])
+        if str(row.get("input") or "").strip():
+            user += "\n\n" + str(row["input"])
+        return [{"role": "user", "content": user}, {"role": "assistant", "content": row["output"]}]
+    if "prompt" in row:
+        return [
+            {"role": "user", "content": row["prompt"]},
+            {"role": "assistant", "content": row["completion"]},
+        ]
+    raise TemplateError(f"{where}: the chat template needs `messages`, `instruction` or `prompt`.")
+
+
+_ALPACA_HEAD = (
+    "Below is an instruction that describes a task{paired}. "
+    "Write a response that appropriately completes the request.\n\n"
+)
+ALPACA_INPUT = Template(
+    name="alpaca_input",
+    prompt=_ALPACA_HEAD.format(paired=", paired with an input that provides further context")
+    + "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n",
+    description="Alpaca, for rows with an input.",
+)
+ALPACA_NO_INPUT = Template(
+    name="alpaca_no_input",
+    prompt=_ALPACA_HEAD.format(paired="") + "### Instruction:\n{instruction}\n\n### Response:\n",
+    description="Alpaca, for rows without an input.",
+)
+
+TEMPLATES: dict[str, Template] = {
+    t.name: t
+    for t in [
+        Template(
+            name="alpaca",
+            prompt=ALPACA_INPUT.prompt,
+            prompt_no_input=ALPACA_NO_INPUT.prompt,
+            description="Alpaca: the with-input or no-input text, chosen per row.",
+        ),
+        ALPACA_INPUT,
+        ALPACA_NO_INPUT,
+        Template(
+            name="dolly",
+            prompt="Below is an instruction that describes a task. Write a response that "
+            "appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n"
+            "Input:\n{input}\n\n### Response:\n",
+            prompt_no_input="Below is an instruction that describes a task. Write a response "
+            "that appropriately completes the request.\n\n### Instruction:\n{instruction}\n\n"
+            "### Response:\n",
+            response="{output}\n\n### End",
+            description="Dolly style: context under `Input:` and an explicit `### End` marker.",
+        ),
+        Template(
+            name="chat", use_chat_template=True, description="The tokenizer's own chat template."
+        ),
+        Template(
+            name="plain",
+            prompt="{prompt}",
+            response="{completion}",
+            description="Prompt/completion rows, concatenated as they are.",
+        ),
+        Template(
+            name="text",
+            prompt="",
+            response="{text}",
+            description="Plain text: every token is learned (no prompt).",
+        ),
+    ]
+}
+
+DEFAULT_TEMPLATE_FOR_FORMAT = {
+    "alpaca": "alpaca",
+    "prompt_completion": "plain",
+    "messages": "chat",
+    "sharegpt": "chat",
+    "text": "text",
+    "preference": "alpaca",  # instruction/input prompts; the response is chosen or rejected
+}
+
+
+def get_template(template: str | Template | None, data_format: str | None = None) -> Template:
+    """A built-in template by name, the given Template unchanged, or with `None` the template
+    that suits `data_format` (the format `load_data` detected)."""
+    if isinstance(template, Template):
+        return template
+    if template is None:
+        if data_format is None:
+            raise TemplateError("No template given: name one, or pass the data's format.")
+        return default_template(data_format)
+    if template not in TEMPLATES:
+        raise TemplateError(
+            f"Unknown template `{template}`; built-ins: {', '.join(TEMPLATES)}. For your own, "
+            "use Template(name=..., prompt='...{field}...', response='{output}')."
+        )
+    return TEMPLATES[template]
+
+
+def default_template(data_format: str) -> Template:
+    """The built-in template that suits a detected data format."""
+    return TEMPLATES[DEFAULT_TEMPLATE_FOR_FORMAT[data_format]]

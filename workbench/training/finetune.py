@@ -1,0 +1,310 @@
+"""`train(...)`: fine-tune inside the kernel with transformers' Trainer, on a background thread.
+
+The run directory (`runs/<id>/`) holds `config.yaml` (with the exact training and validation
+rows in `data/`), so `resume_run(path)` or `python -m workbench resume path` can continue it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from workbench.data.loading import Examples
+from workbench.errors import AllLabelsMaskedError, RunDirectoryInUseError, WorkbenchError
+from workbench.evaluation.generation import cut_prompts
+from workbench.runs.directory import CONFIG, RunDirectory, new_run_dir
+from workbench.runs.run import Run, RunContext, event_bridge
+from workbench.tokens.collators import CompletionCollator, PackedCollator
+from workbench.tokens.templates import Template, get_template
+from workbench.tokens.tokenizing import IGNORE_INDEX, tokenize_examples
+from workbench.training.hyperparameters import Hyperparameters
+from workbench.training.loss import (
+    accepts_logits_to_keep,
+    index_logits_supported,
+    workbench_trainer_class,
+)
+from workbench.training.methods import Method, apply_method, count_parameters
+
+
+def train(
+    model,
+    tokenizer,
+    train_data: Examples,
+    validation: Examples | None = None,
+    *,
+    template: Template | str | None = None,
+    method: Method | None = None,
+    hyperparameters: Hyperparameters | None = None,
+    run_dir: str | Path | None = None,
+    samples: int = 3,
+    regularizer=None,
+    start: bool = True,
+) -> Run:
+    """Start fine-tuning and return the Run at once (training continues in the background).
+
+    `template` defaults to the one that suits the data format. `samples` validation prompts are
+    answered at every evaluation. The model is adapted in place (LoRA layers are injected);
+    `run.model` is the model being trained, with the adapter switchable for before/after.
+    `regularizer` (e.g. `workbench.fisher_ewc(...)`, full fine-tuning only) is added to the
+    training loss and recorded in config.yaml, so a resumed run keeps it.
+    """
+    if run_dir is not None and RunDirectory(run_dir).is_run:
+        raise RunDirectoryInUseError(Path(run_dir))
+    run = _prepare_run(
+        model,
+        tokenizer,
+        train_data,
+        validation,
+        template=template,
+        method=method or Method(),
+        hp=hyperparameters or Hyperparameters(),
+        run_dir=run_dir,
+        samples=samples,
+        regularizer=regularizer,
+        resuming=False,
+    )
+    return run.start() if start else run
+
+
+def _prepare_run(
+    model,
+    tokenizer,
+    train_data: Examples,
+    validation: Examples | None,
+    *,
+    template,
+    method: Method,
+    hp: Hyperparameters,
+    run_dir,
+    samples: int,
+    regularizer,
+    resuming: bool,
+) -> Run:
+    """Tokenize, adapt the model, size the batch and build the Run. A new run records its
+    config.yaml and rows; a resumed one reads them and changes nothing."""
+    if regularizer is not None and method.uses_lora:
+        raise WorkbenchError(
+            f"`regularizer` (EWC) with `kind`={method.kind!r}: LoRA leaves the base weights "
+            "frozen, so there is nothing to anchor. Use kind='full' (or 'freeze'), or drop it."
+        )
+    template = get_template(template, train_data.format)
+    train_tokens = _tokens(train_data, template, tokenizer, hp)
+    _check_learnable(train_tokens, train_data)
+    has_validation = validation is not None and len(validation) > 0
+    val_tokens = _tokens(validation, template, tokenizer, hp) if has_validation else None
+    model = _adapt(model, method, hp.seed)
+    hp, fit = _size_batch(model, method, hp, train_tokens)
+    run_dir = Path(run_dir) if run_dir else new_run_dir(f"{method.kind}-{_task_label(train_data)}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    scored = min(hp.eval_metric_rows, len(validation)) if has_validation else 0
+    sample_rows = (validation if has_validation else train_data).rows[: max(samples, scored)]
+    if not resuming:
+        extra = {"samples": min(samples, len(sample_rows))}
+        if regularizer is not None:  # recorded so that a resumed run keeps it
+            extra["regularizer"] = regularizer.save(run_dir)
+        RunDirectory(run_dir).record_run(
+            stage="sft",
+            model=model,
+            template=template,
+            method=method,
+            hyperparameters=hp,
+            train=train_data,
+            validation=validation,
+            **extra,
+        )
+    pairs = [template.render(r, tokenizer) for r in sample_rows]
+    shown_from = validation if has_validation else train_data
+    prompts = cut_prompts(  # as the rows are trained: no longer than max_length
+        [p for p, _ in pairs],
+        tokenizer,
+        hp.max_length,
+        where=[shown_from.where(i) for i in range(len(pairs))],
+    )
+    context = RunContext(
+        model=model,
+        tokenizer=tokenizer,
+        template=template,
+        method=method,
+        hyperparameters=hp,
+        parameters=count_parameters(model),
+        sample_prompts=prompts,
+        references=[r for _, r in pairs],
+        samples_shown=samples,
+        scored_rows=scored,  # the bridge answers max(samples, scored) rows
+        sample_max_new_tokens=hp.sample_max_new_tokens,
+        fit=fit,
+        truncation=train_tokens.report,
+    )
+
+    def build_trainer(run: Run, resuming: bool):  # run.hyperparameters: a resume may extend
+        return _build_trainer(
+            run, run.hyperparameters, train_tokens, val_tokens, resuming, regularizer
+        )
+
+    def save_final(folder: Path) -> None:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
+    return Run(run_dir, context, build_trainer, save_final=save_final)
+
+
+def _tokens(rows: Examples, template: Template, tokenizer, hp: Hyperparameters):
+    return tokenize_examples(
+        rows,
+        template,
+        tokenizer,
+        max_length=hp.max_length,
+        completion_only=hp.completion_only,
+        truncation_side=hp.truncation_side,
+    )
+
+
+def _adapt(model, method: Method, seed: int):
+    """The model with the method applied (LoRA layers injected, layers frozen, ...); a model
+    that already carries an adapter (an earlier run's `run.model`) continues it."""
+    if not (method.uses_lora and hasattr(model, "peft_config")):
+        from transformers import set_seed
+
+        set_seed(seed)  # LoRA's initial weights come from this seed too
+        return apply_method(model, method)
+    existing = model.peft_config.get("default")
+    if existing is not None and (existing.r, existing.lora_alpha) != (method.r, method.alpha):
+        warnings.warn(
+            f"The model already carries a LoRA adapter (r={existing.r}, alpha="
+            f"{existing.lora_alpha}) from an earlier run; training continues that adapter "
+            f"and ignores method r={method.r}, alpha={method.alpha}. Load a fresh model to "
+            "train a new adapter.",
+            stacklevel=4,
+        )
+    return model
+
+
+def _size_batch(model, method: Method, hp: Hyperparameters, tokens):
+    """Apply `auto_batch` on a GPU, then warn when the predicted peak exceeds free memory."""
+    from workbench.training.fitting import auto_batch_size, check_fit, row_statistics
+
+    lengths, response = row_statistics(tokens)
+    on_gpu = str(next(model.parameters()).device).startswith("cuda")
+    if hp.auto_batch and on_gpu:
+        chosen = auto_batch_size(model, method, hp, lengths, response)
+        # config.yaml keeps the batch chosen, not the wish: a resumed run must not choose again
+        hp = hp.replace(batch_size=chosen, auto_batch=False)
+    fit = check_fit(model, method, hp, lengths, response)
+    if fit is not None and not fit.fits:
+        warnings.warn(str(fit), stacklevel=3)
+    return hp, fit
+
+
+def _task_label(data: Examples) -> str:
+    tasks = list(data.tasks)
+    return tasks[0] if len(tasks) == 1 else f"{len(tasks)}tasks"
+
+
+def _check_learnable(tokens, data: Examples) -> None:
+    report = tokens.report
+    if len(report.without_loss) == report.rows:
+        raise AllLabelsMaskedError(
+            f"No row of {data.source} has a token to learn from (every label would be "
+            f"{IGNORE_INDEX}, masked): {report}"
+        )
+    if report.truncated:
+        warnings.warn(str(report), stacklevel=3)
+
+
+# transformers' own Trainer still calls a renamed property; the warning is not for our users.
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+
+
+def _build_trainer(run: Run, hp: Hyperparameters, train_tokens, val_tokens, resuming, regularizer):
+    """transformers' Trainer (the project's subclass) for an instruction-tuning run."""
+    from transformers import EarlyStoppingCallback, PrinterCallback
+
+    model, tokenizer = run.model, run.tokenizer
+
+    device = str(next(model.parameters()).device).split(":")[0]
+    args = hp.to_training_args(
+        str(run.directory.checkpoints_dir),
+        device=device,
+        dtype=next(model.parameters()).dtype,
+        has_validation=val_tokens is not None,
+    )
+    if resuming:
+        args.eval_on_start = False  # the resumed run already evaluated its start
+    callbacks = [event_bridge(run)]
+    if hp.early_stopping_patience and val_tokens is not None:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=hp.early_stopping_patience))
+    if hp.compile:
+        from workbench.training.compiling import compiling_callback
+
+        callbacks.append(compiling_callback())
+    trainer = workbench_trainer_class()(
+        model=model,
+        args=args,
+        train_dataset=train_tokens.to_hf(),
+        eval_dataset=val_tokens.to_hf() if val_tokens is not None else None,
+        data_collator=training_collator(tokenizer, hp, select_logits=logits_selectable(model)),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+    trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; events replace it
+    if regularizer is not None:  # e.g. EWC: its penalty joins the training loss
+        from workbench.training.regularizers import attach_regularizer
+
+        attach_regularizer(trainer, regularizer)
+    return trainer
+
+
+def training_collator(tokenizer, hp: Hyperparameters, *, select_logits: bool = True):
+    """Packed rows of up to `max_length` tokens, or padded rows when `packing` is off; with
+    `select_logits`, batches list the positions whose logits the loss needs."""
+    if hp.packing:
+        return PackedCollator(
+            tokenizer.pad_token_id, row_length=hp.max_length, select_logits=select_logits
+        )
+    return CompletionCollator(
+        tokenizer.pad_token_id, count_tokens=True, select_logits=select_logits
+    )
+
+
+def logits_selectable(model) -> bool:
+    """Whether the loss can ask this model for the response positions' logits alone."""
+    return index_logits_supported() and accepts_logits_to_keep(model)
+
+
+def resume_run(
+    run_dir: str | Path, model=None, tokenizer=None, *, max_steps: int | None = None
+) -> Run:
+    """Continue a stopped, failed or killed run from its newest complete checkpoint.
+
+    Loads the model named in config.yaml unless `model` and `tokenizer` are given (a fresh,
+    un-adapted base model). A finished run is left unchanged (RunFinishedError) unless a larger
+    `max_steps` extends it. Nothing in the directory is rewritten except by the training.
+    """
+    from workbench.training.models import load_model
+    from workbench.training.regularizers import regularizer_from_config
+
+    directory = RunDirectory(run_dir)
+    config = directory.read_config()
+    where = str(directory.file(CONFIG))
+    hp = Hyperparameters.from_dict(config["hyperparameters"], where, key="hyperparameters")
+    method = Method.from_dict(config["method"], where, key="method")
+    directory.resume_point(max_steps or hp.max_steps, extending=max_steps is not None)
+    if model is None:
+        model, tokenizer = load_model(config["model"], quantization=config.get("quantization"))
+    template = Template(**config["template"])
+    run = _prepare_run(
+        model,
+        tokenizer,
+        directory.load_rows("train"),
+        directory.load_rows("validation"),
+        template=template,
+        method=method,
+        hp=hp,
+        run_dir=directory.path,
+        samples=config.get("samples", 3),
+        regularizer=regularizer_from_config(
+            config.get("regularizer"), model, tokenizer, directory.path, template
+        ),
+        resuming=True,
+    )
+    return run.resume(max_steps)

@@ -1,0 +1,219 @@
+"""Training hyperparameters, with defaults sized for the embedded 135M model on a laptop CPU.
+
+`Hyperparameters.to_training_args()` is the one place they become transformers' TrainingArguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from workbench.errors import WorkbenchError
+from workbench.settings import Settings
+
+
+@dataclass
+class Hyperparameters(Settings):
+    """How training runs.
+
+    Optimisation: `learning_rate`, `lr_scheduler`, `warmup`, `weight_decay`, `max_grad_norm`.
+    Length of training: `epochs`, or `max_steps` when set (> 0).
+    Batches: `batch_size` x `gradient_accumulation` rows per optimizer step; `max_length`.
+    Batches are packed without padding (`packing`) unless it is turned off.
+    Speed: `compile` compiles the decoder layers (torch.compile) while training.
+    Evaluation: every `eval_every` steps on the validation set (loss + sample answers, and exact
+    match over the first `eval_metric_rows` validation rows); `early_stopping_patience`
+    evaluations without a lower validation loss stop the run.
+    """
+
+    learning_rate: float = field(
+        default=2e-4,
+        metadata={"help": "LoRA tolerates 1e-4..5e-4; full fine-tuning wants ~1e-5..5e-5"},
+    )
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = field(
+        default="cosine", metadata={"help": "how the learning rate decays after warmup"}
+    )
+    warmup: float = field(
+        default=0.05,
+        metadata={"help": "warmup as a fraction of the steps (<1) or a step count (>=1)"},
+    )
+    epochs: float = field(default=1.0, metadata={"help": "passes over the training data"})
+    max_steps: int = field(default=-1, metadata={"help": "if > 0, overrides epochs"})
+    batch_size: int = field(default=8, metadata={"help": "rows per forward pass"})
+    gradient_accumulation: int = field(
+        default=1,
+        metadata={
+            "help": "forward passes per optimizer step (effective batch = batch_size x this)"
+        },
+    )
+    weight_decay: float = field(
+        default=0.0,
+        metadata={"help": "pulls weights towards zero; 0.01-0.1 regularises full fine-tuning"},
+    )
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping"})
+    max_length: int = field(default=256, metadata={"help": "longest row in tokens; cut beyond"})
+    truncation_side: Literal["right", "left"] = field(
+        default="right",
+        metadata={"help": "right cuts the end of the response; left cuts the start of the prompt"},
+    )
+    completion_only: bool = field(
+        default=True, metadata={"help": "learn only the response tokens (prompt labels are -100)"}
+    )
+    eval_every: int = field(default=20, metadata={"help": "evaluate every N optimizer steps"})
+    early_stopping_patience: int = field(
+        default=0, metadata={"help": "stop after N evaluations without improvement (0: off)"}
+    )
+    sample_max_new_tokens: int = field(
+        default=24, metadata={"help": "length of the sample answers generated at each evaluation"}
+    )
+    eval_metric_rows: int = field(
+        default=16,
+        metadata={"help": "validation rows answered for exact match at each evaluation (0: off)"},
+    )
+    seed: int = field(default=0, metadata={"help": "same seed, same data order and init"})
+    gradient_checkpointing: bool = field(
+        default=False,
+        metadata={
+            "help": "recompute activations: less memory, ~30% slower; only when memory is short"
+        },
+    )
+    keep_checkpoints: int = field(default=2, metadata={"help": "newest checkpoints kept"})
+    auto_batch: bool = field(
+        default=False,
+        metadata={
+            "help": "on a GPU, raise batch_size to the largest whose predicted peak fits in free "
+            "memory (fewer, larger steps: faster, but retune the learning rate)"
+        },
+    )
+    packing: bool = field(
+        default=True,
+        metadata={
+            "help": "lay each batch's rows end to end without padding (attention stays inside "
+            "each row): the same loss, no compute spent on padding"
+        },
+    )
+    compile: bool = field(
+        default=False,
+        metadata={
+            "help": "torch.compile each decoder layer while training: on a 2-core CPU the same "
+            "tokens/s and ~30% less peak memory, after ~40 s of compiling the first time "
+            "(cached after); on a GPU not measured yet"
+        },
+    )
+
+    def __post_init__(self) -> None:
+        self.check_values()
+        problems = []
+        if self.max_grad_norm < 0:
+            problems.append(
+                f"`max_grad_norm`={self.max_grad_norm} must be 0 (no clipping) or more (1.0 is "
+                "usual)."
+            )
+        positive = (
+            "learning_rate",
+            "batch_size",
+            "gradient_accumulation",
+            "max_length",
+            "eval_every",
+            "sample_max_new_tokens",
+            "keep_checkpoints",
+        )
+        problems += [
+            f"`{name}`={getattr(self, name)} must be positive."
+            for name in positive
+            if getattr(self, name) <= 0
+        ]
+        if self.epochs <= 0 and self.max_steps <= 0:
+            problems.append("Set `epochs` > 0 or `max_steps` > 0: nothing would train.")
+        if self.warmup < 0:
+            problems.append(f"`warmup`={self.warmup} must be 0 or more.")
+        if self.weight_decay < 0:
+            problems.append(f"`weight_decay`={self.weight_decay} must be 0 or more.")
+        if self.eval_metric_rows < 0:
+            problems.append(f"`eval_metric_rows`={self.eval_metric_rows} must be 0 (off) or more.")
+        if self.early_stopping_patience < 0:
+            problems.append("`early_stopping_patience` must be 0 (off) or more.")
+        if self.lr_scheduler not in ("cosine", "linear", "constant", "constant_with_warmup"):
+            problems.append(
+                f"`lr_scheduler`={self.lr_scheduler!r}: use cosine, linear, "
+                "constant or constant_with_warmup."
+            )
+        if self.truncation_side not in ("right", "left"):
+            problems.append(f"`truncation_side`={self.truncation_side!r}: use 'right' or 'left'.")
+        if self.learning_rate > 1e-2:
+            problems.append(
+                f"`learning_rate`={self.learning_rate} is far too high for "
+                "fine-tuning (typical: 2e-4 for LoRA, 2e-5 for full)."
+            )
+        if problems:
+            raise WorkbenchError("Invalid hyperparameters:\n  - " + "\n  - ".join(problems))
+
+    def to_training_args(
+        self,
+        output_dir: str,
+        *,
+        device: str = "cpu",
+        dtype=None,
+        has_validation: bool = True,
+        args_class=None,
+        **extra,
+    ):
+        """The equivalent transformers.TrainingArguments (or `args_class`, a subclass such as
+        TRL's DPOConfig, with its own settings in `extra`)."""
+        import torch
+        from transformers import TrainingArguments
+
+        evaluating = "steps" if has_validation else "no"
+        early = bool(self.early_stopping_patience) and has_validation
+        arguments = dict(
+            output_dir=output_dir,
+            learning_rate=self.learning_rate,
+            lr_scheduler_type=self.lr_scheduler,
+            warmup_steps=self.warmup,
+            num_train_epochs=self.epochs,
+            max_steps=self.max_steps,
+            per_device_train_batch_size=self.batch_size,
+            per_device_eval_batch_size=self.batch_size,
+            gradient_accumulation_steps=self.gradient_accumulation,
+            weight_decay=self.weight_decay,
+            max_grad_norm=self.max_grad_norm,
+            eval_strategy=evaluating,
+            eval_steps=self.eval_every,
+            eval_on_start=has_validation,  # the base model's validation loss: the curve's start
+            save_strategy="steps",
+            save_steps=self.eval_every,
+            # the Run's event bridge keeps `keep_checkpoints`, deleting old ones only after the
+            # new one is marked complete (the Trainer's own rotation deletes them before)
+            save_total_limit=None,
+            load_best_model_at_end=early,
+            metric_for_best_model="eval_loss" if early else None,
+            greater_is_better=False if early else None,
+            logging_steps=1,
+            logging_nan_inf_filter=False,  # a NaN must reach us, not be averaged away
+            include_num_input_tokens_seen="no",  # the collator counts them, without a sync
+            seed=self.seed,
+            data_seed=self.seed,
+            **_checkpointing_argument(self.gradient_checkpointing),
+            bf16=device.startswith("cuda") and dtype == torch.bfloat16,
+            use_cpu=device == "cpu",
+            report_to="none",
+            disable_tqdm=True,  # the Run's events drive progress bars instead
+            remove_unused_columns=False,
+            dataloader_num_workers=0,
+        )
+        return (args_class or TrainingArguments)(**{**arguments, **extra})
+
+
+def _checkpointing_argument(enabled: bool) -> dict:
+    """transformers 5 renamed gradient_checkpointing to activation_checkpointing."""
+    import inspect
+
+    from transformers import TrainingArguments
+
+    names = inspect.signature(TrainingArguments.__init__).parameters
+    key = (
+        "activation_checkpointing"
+        if "activation_checkpointing" in names
+        else ("gradient_checkpointing")
+    )
+    return {key: enabled}

@@ -1,0 +1,264 @@
+"""Preference tuning after instruction tuning: Direct Preference Optimisation with TRL's DPOTrainer.
+
+`train_preferences(model, tokenizer, pairs)` continues the SFT adapter on prompt/chosen/rejected
+rows and returns a `Run` with the same events as `train()` (its `step` events also carry
+`reward_margin`, `reward_accuracy`, ...), so TrainingMonitor and the run history show it. The
+reference model is the SFT adapter itself: TRL keeps a frozen copy of it as a second adapter
+(`ref`) on the same model, so no second model is loaded. `preference_margin` measures how
+much more likely the model finds the chosen answers than the rejected ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from workbench.data.loading import Examples
+from workbench.errors import WorkbenchError
+from workbench.runs.directory import RunDirectory, new_run_dir
+from workbench.runs.run import Run, RunContext, event_bridge
+from workbench.tokens.templates import Template, get_template
+from workbench.training.hyperparameters import Hyperparameters
+from workbench.training.methods import Method, apply_method, count_parameters
+
+# Hyperparameters that only instruction tuning uses: DPO keeps them at these values.
+SFT_ONLY = {
+    "packing": False,
+    "completion_only": True,
+    "eval_metric_rows": 0,
+    "auto_batch": False,
+    "compile": False,
+    "early_stopping_patience": 0,
+}
+
+
+@dataclass
+class PreferenceSettings(Hyperparameters):
+    """How DPO runs: the instruction-tuning `Hyperparameters` (same fields, meanings and checks)
+    with DPO's defaults, plus `beta`, how far the model may move from the SFT reference (lower
+    moves further). `max_length` counts prompt + answer. The settings in `SFT_ONLY` do not
+    apply to DPO and must keep their values.
+    """
+
+    learning_rate: float = field(
+        default=5e-5, metadata={"help": "DPO wants ~10x less than SFT: 5e-6 full, 5e-5 LoRA"}
+    )
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = field(
+        default="linear", metadata={"help": "how the rate decays"}
+    )
+    warmup: float = field(default=0.0, metadata={"help": "fraction (<1) or steps (>=1)"})
+    batch_size: int = field(default=4, metadata={"help": "pairs per forward pass"})
+    eval_every: int = field(default=10, metadata={"help": "evaluate every N steps"})
+    keep_checkpoints: int = field(default=1, metadata={"help": "newest checkpoints kept"})
+    packing: bool = field(default=False, metadata={"help": "not used by DPO"})
+    eval_metric_rows: int = field(default=0, metadata={"help": "not used by DPO"})
+    beta: float = field(
+        default=0.1, metadata={"help": "KL strength: 0.1 is usual, 0.5 stays close"}
+    )
+
+    def __post_init__(self) -> None:
+        self.check_values()
+        problems = [
+            f"`{name}`={getattr(self, name)!r} does not apply to DPO: leave it at {value!r}."
+            for name, value in SFT_ONLY.items()
+            if getattr(self, name) != value
+        ]
+        if self.beta <= 0:
+            problems.append(f"`beta`={self.beta} must be positive (0.1 is usual).")
+        if problems:
+            raise WorkbenchError("Invalid preference settings:\n  - " + "\n  - ".join(problems))
+        super().__post_init__()
+
+
+def prompt_of(row: dict[str, Any], template: Template, tokenizer=None) -> str:
+    """The prompt of a preference row: `instruction`/`input` through the SFT template, or the
+    row's `prompt` as it is."""
+    if row.get("instruction"):
+        return template.render_prompt(row, tokenizer)
+    return row["prompt"]
+
+
+def check_pairs(pairs: Examples) -> None:
+    if pairs.format != "preference":
+        raise WorkbenchError(
+            f"{pairs.source}: DPO needs preference rows (`chosen`, `rejected` and `prompt` or "
+            f"`instruction`), but these are {pairs.format!r} rows. See "
+            "sample_data/preferences.jsonl."
+        )
+
+
+def _trl_rows(pairs: Examples, template: Template, tokenizer) -> list[dict[str, str]]:
+    return [
+        {
+            "prompt": prompt_of(r, template, tokenizer),
+            "chosen": r["chosen"],
+            "rejected": r["rejected"],
+        }
+        for r in pairs.rows
+    ]
+
+
+def _dpo_config(settings: PreferenceSettings, output_dir: Path, model, has_validation: bool):
+    """TRL's DPOConfig: the Trainer settings as for instruction tuning, plus DPO's own."""
+    from trl import DPOConfig
+
+    parameter = next(model.parameters())
+    return settings.to_training_args(
+        str(output_dir),
+        device=str(parameter.device).split(":")[0],
+        dtype=parameter.dtype,
+        has_validation=has_validation,
+        args_class=DPOConfig,
+        beta=settings.beta,
+        max_length=settings.max_length,
+        remove_unused_columns=True,  # DPOConfig's default: TRL drops the text columns itself
+    )
+
+
+def train_preferences(
+    model,
+    tokenizer,
+    pairs: Examples,
+    validation: Examples | None = None,
+    *,
+    template: Template | str = "alpaca",
+    settings: PreferenceSettings | None = None,
+    method: Method | None = None,
+    parent: str | Path | None = None,
+    run_dir: str | Path | None = None,
+    samples: int = 2,
+    start: bool = True,
+) -> Run:
+    """Start DPO on `pairs` and return the Run at once (training continues in the background).
+
+    `model` is normally the SFT run's model (`run.model`, a PEFT model): its adapter goes on
+    learning and a frozen copy is the reference. A model without an adapter gets a fresh one
+    from `method` (default LoRA) and the base is the reference. `parent` names the SFT run
+    directory in the DPO run's config.
+    """
+    check_pairs(pairs)
+    if validation is not None:
+        check_pairs(validation)
+    settings = settings or PreferenceSettings()
+    template = get_template(template)
+    model, method = _with_adapter(model, method, settings.seed)
+    task = next(iter(pairs.tasks), "pairs")
+    run_dir = Path(run_dir) if run_dir else new_run_dir(f"dpo-{task}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    RunDirectory(run_dir).record_run(
+        stage="dpo",
+        model=model,
+        template=template,
+        method=method,
+        hyperparameters=settings,
+        train=pairs,
+        validation=validation,
+        parent=str(parent) if parent else None,
+    )
+    sample_rows = (validation if validation is not None and len(validation) else pairs).rows
+    prompts = [prompt_of(r, template, tokenizer) for r in sample_rows[:samples]]
+    context = RunContext(
+        model=model,
+        tokenizer=tokenizer,
+        template=template,
+        method=method,
+        hyperparameters=settings,
+        parameters=count_parameters(model),
+        sample_prompts=prompts,
+        references=[r["chosen"] for r in sample_rows[:samples]],
+        samples_shown=len(prompts),
+        sample_max_new_tokens=settings.sample_max_new_tokens,
+    )
+    train_rows = _trl_rows(pairs, template, tokenizer)
+    val_rows = _trl_rows(validation, template, tokenizer) if validation is not None else None
+
+    def build_trainer(run: Run, resuming: bool):
+        if resuming:
+            raise WorkbenchError("DPO runs cannot be resumed yet: start a new one.")
+        return _build_dpo_trainer(run, settings, train_rows, val_rows)
+
+    def save_final(folder: Path) -> None:  # the DPO-tuned adapter, not TRL's frozen `ref` copy
+        model.save_pretrained(folder, selected_adapters=["default"])
+        tokenizer.save_pretrained(folder)
+
+    run = Run(run_dir, context, build_trainer, save_final=save_final)
+    return run.start() if start else run
+
+
+def _build_dpo_trainer(run: Run, settings: PreferenceSettings, train_rows, val_rows):
+    """TRL's DPOTrainer with the Run's event bridge: the same events as an SFT run."""
+    import datasets
+    from transformers import PrinterCallback
+    from trl import DPOTrainer
+
+    args = _dpo_config(settings, run.directory.checkpoints_dir, run.model, val_rows is not None)
+    trainer = DPOTrainer(
+        model=run.model,
+        args=args,
+        train_dataset=datasets.Dataset.from_list(train_rows),
+        eval_dataset=datasets.Dataset.from_list(val_rows) if val_rows else None,
+        processing_class=run.tokenizer,
+        callbacks=[event_bridge(run)],
+    )
+    trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; events replace it
+    return trainer
+
+
+def _with_adapter(model, method: Method | None, seed: int):
+    """(model, method): the model's own SFT adapter, or a fresh one from `method`."""
+    if hasattr(model, "peft_config"):
+        if "ref" in model.peft_config:  # left by an earlier DPO run on this model
+            model.delete_adapter("ref")
+        method = method or _method_of(model)
+    else:
+        from transformers import set_seed
+
+        method = method or Method()
+        set_seed(seed)
+        model = apply_method(model, method)
+    if not method.uses_lora:
+        raise WorkbenchError(
+            f"`method.kind`={method.kind!r}: DPO here trains a LoRA adapter (the reference is "
+            "the same model with its SFT adapter frozen). Use kind='lora' or 'qlora'."
+        )
+    return model, method
+
+
+def _method_of(model) -> Method:
+    config = model.peft_config["default"]
+    return Method(kind="lora", r=config.r, alpha=config.lora_alpha, dropout=config.lora_dropout)
+
+
+def dpo_from_run(
+    sft_run_dir: str | Path,
+    pairs: Examples,
+    validation: Examples | None = None,
+    *,
+    settings: PreferenceSettings | None = None,
+    start: bool = True,
+) -> Run:
+    """DPO on top of a finished SFT run directory: loads its base model and adapter."""
+    from workbench.runs.directory import load_run_config
+    from workbench.runs.export import load_adapter
+    from workbench.training.models import load_model
+
+    sft_run_dir = Path(sft_run_dir)
+    config = load_run_config(sft_run_dir)
+    if not (sft_run_dir / "adapter").is_dir():
+        raise FileNotFoundError(
+            f"{sft_run_dir / 'adapter'} not found: DPO continues a finished LoRA run's adapter."
+        )
+    base, tokenizer = load_model(config["model"], quantization=config.get("quantization"))
+    model = load_adapter(base, sft_run_dir / "adapter", trainable=True)
+    model.workbench_source = config["model"]
+    return train_preferences(
+        model,
+        tokenizer,
+        pairs,
+        validation,
+        template=Template(**config["template"]),
+        settings=settings,
+        parent=sft_run_dir,
+        start=start,
+    )
