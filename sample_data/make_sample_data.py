@@ -323,6 +323,150 @@ def make_unit_rows(count: int, two_turn: int, rng: random.Random) -> list[dict]:
     return chats
 
 
+# ---------------------------------------------------------------- multi-turn recall
+# The user states invented facts, then asks about them over several turns: every answer is
+# in the conversation and nowhere else, so a model has to read the earlier turns to answer.
+RECALL_SYSTEM = "Answer from the conversation. Reply with the answer only."
+ASCII_NAMES = [name for name in NAMES if name.isascii()]  # plain letters for tiny tokenizers
+ASCII_CITIES = [city for city in CITIES if city.isascii()]
+WEEKDAYS = table("Monday Tuesday Wednesday Thursday Friday Saturday Sunday", sep=" ")
+CODE_WORDS = table("BLUE RED GREEN AMBER TEAL GOLD OWL FOX CEDAR DELTA", sep=" ")
+PETS = table("dog cat rabbit parrot hamster turtle", sep=" ")
+PET_NAMES = table("Biscuit Pepper Mango Ziggy Olive Noodle Pickle Maple Comet Pixel", sep=" ")
+FRUITS = pairs("apples: apple | pears: pear | plums: plum | oranges: orange | lemons: lemon")
+# (question, answer) pairs. Derived questions are hypothetical ("If I add 2 ...") and change
+# no fact, so any subset of a scenario's questions, in any order, stays consistent.
+Questions = list[tuple[str, str]]
+
+
+def order_facts(rng: random.Random) -> tuple[str, Questions]:
+    """An order: its number, destination city and item count."""
+    number, city = rng.randint(1000, 9999), rng.choice(ASCII_CITIES)
+    items, more = rng.randint(2, 9), rng.randint(2, 4)
+    fact = rng.choice(
+        table(
+            "My order number is {n} and it ships to {c}. It has {k} items. | "
+            "I placed order {n} for {k} items, to be delivered in {c}."
+        )
+    )
+    return fact.format(n=number, c=city, k=items), [
+        (rng.choice(table("What is my order number? | What was the order number?")), f"{number}"),
+        (rng.choice(table("Which city does it ship to? | Where is the order going?")), city),
+        ("How many items are in my order?", f"{items}"),
+        (f"If I add {more} more items, how many will there be?", f"{items + more}"),
+    ]
+
+
+def project_facts(rng: random.Random) -> tuple[str, Questions]:
+    """A project: its code, deadline day and lead."""
+    code = f"{rng.choice(CODE_WORDS)}-{rng.randint(1, 9)}"
+    day, lead = rng.randrange(len(WEEKDAYS)), rng.choice(ASCII_NAMES)
+    fact = rng.choice(
+        table(
+            "Remember: the project code is {p} and the deadline is {d}. {n} leads it. | "
+            "{n} leads project {p}, which is due on {d}."
+        )
+    )
+    return fact.format(p=code, d=WEEKDAYS[day], n=lead), [
+        (rng.choice(table("What is the project code? | Which code does the project have?")), code),
+        (rng.choice(table("When is the deadline? | Which day is the project due?")), WEEKDAYS[day]),
+        ("Who leads the project?", lead),
+        ("If the deadline moves one day later, which day is it?", WEEKDAYS[(day + 1) % 7]),
+    ]
+
+
+def pet_facts(rng: random.Random) -> tuple[str, Questions]:
+    """A pet: its kind, name and age."""
+    kind, name, age, later = rng.choice(PETS), rng.choice(PET_NAMES), *rng.sample(range(2, 12), 2)
+    fact = rng.choice(
+        table("My {a} is called {n} and is {y} years old. | I have a {y} year old {a} named {n}.")
+    )
+    return fact.format(a=kind, n=name, y=age), [
+        (rng.choice(table("What is my pet called? | What is the name of my pet?")), name),
+        (f"What kind of animal is {name}?", kind),
+        (f"How old is {name}?", f"{age}"),
+        (f"How old will {name} be in {later} years?", f"{age + later}"),
+    ]
+
+
+def meeting_facts(rng: random.Random) -> tuple[str, Questions]:
+    """A meeting: who with, which room, what hour."""
+    name, room = rng.choice(ASCII_NAMES), rng.randint(101, 499)
+    hour, delay = rng.randint(8, 15), rng.randint(1, 3)
+    fact = rng.choice(
+        table(
+            "I have a meeting with {n} in room {r} at {h}:00. | At {h}:00 I meet {n} in room {r}."
+        )
+    )
+    return fact.format(n=name, r=room, h=hour), [
+        (rng.choice(table("Who is the meeting with? | Who am I meeting?")), name),
+        ("Which room is the meeting in?", f"{room}"),
+        ("What time does the meeting start?", f"{hour}:00"),
+        (f"If it starts {delay} hours later, what time will it start?", f"{hour + delay}:00"),
+    ]
+
+
+def basket_facts(rng: random.Random) -> tuple[str, Questions]:
+    """A basket with two kinds of fruit."""
+    (first, one_first), (second, _) = rng.sample(FRUITS, 2)
+    count_first, count_second = rng.sample(range(2, 13), 2)
+    fact = rng.choice(
+        table("I have {a} {f} and {b} {s} in my basket. | My basket holds {a} {f} and {b} {s}.")
+    )
+    return fact.format(a=count_first, f=first, b=count_second, s=second), [
+        (f"How many {first} do I have?", f"{count_first}"),
+        (f"How many {second} are in the basket?", f"{count_second}"),
+        ("How many pieces of fruit is that in total?", f"{count_first + count_second}"),
+        (f"If I eat one {one_first}, how many {first} are left?", f"{count_first - 1}"),
+    ]
+
+
+def train_facts(rng: random.Random) -> tuple[str, Questions]:
+    """A train: destination, platform and departure time."""
+    city, platform = rng.choice(ASCII_CITIES), rng.randint(1, 12)
+    hour, minute, late = rng.randint(6, 21), 5 * rng.randint(0, 6), 5 * rng.randint(1, 5)
+    fact = rng.choice(
+        table(
+            "My train to {c} leaves from platform {p} at {t}. | "
+            "I take the {t} train to {c} from platform {p}."
+        )
+    )
+    return fact.format(c=city, p=platform, t=f"{hour}:{minute:02d}"), [
+        (rng.choice(table("Where is my train going? | Which city is the train going to?")), city),
+        ("Which platform does it leave from?", f"{platform}"),
+        ("What time does the train leave?", f"{hour}:{minute:02d}"),
+        (f"If it is {late} minutes late, when does it leave?", f"{hour}:{minute + late:02d}"),
+    ]
+
+
+SCENARIOS = [order_facts, project_facts, pet_facts, meeting_facts, basket_facts, train_facts]
+
+
+def make_recall_rows(count: int, rng: random.Random) -> list[dict]:
+    """Build `count` chats of 2-4 assistant turns (equally often); first messages all differ.
+
+    The first user message states the facts and asks the first question; each later question
+    is answered by the facts of the first turn only.
+    """
+    rows: dict[str, dict] = {}
+    while len(rows) < count:
+        index = len(rows)  # index % 6 sets turns and system message; the scenario shifts
+        # by one every 6 rows, so each scenario meets every combination (balanced per 36)
+        fact, questions = SCENARIOS[(index + index // 6) % len(SCENARIOS)](rng)
+        rng.shuffle(questions)
+        messages = [{"role": "system", "content": RECALL_SYSTEM}] if index % 2 == 0 else []
+        for turn, (question, answer) in enumerate(questions[: 2 + index % 3]):
+            content = f"{fact} {question}" if turn == 0 else question
+            messages += [
+                {"role": "user", "content": content},
+                {"role": "assistant", "content": answer},
+            ]
+        rows.setdefault(fact + questions[0][0], {"messages": messages, "task": "multi_turn_recall"})
+    chats = list(rows.values())
+    rng.shuffle(chats)
+    return chats
+
+
 # ---------------------------------------------------------------- broken files
 # Literal lines, documented line by line in README.md; tests assert on these problems.
 ANT = '"instruction": "Give the antonym of the word."'
@@ -446,6 +590,10 @@ def main() -> None:
 
     # unit_chat.jsonl (220 chats, 30 of them two-turn)
     write_jsonl(OUT_DIR / "unit_chat.jsonl", make_unit_rows(220, 30, random.Random(SEED + 5)))
+
+    # multi_turn_chat.jsonl (300 chats: 100 each with 2, 3 and 4 assistant turns)
+    recall_rows = make_recall_rows(300, random.Random(SEED + 6))
+    write_jsonl(OUT_DIR / "multi_turn_chat.jsonl", recall_rows)
 
     # broken/: deliberately invalid files for the loader's tests
     broken = OUT_DIR / "broken"

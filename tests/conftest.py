@@ -20,8 +20,9 @@ CHATML = (
 
 def _corpus() -> list[str]:
     texts = []
+    added_later = {"preferences.jsonl", "multi_turn_chat.jsonl"}  # keep the tuned vocabulary
     for path in sorted(SAMPLE_DATA.glob("*.jsonl")):
-        if path.name == "preferences.jsonl":  # added later: keep the vocabulary tests were tuned on
+        if path.name in added_later:
             continue
         texts.extend(path.read_text(encoding="utf-8").splitlines())
     texts.append("Below is an instruction that describes a task. ### Instruction: ### Response:")

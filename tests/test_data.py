@@ -10,6 +10,7 @@ from conftest import SAMPLE_DATA
 
 from workbench.data.loading import Examples, detect_format, load_data
 from workbench.errors import DataValidationError, WorkbenchError
+from workbench.tokens.templates import TEMPLATES
 
 BROKEN = SAMPLE_DATA / "broken"
 
@@ -394,3 +395,46 @@ def test_constant_fields_are_the_texts_every_row_shares():
     mixed = load_data(SAMPLE_DATA / "mixed_instructions.jsonl", verbose=False)
     assert mixed.constant_fields() == {}
     assert tickets.select([0]).constant_fields() == {}  # one row shares nothing
+
+
+def test_tool_turns_and_text_parts_load_and_other_parts_are_named():
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "Weather in Lyon?"}]},
+                {"role": "assistant", "content": "Let me look it up."},
+                {"role": "tool", "content": '{"temperature": 18}'},
+                {"role": "assistant", "content": [{"type": "text", "text": "18 degrees."}]},
+            ]
+        }
+    ]
+    data = load_data(rows, verbose=False)
+    assert [m["content"] for m in data.rows[0]["messages"]] == [
+        "Weather in Lyon?",
+        "Let me look it up.",
+        '{"temperature": 18}',
+        "18 degrees.",
+    ]
+    image = {"type": "image", "url": "cat.png"}
+    rows[0]["messages"][0]["content"].append(image)
+    with pytest.raises(DataValidationError) as raised:
+        load_data(rows, verbose=False)
+    message = str(raised.value)
+    assert "list:1: `messages[0].content[1]` is a 'image' part; only text parts" in message
+
+
+def test_tool_turns_are_context_never_learned(tiny_tokenizer):
+    row = {
+        "messages": [
+            {"role": "user", "content": "Weather in Lyon?"},
+            {"role": "assistant", "content": "Checking."},
+            {"role": "tool", "content": "18 degrees"},
+            {"role": "assistant", "content": "It is 18 degrees."},
+        ]
+    }
+    segments = TEMPLATES["chat"].segments(row, tiny_tokenizer)
+    assert [s.text for s in segments if s.learned] == [
+        "Checking.<|im_end|>",
+        "It is 18 degrees.<|im_end|>",
+    ]
+    assert any("tool" in s.role and "18 degrees" in s.text and not s.learned for s in segments)

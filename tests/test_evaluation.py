@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 
 import pytest
-from conftest import quick
+from conftest import SAMPLE_DATA, quick
 
 import workbench
 from workbench.evaluation.compare import compare_before_after, evaluate_model, score_answers
 from workbench.evaluation.generation import Decoding, generate
+from workbench.tokens.templates import TEMPLATES
 from workbench.training.finetune import train
 
 SHORT = Decoding(max_new_tokens=4, batch_size=4)
@@ -106,3 +107,28 @@ def test_evaluations_carry_each_row_question_without_the_template(tiny, ticket_s
     turns += [{"role": "user", "content": "and now?"}]
     assert question_of({"messages": turns}) == "and now?"
     assert question_of({"prompt": "2+2=", "completion": "4"}) == "2+2="
+
+
+def test_turn_scores_split_earlier_turns_from_the_last(tiny, monkeypatch):
+    import workbench.evaluation.compare as compare_module
+
+    model, tokenizer = tiny
+    talks = workbench.load_data(SAMPLE_DATA / "multi_turn_chat.jsonl", verbose=False)
+    rows = talks.select(range(6))
+    turns = [len([m for m in r["messages"] if m["role"] == "assistant"]) for r in rows.rows]
+    answered = []
+
+    def earlier_right_last_wrong(model, tokenizer, prompts, decoding=None):
+        answered.extend(prompts)
+        references = [
+            ref for r in rows.rows for _, ref in TEMPLATES["chat"].turn_prompts(r, tokenizer)
+        ]
+        last = {sum(turns[: i + 1]) - 1 for i in range(len(turns))}
+        return [ref if j not in last else "wrong" for j, ref in enumerate(references)]
+
+    monkeypatch.setattr(compare_module, "generate", earlier_right_last_wrong)
+    scores = workbench.score_turns(model, tokenizer, rows, "chat")
+    assert len(answered) == sum(turns)
+    assert (scores.earlier_turns, scores.last_turns) == (sum(turns) - len(turns), len(turns))
+    assert (scores.earlier, scores.last) == (1.0, 0.0)
+    assert [r["turn"] for r in scores.answers[: turns[0]]] == list(range(turns[0]))

@@ -225,7 +225,7 @@ def check_prompt_templates(printed, frames, loss_ceiling):
     assert cuts["left"][1] > cuts["right"][1]  # cutting the prompt keeps response tokens
     report = re.search(
         r"(\d+) of (\d+) rows exceed max_length=96 \(cut on the right\): (\d+) of those rows "
-        r"were cut in the response, (\d+) in the prompt",
+        r"lost learned tokens, (\d+) lost only prompt tokens",
         printed,
     )
     truncated, rows = (int(report[1]), int(report[2])) if report else (0, None)
@@ -242,6 +242,34 @@ def check_prompt_templates(printed, frames, loss_ceiling):
     assert int(stat_rows) == int(rows) > 0
     assert int(over) == truncated  # the same rows, counted twice
     assert 0 < int(median) <= int(longest) and (int(longest) > 96) == (truncated > 0)
+    check_turn_table(printed, frames)
+
+
+def check_turn_table(printed, frames):
+    """Last turn only against all assistant turns: both runs finished, every held-out answer
+    scored, each score a share of the turns it counts."""
+    learned = dict(matches(r"assistant_turns='(\w+)': learned (.*)$", printed, 2))
+    assert learned["last"].count("<|im_end|>") == 1 < learned["all"].count("<|im_end|>")
+    runs = matches(r"^(last|all): (\w+), (\d+) steps, last loss ([\d.]+)$", printed, 2)
+    assert all(status == "finished" and int(steps) == STEPS for _, status, steps, _ in runs)
+    columns = (
+        "exact match, earlier turns",
+        "exact match, last turn",
+        "earlier turns",
+        "last turns",
+    )
+    table = frame_with(frames, *columns)
+    assert set(table) == {
+        "base model",
+        "learn last assistant turn(s)",
+        "learn all assistant turn(s)",
+    }
+    for row in table.values():
+        earlier, last = int(row["earlier turns"]), int(row["last turns"])
+        assert last == HELD_OUT and earlier >= HELD_OUT  # 2-4 answers per conversation
+        for share, count in ((row[columns[0]], earlier), (row[columns[1]], last)):
+            assert 0 <= share <= 1  # NaN fails here
+            assert share * count == pytest.approx(round(share * count), abs=0.01)  # whole answers
 
 
 def check_methods(printed, frames, loss_ceiling):

@@ -249,3 +249,54 @@ def test_no_attribute_access_even_through_fill():
     with pytest.raises(TemplateError):
         fill("{x.secret}", {"x": Spy()})
     assert not Spy.touched
+
+
+def test_jinja_style_placeholders_warn_with_the_intended_field():
+    with pytest.warns(
+        UserWarning, match=r"`\{\{ instruction \}\}` is Jinja style.*`\{instruction\}`"
+    ):
+        template = Template(name="mine", prompt="Q: {{ instruction }}\nA: ", response="{output}")
+    assert template.render({"instruction": "hi", "output": "x"})[0] == "Q: { instruction }\nA: "
+
+
+def test_an_unmatched_brace_names_the_literal_brace_syntax():
+    with pytest.raises(TemplateError) as raised:
+        Template(name="bad", prompt="Q: {instruction}}")
+    assert "Write `{{` or `}}` for a literal brace." in str(raised.value)
+
+
+def test_a_typed_message_gets_the_system_message_the_rows_were_trained_with(tiny_tokenizer):
+    rows = [
+        {"messages": [{"role": "system", "content": "Answer in one word."}, *turns]}
+        for turns in (
+            [
+                {"role": "user", "content": "Capital of Peru?"},
+                {"role": "assistant", "content": "Lima"},
+            ],
+            [
+                {"role": "user", "content": "Capital of Chad?"},
+                {"role": "assistant", "content": "N'Djamena"},
+            ],
+        )
+    ]
+    prompt = TEMPLATES["chat"].prompt_for_text("Capital of Mali?", tiny_tokenizer, rows)
+    trained = TEMPLATES["chat"].render_prompt(rows[0], tiny_tokenizer)
+    assert prompt == trained.replace("Capital of Peru?", "Capital of Mali?")
+    assert "Answer in one word." in prompt
+    bare = TEMPLATES["chat"].prompt_for_text("Capital of Mali?", tiny_tokenizer)
+    assert "Answer in one word." not in bare
+
+
+def test_each_assistant_turn_has_its_prompt_and_reference(tiny_tokenizer):
+    row = {
+        "messages": [
+            {"role": "user", "content": "My code is BLUE-7."},
+            {"role": "assistant", "content": "Noted."},
+            {"role": "user", "content": "What is my code?"},
+            {"role": "assistant", "content": "BLUE-7"},
+        ]
+    }
+    turns = TEMPLATES["chat"].turn_prompts(row, tiny_tokenizer)
+    assert [reference for _, reference in turns] == ["Noted.", "BLUE-7"]
+    assert turns[1][0].endswith("What is my code?<|im_end|>\n<|im_start|>assistant\n")
+    assert turns[1][0].startswith(turns[0][0])  # each prompt continues the one before

@@ -77,7 +77,7 @@ def test_right_truncation_cuts_the_response(tiny_tokenizer):
 
 def test_prompt_longer_than_max_length_leaves_no_loss(tiny_tokenizer):
     item = tokenize_pair(PROMPT, RESPONSE, tiny_tokenizer, max_length=5)
-    assert item.truncated == "prompt"
+    assert item.truncated == "response"  # the cut falls in the prompt: every learned token lost
     assert item.input_ids == ids(tiny_tokenizer, PROMPT)[:5]
     assert item.loss_tokens == 0
     assert item.response_tokens == 0
@@ -136,7 +136,8 @@ def test_tokenize_examples_renders_and_masks_each_row(antonyms, tiny_tokenizer):
 def test_report_lists_rows_without_loss(antonyms, tiny_tokenizer):
     data = tokenize_examples(antonyms, "alpaca", tiny_tokenizer, max_length=8)
     report = data.report
-    assert report.truncated_prompt == [0, 1, 2]
+    assert report.truncated_response == [0, 1, 2]  # cut inside the prompt: no response left
+    assert report.truncated_prompt == []
     assert report.without_loss == [0, 1, 2]
     text = str(report)
     assert "3 of 3 rows exceed max_length=8" in text
@@ -155,7 +156,7 @@ def test_report_counts_response_cuts(tiny_tokenizer):
     assert data.report.without_loss == []
     text = str(data.report)
     assert "1 of 2 rows exceed max_length=5 (cut on the right)" in text
-    assert "1 of those rows were cut in the response, 0 in the prompt" in text
+    assert "1 of those rows lost learned tokens, 0 lost only prompt tokens" in text
 
 
 def test_truncation_report_str_without_cuts():

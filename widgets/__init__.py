@@ -21,7 +21,7 @@ from workbench.widgets.preference_panel import PreferencePanel
 from workbench.widgets.run_browser import RunBrowser
 from workbench.widgets.template_editor import TemplateEditor
 from workbench.widgets.training_monitor import TrainingMonitor
-from workbench.widgets.workbench_app import Workbench
+from workbench.widgets.workbench_app import Workbench, WorkbenchApp
 
 __all__ = [
     "CompareView",
@@ -32,4 +32,5 @@ __all__ = [
     "TemplateEditor",
     "TrainingMonitor",
     "Workbench",
+    "WorkbenchApp",
 ]

@@ -201,8 +201,8 @@ class CompareView(Panel):
         """What the model is given: the template around `text`, or `text` itself (raw)."""
         if self.raw_prompt.value:
             return text
-        row = {"instruction": text, "input": "", "prompt": text}
-        return self.template.render_prompt(row, self.tokenizer) or text
+        rows = self.examples.rows if self.examples is not None else None
+        return self.template.prompt_for_text(text, self.tokenizer, rows) or text
 
     def _in_background(self, fn, doing: str) -> None:
         """A button's work on a thread (Panel.in_background), saying what it is doing."""

@@ -13,6 +13,7 @@ import ipywidgets as widgets
 import traitlets
 
 import workbench
+from workbench.tokens.tokenizing import segments_view
 from workbench.widgets._common import Panel, escape, heading, html_table, text_table
 
 CUSTOM = "custom"
@@ -194,10 +195,9 @@ class TemplateEditor(Panel):
             template = self._template_from_controls()
             index = self.row_index.value
             row, where = self.examples[index], self.examples.where(index)
-            prompt, response = template.render(row, self.tokenizer, where=where)
-            tokens, item = workbench.token_view(
-                prompt,
-                response,
+            segments = template.segments(row, self.tokenizer, where=where)
+            tokens, item = segments_view(
+                segments,
                 self.tokenizer,
                 max_length=self.max_length_input.value,
                 completion_only=self.completion_only_checkbox.value,
@@ -207,10 +207,11 @@ class TemplateEditor(Panel):
             return
         self._last_item = item
         self.error.clear()
-        self.rendered.value = (
-            f"<small>{escape(where)}</small>"
-            f'<pre style="{PROMPT_STYLE}">{escape(prompt) or "(empty prompt)"}</pre>'
-            f'<pre style="{RESPONSE_STYLE}">{escape(response)}</pre>'
+        self.rendered.value = f"<small>{escape(where)}</small>" + "".join(
+            f'<pre style="{RESPONSE_STYLE if s.learned else PROMPT_STYLE}" title="{escape(s.role)}'
+            f'{" (learned)" if s.learned else ""}">{escape(s.text) or "(empty)"}</pre>'
+            for s in segments
+            if s.text.strip() or s.learned
         )
         self.counts.value = html_table(*self._count_rows(item))
         self.token_html.value = workbench.token_view_html(tokens, item)

@@ -1,4 +1,4 @@
-"""Workbench: the whole fine-tune in one panel, in the order of the work.
+"""WorkbenchApp: the whole fine-tune in one panel, in the order of the work.
 
 Data -> Template -> Method -> Train -> Compare -> Preferences (DPO), as tabs sharing one
 `WorkbenchState`, and Runs, the history of every run directory. The panels are linked by their
@@ -57,7 +57,7 @@ class WorkbenchState:
     compare_rows: Examples | None = None  # the validation rows the Compare tab answers
 
 
-class Workbench(Panel):
+class WorkbenchApp(Panel):
     """A model bar and seven tabs: Data, Template, Method, Train, Compare, Preferences, Runs.
 
     Children: `.model_name` (Text), `.load_button`, `.model_status`, `.error_html`, `.tabs`
@@ -80,19 +80,22 @@ class Workbench(Panel):
         tokenizer=None,
         data=None,
         *,
-        template: Template | str = "alpaca",
+        template: Template | str | None = None,
         model_name: str | None = None,
         method: Method | None = None,
         hyperparameters: Hyperparameters | None = None,
     ) -> None:
         super().__init__()
         self.state = WorkbenchState(model=model, tokenizer=tokenizer)
-        self.state.template = get_template(template)
+        self._template_chosen = template is not None  # else: the one that suits the data
+        self.state.template = get_template(template, "alpaca")
         if hyperparameters is not None:  # the Template tab starts from the given settings
             self.state.max_length = hyperparameters.max_length
             self.state.completion_only = hyperparameters.completion_only
         self._build_model_bar(model, model_name)
         self._build_data_tab(data)
+        if not self._template_chosen and self.data_panel.examples is not None:
+            self.state.template = get_template(None, self.data_panel.examples.format)
         self.template_panel = TemplateEditor(
             tokenizer,
             self.data_panel.examples,
@@ -180,6 +183,17 @@ class Workbench(Panel):
         # the template tokenizes them
         form.follow(editor)
         traitlets.dlink((data, "split"), (form, "training_examples"), transform=_train_part)
+        data.observe(self._template_for_format, names="examples")
+
+    def _template_for_format(self, change) -> None:
+        """Rows of another format (a `messages` file after an Alpaca one): unless the user
+        chose a template, the Template tab switches to the one that suits them."""
+        examples = change["new"]
+        if self._template_chosen or examples is None:
+            return
+        suits = get_template(None, examples.format)
+        if self.template_panel.template.name != suits.name:
+            self.template_panel.template_name.value = suits.name
 
     def _on_tab(self, change) -> None:
         if change["new"] == RUNS:  # other processes may have written runs meanwhile
@@ -286,7 +300,7 @@ class Workbench(Panel):
         self.compare_panel = view
         self._show_tabs()
 
-    def wait(self, timeout: float | None = None) -> Workbench:
+    def wait(self, timeout: float | None = None) -> WorkbenchApp:
         """Block until the last button's work and the current run are done (tests, scripts)."""
         super().wait(timeout)
         if self.state.run is not None:
@@ -326,11 +340,11 @@ class Workbench(Panel):
         ]
 
     def static_text(self) -> str:
-        return "\n".join(["Workbench", *self._summary_lines(), *self.errors[-5:]])
+        return "\n".join(["WorkbenchApp", *self._summary_lines(), *self.errors[-5:]])
 
     def static_html(self) -> str:
         items = "".join(f"<li>{html.escape(line)}</li>" for line in self._summary_lines())
-        parts = [f"<div><b>Workbench</b></div><ul>{items}</ul>", self.error_html.value]
+        parts = [f"<div><b>WorkbenchApp</b></div><ul>{items}</ul>", self.error_html.value]
         if self.state.run is not None:
             parts.append(self.monitor.static_html())
         if self.compare_panel is not None:
@@ -341,3 +355,7 @@ class Workbench(Panel):
 def _train_part(split: tuple[Examples, Examples] | None) -> Examples | None:
     """The training rows of a (train, validation) split."""
     return split[0] if split else None
+
+
+# The name before 0.2: it read as the library (`workbench`) itself. Kept for one release.
+Workbench = WorkbenchApp

@@ -17,7 +17,14 @@ from workbench.errors import (
     TemplateError,
     WorkbenchError,
 )
-from workbench.evaluation.compare import Evaluation, compare, compare_before_after, evaluate_model
+from workbench.evaluation.compare import (
+    Evaluation,
+    TurnScores,
+    compare,
+    compare_before_after,
+    evaluate_model,
+    score_turns,
+)
 from workbench.evaluation.forgetting import (
     ForgettingProbe,
     TaskScores,
@@ -39,6 +46,7 @@ from workbench.runs.run import Run
 from workbench.tokens.collators import CompletionCollator
 from workbench.tokens.templates import TEMPLATES, Template, default_template, get_template
 from workbench.tokens.tokenizing import (
+    row_token_view,
     token_view,
     token_view_html,
     token_view_text,
@@ -76,6 +84,7 @@ __all__ = [
     "Template",
     "TaskScores",
     "TemplateError",
+    "TurnScores",
     "WorkbenchError",
     "answer_contains",
     "compare",
@@ -106,8 +115,10 @@ __all__ = [
     "prompting_table",
     "resume_run",
     "save_forgetting",
+    "score_turns",
     "split_data",
     "task_folds",
+    "row_token_view",
     "token_view",
     "token_view_html",
     "token_view_text",

@@ -177,3 +177,13 @@ def test_a_full_fine_tuned_model_needs_the_base_scores_for_forgetting(tiny):
     table = view.measure_forgetting(probe, base=base)
     assert list(table["role"]) == ["learned", "retained"]
     assert list(table["change"]) == [0.0, 0.0]  # nothing was trained
+
+
+def test_try_renders_a_typed_message_with_the_rows_system_message(tiny):
+    model, tokenizer = tiny
+    rows = workbench.load_data(SAMPLE_DATA / "unit_chat.jsonl", verbose=False).select(range(4))
+    view = CompareView(model, tokenizer, rows, "chat", decoding=SHORT)
+    prompt = view.render_prompt("What is 2 hours in minutes?")
+    system = rows.rows[0]["messages"][0]["content"]
+    assert prompt.startswith(f"<|im_start|>system\n{system}<|im_end|>")
+    assert prompt.endswith("What is 2 hours in minutes?<|im_end|>\n<|im_start|>assistant\n")

@@ -21,8 +21,7 @@ def editor(tiny_tokenizer, examples):
 
 
 def expected_view(tokenizer, examples, index, template, **kwargs):
-    prompt, response = template.render(examples[index], tokenizer, where=examples.where(index))
-    tokens, item = workbench.token_view(prompt, response, tokenizer, **kwargs)
+    tokens, item = workbench.row_token_view(examples[index], template, tokenizer, **kwargs)
     return workbench.token_view_html(tokens, item), item
 
 
@@ -93,11 +92,12 @@ def test_loss_on_everything_and_truncation_show_in_counts_and_tokens(editor):
     html, item = expected_view(
         editor.tokenizer, editor.examples, 0, editor.template, max_length=20, completion_only=False
     )
-    assert item.truncated == "prompt"  # the long Alpaca preamble alone exceeds 20 tokens
+    # the long Alpaca preamble alone exceeds 20 tokens: the response is cut off entirely
+    assert item.truncated == "response" and item.response_tokens == 0
     assert editor.token_html.value == html
-    assert "tokens cut (prompt)" in editor.token_html.value
-    assert editor.preview_item.truncated == "prompt"
-    assert f"prompt: {item.full_length - 20} tokens cut" in editor.counts.value
+    assert "tokens cut (response)" in editor.token_html.value
+    assert editor.preview_item.truncated == "response"
+    assert f"response: {item.full_length - 20} tokens cut" in editor.counts.value
 
 
 def test_a_too_small_max_length_is_an_inline_error(editor):

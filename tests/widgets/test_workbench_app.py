@@ -1,4 +1,4 @@
-"""Workbench: a whole fine-tune of the tiny model by setting controls and clicking buttons."""
+"""WorkbenchApp: a whole fine-tune of the tiny model by setting controls and clicking buttons."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ from workbench.widgets.compare_view import CompareView
 from workbench.widgets.dataset_preview import DatasetPreview
 from workbench.widgets.lora_form import LoraForm
 from workbench.widgets.template_editor import TemplateEditor
-from workbench.widgets.workbench_app import COMPARE, TEMPLATE, Workbench
+from workbench.widgets.workbench_app import COMPARE, TEMPLATE, Workbench, WorkbenchApp
 
 TICKETS = SAMPLE_DATA / "support_tickets.jsonl"
 
 
-def quick_settings(app: Workbench, kind: str = "lora") -> None:
+def quick_settings(app: WorkbenchApp, kind: str = "lora") -> None:
     """What a user types into the Method tab for a few fast steps."""
     app.method_panel.method_controls["kind"].value = kind
     for name, value in dict(max_steps=6, batch_size=4, eval_every=3, learning_rate=5e-3).items():
@@ -28,7 +28,7 @@ def quick_settings(app: Workbench, kind: str = "lora") -> None:
 
 def test_tabs_come_in_the_order_of_the_work(tiny):
     model, tokenizer = tiny
-    app = Workbench(model, tokenizer, TICKETS)
+    app = WorkbenchApp(model, tokenizer, TICKETS)
     assert [t.split()[1] for t in app.tabs.titles] == [
         "Data",
         "Template",
@@ -57,7 +57,7 @@ def test_tabs_come_in_the_order_of_the_work(tiny):
 
 def test_lora_fine_tune_end_to_end_then_compare(tiny):
     model, tokenizer = tiny
-    app = Workbench(model, tokenizer, TICKETS)
+    app = WorkbenchApp(model, tokenizer, TICKETS)
     app.template_panel.max_length_input.value = 320  # the Template tab's max_length wins
     quick_settings(app)  # no tab was visited: the Method tab follows by its links
     summary = app.method_panel.summary.value
@@ -105,7 +105,7 @@ def test_lora_fine_tune_end_to_end_then_compare(tiny):
 
 def test_full_fine_tuning_measures_before_training(tiny):
     model, tokenizer = tiny
-    app = Workbench(model, tokenizer, TICKETS)
+    app = WorkbenchApp(model, tokenizer, TICKETS)
     quick_settings(app, kind="full")
     app.train_button.click()
     app.wait()
@@ -124,7 +124,7 @@ def test_full_fine_tuning_measures_before_training(tiny):
 
 
 def test_load_model_and_data_from_the_panel_and_errors_are_shown(tiny_model_dir):
-    app = Workbench(model_name="/no/such/model/folder")
+    app = WorkbenchApp(model_name="/no/such/model/folder")
     assert app.data_panel.examples is None and not app.data_panel.valid
     assert not app.template_panel.valid and "load a model" in app.template_panel.error.message
     app.train_button.click()
@@ -157,7 +157,7 @@ def test_load_model_and_data_from_the_panel_and_errors_are_shown(tiny_model_dir)
 
 def test_the_template_tab_settings_flow_into_the_data_and_method_tabs(tiny):
     model, tokenizer = tiny
-    app = Workbench(model, tokenizer, TICKETS)
+    app = WorkbenchApp(model, tokenizer, TICKETS)
     editor, data, form = app.template_panel, app.data_panel, app.method_panel
     assert form.hyperparameter_controls["max_length"].disabled  # owned by the Template tab
     editor.max_length_input.value = 96
@@ -179,3 +179,21 @@ def test_the_template_tab_settings_flow_into_the_data_and_method_tabs(tiny):
     state = app.collect()
     assert state.hyperparameters.max_length == 96 and not state.hyperparameters.completion_only
     assert state.template == workbench.TEMPLATES["dolly"] and state.max_length == 96
+
+
+def test_the_old_panel_name_still_builds_the_same_panel():
+    assert Workbench is WorkbenchApp  # kept for one release; the notebooks use WorkbenchApp
+
+
+def test_conversational_data_gets_the_chat_template_unless_one_was_chosen(tiny):
+    model, tokenizer = tiny
+    chat_file = SAMPLE_DATA / "unit_chat.jsonl"
+    app = WorkbenchApp(model, tokenizer, chat_file)
+    assert app.template_panel.template.name == "chat" and app.template_panel.valid
+    assert app.template_panel.errors == []
+    app.data_path.value = str(TICKETS)  # Alpaca rows next: the template follows them
+    app.data_button.click()
+    app.wait()
+    assert app.template_panel.template.name == "alpaca"
+    chosen = WorkbenchApp(model, tokenizer, chat_file, template="alpaca")
+    assert chosen.template_panel.template.name == "alpaca"  # the user's choice is kept

@@ -35,13 +35,15 @@ REQUIRED_TEXT: dict[str, tuple[str, ...]] = {
     "preference": ("chosen", "rejected"),
 }
 OPTIONAL_TEXT = {"alpaca": ("input",), "preference": ("prompt", "instruction", "input")}
-CHAT_ROLES = ("system", "user", "assistant")
+CHAT_ROLES = ("system", "user", "assistant", "tool")  # tool turns are context, never learned
 SHAREGPT_ROLES = {
     "system": "system",
     "human": "user",
     "user": "user",
     "gpt": "assistant",
     "assistant": "assistant",
+    "tool": "tool",
+    "observation": "tool",  # a tool's result, in some ShareGPT exports
 }
 
 
@@ -336,6 +338,8 @@ def _validate_conversation(record: dict, fmt: str, source: str, location: int) -
             )
         if text_key not in turn:
             problems.append(Problem(source, location, f"{where}.{text_key}", "is missing"))
+        elif isinstance(turn[text_key], list):  # content as parts: text parts are joined
+            problems += _content_part_problems(turn[text_key], source, location, where, text_key)
         elif not isinstance(turn[text_key], str):
             problems.append(
                 Problem(
@@ -359,14 +363,43 @@ def _validate_conversation(record: dict, fmt: str, source: str, location: int) -
     return problems
 
 
+def _content_part_problems(parts: list, source: str, location: int, where: str, key: str):
+    """Content given as a list of parts: only text parts are supported."""
+    problems = []
+    for j, part in enumerate(parts):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind != "text" or not isinstance(part.get("text"), str):
+            what = f"a {kind!r} part" if kind else f"{_type_name(part)}"
+            problems.append(
+                Problem(
+                    source,
+                    location,
+                    f"{where}.{key}[{j}]",
+                    f"is {what}; only text parts ({{'type': 'text', 'text': ...}}) are supported "
+                    "(images and audio are not: drop them or describe them in text)",
+                )
+            )
+    return problems
+
+
+def _text_of(content: Any) -> str:
+    """Content as one text: a list of text parts joined with blank lines."""
+    if isinstance(content, list):
+        return "\n\n".join(part["text"] for part in content)
+    return content
+
+
 def normalise_record(record: dict, fmt: str, default_task: str) -> dict[str, Any]:
-    """The row in the standard shape: ShareGPT becomes `messages`; `input` defaults to ''."""
+    """The row in the standard shape: ShareGPT becomes `messages`, content given as parts
+    becomes text; `input` defaults to ''."""
     row = dict(record)
     if fmt == "sharegpt":
         row["messages"] = [
-            {"role": SHAREGPT_ROLES[t["from"]], "content": t["value"]}
+            {"role": SHAREGPT_ROLES[t["from"]], "content": _text_of(t["value"])}
             for t in row.pop("conversations")
         ]
+    elif fmt == "messages":
+        row["messages"] = [{**m, "content": _text_of(m["content"])} for m in row["messages"]]
     if fmt in ("alpaca", "preference") and row.get("input") is None:
         row["input"] = ""
     row["task"] = row.get("task") or default_task

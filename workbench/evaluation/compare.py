@@ -180,3 +180,55 @@ def compare_before_after(
     before = evaluate_model(model, tokenizer, examples, template, adapter=False, **kwargs)
     after = evaluate_model(model, tokenizer, examples, template, adapter=True, **kwargs)
     return compare(before, after)
+
+
+@dataclass
+class TurnScores:
+    """Exact match of the answers at each assistant turn of held-out conversations, split
+    into the turns before the last (which need the conversation so far) and the last."""
+
+    earlier: float
+    last: float
+    earlier_turns: int
+    last_turns: int
+    answers: list[dict]  # row, turn, last, reference, answer, correct (0 or 1)
+
+    def row(self) -> dict[str, float | int]:
+        return {
+            "exact match, earlier turns": self.earlier,
+            "exact match, last turn": self.last,
+            "earlier turns": self.earlier_turns,
+            "last turns": self.last_turns,
+        }
+
+
+def score_turns(
+    model,
+    tokenizer,
+    examples: Examples,
+    template: Template | str | None = None,
+    decoding: Decoding | None = None,
+) -> TurnScores:
+    """Answer every assistant turn of `examples` from the conversation before it (as
+    `Template.turn_prompts` renders it) and score each answer by exact match."""
+    template = get_template(template, examples.format)
+    turns = []  # (row, turn, is the last turn, prompt, reference)
+    for i, row in enumerate(examples.rows):
+        pairs = template.turn_prompts(row, tokenizer, examples.where(i))
+        turns += [(i, k, k == len(pairs) - 1, p, r) for k, (p, r) in enumerate(pairs)]
+    prompts = [t[3] for t in turns]
+    answers = generate(model, tokenizer, prompts, decoding or Decoding(max_new_tokens=8))
+    _, per_answer = score_answers(answers, [t[4] for t in turns], ["exact_match"])
+    records = [
+        dict(row=examples.where(i), turn=k, last=last, reference=ref, answer=a, correct=s)
+        for (i, k, last, _, ref), a, s in zip(
+            turns, answers, (x["exact_match"] for x in per_answer)
+        )
+    ]
+    earlier = [r["correct"] for r in records if not r["last"]]
+    final = [r["correct"] for r in records if r["last"]]
+    return TurnScores(_mean(earlier), _mean(final), len(earlier), len(final), records)
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else math.nan

@@ -1,19 +1,21 @@
-"""Token ids and labels for training: -100 on the prompt, EOS after the response, truncation.
+"""Token ids and labels for training: IGNORE_INDEX where not learned, EOS where a response
+has no end marker of its own, truncation.
 
-The prompt and the response are tokenised separately and joined, so the boundary between the
-tokens that carry loss and those that do not is exact, and it is the same boundary the model
-sees at generation time (prompt only, then it continues).
+A row's segments (`Template.segments`) are tokenised one by one and joined, so the boundary
+between the tokens that carry loss and those that do not is exact even where a tokenizer would
+merge characters across it, and the tokens before a learned segment are the prompt the model
+sees at generation time.
 """
 
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from workbench.data.loading import Examples
 from workbench.errors import WorkbenchError
-from workbench.tokens.templates import Template, get_template
+from workbench.tokens.templates import Segment, Template, get_template
 
 IGNORE_INDEX = -100  # the label PyTorch's cross-entropy skips
 TruncationSide = Literal["right", "left"]
@@ -28,7 +30,9 @@ class TokenizedExample:
     prompt_tokens: int  # after truncation
     response_tokens: int  # after truncation, EOS included
     full_length: int  # before truncation
-    truncated: Literal["none", "response", "prompt"]
+    truncated: Literal["none", "response", "prompt"]  # "response": learned tokens were lost
+    segment_of: list[int] = field(default_factory=list)  # each token's segment
+    segment_roles: list[str] = field(default_factory=list)  # each segment's role
 
     @property
     def loss_tokens(self) -> int:
@@ -45,41 +49,80 @@ def tokenize_pair(
     add_eos: bool = True,
     truncation_side: TruncationSide = "right",
 ) -> TokenizedExample:
-    """Ids and labels for one (prompt, response).
+    """Ids and labels for one (prompt, response): two segments, the response learned.
 
     `truncation_side='right'` cuts the end (the response first, then the prompt);
     `'left'` cuts the start of the prompt and keeps the response whole where it fits.
     """
+    segments = [Segment(prompt, False, "prompt"), Segment(response, True, "response", add_eos)]
+    return tokenize_segments(
+        segments,
+        tokenizer,
+        max_length=max_length,
+        completion_only=completion_only,
+        truncation_side=truncation_side,
+    )
+
+
+def tokenize_segments(
+    segments: list[Segment],
+    tokenizer,
+    *,
+    max_length: int = 512,
+    completion_only: bool = True,
+    truncation_side: TruncationSide = "right",
+) -> TokenizedExample:
+    """Ids and labels for a row's segments, each tokenised on its own (labels line up with
+    the learned text exactly). `truncation_side='right'` cuts the end; `'left'` cuts the
+    start, up to the first learned token, then the end if the row is still too long."""
     if max_length < 2:
         raise WorkbenchError(f"`max_length`={max_length} is too small; use at least 2.")
-    bos = getattr(tokenizer, "bos_token", None)
-    add_special = not (bos and prompt.startswith(bos))  # chat templates may write BOS as text
-    prompt_ids = tokenizer(prompt, add_special_tokens=add_special)["input_ids"] if prompt else []
-    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
-    if add_eos and tokenizer.eos_token_id is not None:
-        response_ids = response_ids + [tokenizer.eos_token_id]
-    full = len(prompt_ids) + len(response_ids)
-    truncated = "none"
-    if full > max_length:
-        if truncation_side == "left":
-            keep_prompt = max(0, max_length - len(response_ids))
-            truncated = "prompt" if keep_prompt < len(prompt_ids) else "response"
-            prompt_ids = prompt_ids[len(prompt_ids) - keep_prompt :] if keep_prompt else []
-            response_ids = response_ids[: max_length - len(prompt_ids)]
-        elif len(prompt_ids) >= max_length:
-            prompt_ids, response_ids, truncated = prompt_ids[:max_length], [], "prompt"
-        else:
-            response_ids = response_ids[: max_length - len(prompt_ids)]
-            truncated = "response"
-    prompt_labels = [IGNORE_INDEX] * len(prompt_ids) if completion_only else list(prompt_ids)
+    ids, learned, segment_of = [], [], []
+    for index, segment in enumerate(segments):
+        piece = _segment_ids(segment, tokenizer, first=index == 0)
+        ids += piece
+        learned += [segment.learned] * len(piece)
+        segment_of += [index] * len(piece)
+    full = len(ids)
+    start, end = _kept_range(learned, max_length, truncation_side)
+    lost = learned[:start] + learned[end:]
+    truncated = "none" if full <= max_length else ("response" if any(lost) else "prompt")
+    ids, learned, segment_of = ids[start:end], learned[start:end], segment_of[start:end]
+    labels = [t if keep or not completion_only else IGNORE_INDEX for t, keep in zip(ids, learned)]
     return TokenizedExample(
-        input_ids=prompt_ids + response_ids,
-        labels=prompt_labels + response_ids,
-        prompt_tokens=len(prompt_ids),
-        response_tokens=len(response_ids),
+        input_ids=ids,
+        labels=labels,
+        prompt_tokens=learned.count(False),
+        response_tokens=learned.count(True),
         full_length=full,
         truncated=truncated,
+        segment_of=segment_of,
+        segment_roles=[s.role for s in segments],
     )
+
+
+def _segment_ids(segment: Segment, tokenizer, first: bool) -> list[int]:
+    """One segment's ids; special tokens (BOS) only at the start of the row, and not when
+    the text already begins with BOS (chat templates may write it as text)."""
+    bos = getattr(tokenizer, "bos_token", None)
+    add_special = first and not (bos and segment.text.startswith(bos))
+    ids = (
+        tokenizer(segment.text, add_special_tokens=add_special)["input_ids"] if segment.text else []
+    )
+    if segment.eos and tokenizer.eos_token_id is not None:
+        ids = ids + [tokenizer.eos_token_id]
+    return ids
+
+
+def _kept_range(learned: list[bool], max_length: int, side: TruncationSide) -> tuple[int, int]:
+    """[start, end) of the tokens kept within `max_length`."""
+    if len(learned) <= max_length:
+        return 0, len(learned)
+    if side == "right":
+        return 0, max_length
+    first_learned = learned.index(True) if True in learned else len(learned)
+    start = min(len(learned) - max_length, first_learned)
+    return start, start + max_length
 
 
 @dataclass
@@ -102,8 +145,8 @@ class TruncationReport:
             return f"No row of {self.rows} exceeds max_length={self.max_length}."
         text = (
             f"{self.truncated} of {self.rows} rows exceed max_length={self.max_length} "
-            f"(cut on the {self.side}): {len(self.truncated_response)} of those rows were cut "
-            f"in the response, {len(self.truncated_prompt)} in the prompt."
+            f"(cut on the {self.side}): {len(self.truncated_response)} of those rows lost learned "
+            f"tokens, {len(self.truncated_prompt)} lost only prompt tokens."
         )
         if self.without_loss:
             text += (
@@ -152,14 +195,14 @@ def tokenize_examples(
     report = TruncationReport(rows=len(examples), max_length=max_length, side=truncation_side)
     tokenized = []
     for i, row in enumerate(examples.rows):
-        prompt, response = template.render(row, tokenizer, where=examples.where(i))
-        item = tokenize_pair(
-            prompt,
-            response,
+        segments = template.segments(row, tokenizer, where=examples.where(i))
+        if not add_eos:
+            segments = [replace(s, eos=False) for s in segments]
+        item = tokenize_segments(
+            segments,
             tokenizer,
             max_length=max_length,
             completion_only=completion_only,
-            add_eos=add_eos,
             truncation_side=truncation_side,
         )
         if item.truncated == "response":
@@ -174,13 +217,16 @@ def tokenize_examples(
 
 @dataclass
 class TokenInfo:
-    """One token as the model sees it in training."""
+    """One token as the model sees it in training: `part` is prompt, response or eos;
+    `segment` and `role` say which piece of the row it came from (a turn, for chat)."""
 
     position: int
     token_id: int
     text: str
     part: Literal["prompt", "response", "eos"]
     carries_loss: bool
+    segment: int = 0
+    role: str = ""
 
 
 def token_view(
@@ -193,25 +239,56 @@ def token_view(
     add_eos: bool = True,
     truncation_side: TruncationSide = "right",
 ) -> tuple[list[TokenInfo], TokenizedExample]:
-    """Each token of one example with whether it carries loss, plus the tokenised example."""
-    item = tokenize_pair(
-        prompt,
-        response,
+    """Each token of one (prompt, response) with whether it carries loss, plus the example."""
+    segments = [Segment(prompt, False, "prompt"), Segment(response, True, "response", add_eos)]
+    return segments_view(
+        segments,
         tokenizer,
         max_length=max_length,
         completion_only=completion_only,
-        add_eos=add_eos,
         truncation_side=truncation_side,
     )
-    eos = tokenizer.eos_token_id if add_eos else None
+
+
+def row_token_view(
+    row: dict,
+    template: Template | str,
+    tokenizer,
+    *,
+    max_length: int = 512,
+    completion_only: bool = True,
+    truncation_side: TruncationSide = "right",
+) -> tuple[list[TokenInfo], TokenizedExample]:
+    """Each token of one dataset row as training sees it: every turn of a conversation, with
+    every learned segment marked."""
+    segments = get_template(template).segments(row, tokenizer)
+    return segments_view(
+        segments,
+        tokenizer,
+        max_length=max_length,
+        completion_only=completion_only,
+        truncation_side=truncation_side,
+    )
+
+
+def segments_view(
+    segments: list[Segment], tokenizer, **settings
+) -> tuple[list[TokenInfo], TokenizedExample]:
+    """Tokens of a row's segments (`tokenize_segments` settings), each with its segment."""
+    item = tokenize_segments(segments, tokenizer, **settings)
+    eos = tokenizer.eos_token_id
     tokens = []
-    for pos, (token_id, label) in enumerate(zip(item.input_ids, item.labels)):
-        part = "prompt" if pos < item.prompt_tokens else "response"
-        if part == "response" and token_id == eos and pos == len(item.input_ids) - 1:
+    for pos, (token_id, label, index) in enumerate(
+        zip(item.input_ids, item.labels, item.segment_of)
+    ):
+        segment = segments[index]
+        last_of_segment = pos + 1 == len(item.input_ids) or item.segment_of[pos + 1] != index
+        part = "response" if segment.learned else "prompt"
+        if segment.eos and token_id == eos and last_of_segment:
             part = "eos"
-        tokens.append(
-            TokenInfo(pos, token_id, tokenizer.decode([token_id]), part, label != IGNORE_INDEX)
-        )
+        text = tokenizer.decode([token_id])
+        info = TokenInfo(pos, token_id, text, part, label != IGNORE_INDEX, index, segment.role)
+        tokens.append(info)
     return tokens, item
 
 
@@ -223,7 +300,12 @@ def token_view_text(tokens: list[TokenInfo]) -> str:
 def token_view_html(tokens: list[TokenInfo], item: TokenizedExample | None = None) -> str:
     """An HTML view: loss tokens highlighted green, prompt tokens grey, truncation marked."""
     spans = []
-    for t in tokens:
+    for i, t in enumerate(tokens):
+        if i and t.segment != tokens[i - 1].segment and t.role:  # a turn boundary
+            spans.append(
+                f'<span class="wb-turn" style="color:#555;font-size:10px;border-left:2px '
+                f'solid #888;margin-left:3px;padding-left:2px">{html.escape(t.role)}</span>'
+            )
         style = (
             "background:#c8f7c5;color:#111" if t.carries_loss else "background:#eeeeee;color:#666"
         )
