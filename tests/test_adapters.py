@@ -82,3 +82,20 @@ def test_qlora_gradients_are_the_same_after_an_evaluation(model_4bit):
     assert before and before.keys() == after.keys()
     for name in before:
         torch.testing.assert_close(after[name], before[name], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    ("method", "quantization", "name"),
+    [
+        (Method(), None, "LoRA r=16"),
+        (Method(use_dora=True, r=8), None, "DoRA r=8"),
+        (Method(use_rslora=True), None, "LoRA r=16 rsLoRA"),
+        (Method(freeze_layers=20), None, "LoRA r=16 + freeze 20"),
+        (Method(kind="qlora"), "4bit", "QLoRA r=16 (4bit)"),
+        (Method(), "8bit", "LoRA r=16 (8bit base)"),
+        (Method(kind="full"), None, "full"),
+        (Method(kind="freeze", freeze_layers=20), None, "freeze 20"),
+    ],
+)
+def test_each_method_has_a_name_that_tells_it_apart(method, quantization, name):
+    assert method.describe(quantization) == name

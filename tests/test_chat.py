@@ -9,7 +9,8 @@ import pytest
 from conftest import CHATML, build_tiny_tokenizer
 
 import workbench
-from workbench.tokens.templates import TEMPLATES, PrefixError, Segment, Template, chat_segments
+from workbench.tokens.chat import PrefixError, chat_segments
+from workbench.tokens.templates import TEMPLATES, Segment, Template
 from workbench.tokens.tokenizing import IGNORE_INDEX, tokenize_segments
 
 CONVERSATION = [

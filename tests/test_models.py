@@ -401,3 +401,17 @@ def test_embedded_model_answers_a_capital_question():
         output = model.generate(**inputs, max_new_tokens=12, do_sample=False)
     answer = tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "Paris" in answer
+
+
+def test_an_8bit_model_says_its_cast_warning_once_not_at_every_step(tiny_model_dir, caplog):
+    import logging
+
+    import torch
+
+    model, tokenizer = load_model(str(tiny_model_dir), quantization="8bit", device="cpu")
+    ids = tokenizer("Say hi to the team.", return_tensors="pt")["input_ids"]
+    with caplog.at_level(logging.WARNING, logger="bitsandbytes"), torch.no_grad():
+        for _ in range(3):
+            model(input_ids=ids)
+    casts = [r for r in caplog.records if "MatMul8bitLt" in r.getMessage()]
+    assert len(casts) == 1

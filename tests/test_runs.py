@@ -54,7 +54,10 @@ def test_list_and_compare_a_finished_and_a_stopped_run(tiny_model_dir, ticket_sp
     assert done.duration > 0 and not done.resumable and done.problems == []
     assert stopped.resumable and stopped.checkpoint.name == "checkpoint-3"
     table = runs_table(list(records.values()))
-    assert {"run", "status", "task", "kind", "learning_rate", "eval_loss"} <= set(table.columns)
+    assert {"run", "status", "task", "model", "method", "learning_rate", "eval_loss"} <= set(
+        table.columns
+    )
+    assert table.set_index("run").loc[first.run_dir.name, "method"] == "LoRA r=16"
 
     comparison = compare_runs([first.run_dir, second.run_dir])
     differing = set(comparison.differences.index)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from workbench.errors import TemplateError
+from workbench.tokens.chat import chat_messages
 from workbench.tokens.templates import (
     TEMPLATES,
     Template,
-    chat_messages,
     default_template,
     fill,
     get_template,

@@ -309,6 +309,7 @@ def test_qlora_trains_adapters_on_a_4bit_base_and_records_it(
 def test_tokens_per_second_times_training_steps_not_evaluation_pauses(
     tiny, ticket_split, monkeypatch
 ):
+    import workbench.runs.bridge
     import workbench.runs.run
 
     clock = {"now": 0.0}
@@ -322,7 +323,7 @@ def test_tokens_per_second_times_training_steps_not_evaluation_pauses(
         return generate(*args, **kwargs)
 
     monkeypatch.setattr(workbench.runs.run.time, "perf_counter", fake_perf_counter)
-    monkeypatch.setattr(workbench.runs.run, "generate", slow_generate)
+    monkeypatch.setattr(workbench.runs.bridge, "generate", slow_generate)
     model, tokenizer = tiny
     run = train(model, tokenizer, *ticket_split, hyperparameters=quick(eval_every=2)).wait()
     assert run.status == "finished", run.error

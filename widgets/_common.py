@@ -43,6 +43,18 @@ def html_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], limit: int
     )
 
 
+def findings_table(findings: Sequence[Any]) -> str:
+    """Pre-flight findings (`workbench.check_dataset`) under a title with their count, one
+    table row each; '' when there are none."""
+    if not findings:
+        return ""
+    from workbench.tokens.checks import findings_summary
+
+    rows = [[f.severity, f.check, f.where, f.what, f.fix] for f in findings]
+    title = f"<b>Checks before training</b> ({findings_summary(list(findings))})"
+    return title + html_table(["severity", "check", "where", "what", "fix"], rows)
+
+
 def text_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], limit: int = 60) -> str:
     """The same table as plain text, one row a line, cells separated by ' | '."""
     lines = [" | ".join(headers)]

@@ -3,8 +3,9 @@
 Invalid rows are listed with their line numbers; dropping them is an explicit button press,
 never silent. With a tokenizer, a histogram shows each row's token length against max_length.
 Searching, filtering by task and finding the fields every row shares are `Examples` methods;
-the panel shows their results. `examples`, `split` and `valid` are traits to follow; `template`,
-`max_length` and `tokenizer` are traits to set (the lengths are measured again).
+the panel shows their results, and the pre-flight checks (`workbench.check_dataset`) as a list
+of findings. `examples`, `split`, `valid` and `findings` are traits to follow; `template`,
+`max_length` and `tokenizer` are traits to set (the lengths are measured and checked again).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import ipywidgets as widgets
 import traitlets
 
 import workbench
-from workbench.widgets._common import Panel, escape, html_table, text_table
+from workbench.widgets._common import Panel, escape, findings_table, html_table, text_table
 
 ALL_TASKS = "all"
 CELL_LIMIT = 200  # characters shown per table cell
@@ -34,8 +35,8 @@ class DatasetPreview(Panel):
 
     Children a test or a notebook can drive: `search` (Text), `task_filter` (Dropdown),
     `prev_button`, `next_button`, `drop_button` (Buttons); outputs: `source_info`, `problems_html`,
-    `page_label`, `table`, `summary` (HTML), `histogram` (plotly FigureWidget, built with the
-    first measurement and updated in place; None before) and `error` (ErrorArea).
+    `page_label`, `table`, `summary`, `findings_html` (HTML), `histogram` (plotly FigureWidget,
+    built with the first measurement and updated in place; None before) and `error` (ErrorArea).
     Data shown: `visible` (rows passing the search and task filter), `page_rows` (the table's
     headers and cells), `shared_fields`, `problems`.
     """
@@ -54,6 +55,7 @@ class DatasetPreview(Panel):
     )
     max_length = traitlets.Int(256, help="the line drawn on the histogram")
     tokenizer = traitlets.Any(None, allow_none=True, help="without one, no lengths")
+    findings = traitlets.List(help="the pre-flight checks' findings (workbench.Finding)")
 
     def __init__(
         self,
@@ -72,8 +74,9 @@ class DatasetPreview(Panel):
         self.page_size, self.validation, self.seed = page_size, validation, seed
         self._problems = list(examples.dropped) if examples is not None else []
         self._page, self.histogram, self._measured, self._measured_with = 0, None, None, None
+        self._checked_with = None  # the settings the findings were made with
         self._loading = False  # True while `_load` sets `examples` with its own problems
-        self._messages = {"split": "", "lengths": ""}  # shown together in the error area
+        self._messages = {"split": "", "lengths": "", "checks": ""}  # shown together
         self._build()
         with self.hold_trait_notifications():
             self.tokenizer, self.template, self.max_length = tokenizer, template, max_length
@@ -96,6 +99,7 @@ class DatasetPreview(Panel):
         self.page_label = widgets.HTML()
         self.table = widgets.HTML()
         self.summary = widgets.HTML()
+        self.findings_html = widgets.HTML()
         self.drop_button.on_click(self._drop_invalid)
         self.prev_button.on_click(lambda _: self._turn(-1))
         self.next_button.on_click(lambda _: self._turn(+1))
@@ -108,7 +112,7 @@ class DatasetPreview(Panel):
         """Reassign the children: the table only with rows, the histogram once measured."""
         children = [self.source_info, self.error, self.problems_html, self.drop_button]
         if self.examples is not None:
-            children += [self._filters, self._pager, self.table, self.summary]
+            children += [self._filters, self._pager, self.table, self.summary, self.findings_html]
             if self._measured is not None:
                 children.append(self.histogram)
         self.children = children
@@ -181,6 +185,7 @@ class DatasetPreview(Panel):
             where = escape(self.source) if self.source is not None else "nothing loaded"
             self.source_info.value = f"<b>Dataset</b>: {where}"
             self._measured, self.split, self.valid = None, None, False
+            self._check()
             self._layout()
             return
         self.source_info.value = (
@@ -192,6 +197,7 @@ class DatasetPreview(Panel):
         self._show_page()
         self._show_summary()
         self._measure()
+        self._check()
         self._show_messages()
         self.valid = self.split is not None
         self._layout()
@@ -301,11 +307,28 @@ class DatasetPreview(Panel):
             update_histogram(self.histogram, stats, self.max_length)
         self._measured, self._measured_with = stats, settings
 
+    def _check(self) -> None:
+        """The pre-flight checks on the rows (`workbench.check_dataset`), listed below them."""
+        settings = (self.examples, self.tokenizer, self.template, self.max_length)
+        if self._checked_with is not None and _same_settings(settings, self._checked_with):
+            return
+        findings, self._messages["checks"], self._checked_with = [], "", settings
+        if self.examples is not None:
+            try:
+                findings = workbench.check_dataset(
+                    self.examples, self.template, self.tokenizer, max_length=self.max_length
+                )
+            except workbench.WorkbenchError as error:
+                self._messages["checks"] = f"Cannot check the rows: {error}"
+        self.findings = findings
+        self.findings_html.value = findings_table(findings)
+
     def _on_measure_setting(self, change) -> None:
         """Another template, max_length or tokenizer: measure again (the table stays)."""
         if self.examples is None:
             return
         self._measure()
+        self._check()
         self._show_messages()
         self._layout()
 
@@ -331,6 +354,7 @@ class DatasetPreview(Panel):
         parts = [self.source_info.value, self.error.value, self.problems_html.value]
         if self.examples is not None:
             parts += [f"<div>{self.page_label.value}</div>", self.table.value, self.summary.value]
+            parts.append(self.findings_html.value)
         return "".join(parts)
 
     def static_text(self) -> str:
@@ -343,6 +367,7 @@ class DatasetPreview(Panel):
         lines += [str(p) for p in self._problems]
         if self.examples is not None:
             lines += [self.page_label.value, text_table(*self.page_rows)]
+            lines += [str(f) for f in self.findings]
         return "\n".join(lines)
 
 

@@ -4,7 +4,8 @@ Pick a built-in template or write your own; every change renders one dataset row
 it as training will (`workbench.token_view`), and shows which tokens carry loss. A template
 that cannot be parsed or rendered shows its error inline and the last good preview stays.
 The results are traits (`template`, `max_length`, `completion_only`, `valid`): other panels
-follow them with `observe` or `traitlets.dlink`.
+follow them with `observe` or `traitlets.dlink`. `findings` lists what the pre-flight checks
+(`workbench.check_dataset`) find in the rows with the template shown.
 """
 
 from __future__ import annotations
@@ -14,11 +15,19 @@ import traitlets
 
 import workbench
 from workbench.tokens.tokenizing import segments_view
-from workbench.widgets._common import Panel, escape, heading, html_table, text_table
+from workbench.widgets._common import (
+    Panel,
+    escape,
+    findings_table,
+    heading,
+    html_table,
+    text_table,
+)
 
 CUSTOM = "custom"
 PROMPT_STYLE = "background:#eeeeee;color:#444;padding:4px;margin:0;white-space:pre-wrap"
 RESPONSE_STYLE = "background:#c8f7c5;color:#111;padding:4px;margin:0;white-space:pre-wrap"
+CHECKED_ROWS = 1000  # checks rerun on each edit: 1,000 rows take ~0.2 s (CPU), typing stays fluid
 
 
 class TemplateEditor(Panel):
@@ -27,7 +36,7 @@ class TemplateEditor(Panel):
     Children a test or a notebook can drive: `template_name` (Dropdown of built-ins + 'custom'),
     `prompt_text`, `prompt_no_input_text`, `response_text` (Textareas), `row_index` (IntSlider),
     `max_length_input` (IntText), `completion_only_checkbox`; outputs: `rendered`,
-    `token_html`, `counts` (HTML) and `error` (ErrorArea).
+    `token_html`, `counts`, `findings_html` (HTML) and `error` (ErrorArea).
     Result traits (the last settings that rendered without error): `template`, `max_length`,
     `completion_only`; `valid` is False while the error area shows a problem. Input traits:
     `examples` and `tokenizer` (either may be None: the panel then says what is missing).
@@ -41,6 +50,7 @@ class TemplateEditor(Panel):
     valid = traitlets.Bool(True, help="False while the settings cannot render the row")
     examples = traitlets.Instance(workbench.Examples, allow_none=True, help="rows to preview")
     tokenizer = traitlets.Any(None, allow_none=True, help="the model's tokenizer")
+    findings = traitlets.List(help="pre-flight findings (workbench.Finding) with the template")
 
     def __init__(
         self,
@@ -54,7 +64,7 @@ class TemplateEditor(Panel):
         start = workbench.get_template(template)
         self._syncing = False  # True while the panel sets controls itself
         self.render_count = 0  # renders so far: one per change keeps typing responsive
-        self._last_item = None
+        self._last_item, self._checked_with = None, None
         with self.hold_trait_notifications():
             self.tokenizer, self.examples = tokenizer, examples
             self.template, self.max_length = start, max_length
@@ -75,6 +85,7 @@ class TemplateEditor(Panel):
             heading("Tokens (green: carries loss)"),
             self.counts,
             self.token_html,
+            self.findings_html,
         ]
         self._render()
 
@@ -110,6 +121,7 @@ class TemplateEditor(Panel):
         self.rendered = widgets.HTML()
         self.counts = widgets.HTML()
         self.token_html = widgets.HTML()
+        self.findings_html = widgets.HTML()
 
     def _wire(self) -> None:
         self.template_name.observe(self._on_template_name, names="value")
@@ -215,11 +227,35 @@ class TemplateEditor(Panel):
         )
         self.counts.value = html_table(*self._count_rows(item))
         self.token_html.value = workbench.token_view_html(tokens, item)
+        self._check(template)
         # the results change last and together: observers see a finished preview
         with self.hold_trait_notifications():
             self.template, self.max_length = template, self.max_length_input.value
             self.completion_only = self.completion_only_checkbox.value
             self.valid = True
+
+    def _check(self, template: workbench.Template) -> None:
+        """The pre-flight checks on the first CHECKED_ROWS rows with `template`, when the
+        rows or settings changed (not when only the previewed row did)."""
+        settings = (self.examples, self.tokenizer, template, self.max_length_input.value)
+        settings += (self.completion_only_checkbox.value,)
+        last = self._checked_with
+        same_objects = last is not None and all(a is b for a, b in zip(settings[:2], last))
+        if same_objects and settings[2:] == last[2:]:
+            return
+        rows = self.examples.select(range(min(len(self.examples), CHECKED_ROWS)))
+        findings = workbench.check_dataset(
+            rows,
+            template,
+            self.tokenizer,
+            max_length=settings[3],
+            completion_only=settings[4],
+        )
+        self._checked_with, self.findings = settings, findings
+        shown = findings_table(findings)
+        if shown and len(rows) < len(self.examples):
+            shown = f"<small>the first {len(rows)} of {len(self.examples)} rows</small>" + shown
+        self.findings_html.value = shown
 
     def _missing_input(self) -> str:
         """What keeps the panel from previewing, or ''."""
@@ -252,7 +288,8 @@ class TemplateEditor(Panel):
         parts.append(f", max_length {self.max_length}, completion_only {self.completion_only}")
         if self.error.value:
             parts.append(self.error.value)
-        return "".join(parts) + self.rendered.value + self.counts.value + self.token_html.value
+        shown = self.rendered.value + self.counts.value + self.token_html.value
+        return "".join(parts) + shown + self.findings_html.value
 
     def static_text(self) -> str:
         text = (
@@ -263,4 +300,4 @@ class TemplateEditor(Panel):
             text += f"\nError: {self.error.message}"
         if self._last_item is not None:
             text += "\n" + text_table(*self._count_rows(self._last_item))
-        return text
+        return "\n".join([text, *map(str, self.findings)])

@@ -113,7 +113,7 @@ class WorkbenchApp(Panel):
         self._link_panels()
         self.tabs.observe(self._on_tab, names="selected_index")
         self.children = [
-            widgets.HBox([self.model_name, self.load_button, self.model_status]),
+            widgets.HBox([self.model_name, self.quantization, self.load_button, self.model_status]),
             self.error_html,
             self.tabs,
         ]
@@ -124,6 +124,13 @@ class WorkbenchApp(Panel):
             value=model_name or workbench.DEFAULT_MODEL,
             description="Model",
             placeholder="embedded default, a local folder or a hub id",
+            disabled=model is not None,
+        )
+        # QLoRA in the Method tab needs a 4-bit base: the model is loaded quantised here
+        self.quantization = widgets.Dropdown(
+            options=[("full precision", None), ("4-bit (QLoRA)", "4bit"), ("8-bit", "8bit")],
+            value=None,
+            description="Weights",
             disabled=model is not None,
         )
         self.load_button = widgets.Button(
@@ -204,12 +211,14 @@ class WorkbenchApp(Panel):
         """Load the model named in `model_name`; the tabs that need it follow by themselves."""
         name = self.model_name.value.strip() or workbench.DEFAULT_MODEL
         self.model_status.value = f"<i>Loading {html.escape(name)} ...</i>"
-        model, tokenizer = workbench.load_model(name)
+        model, tokenizer = workbench.load_model(name, quantization=self.quantization.value)
         self.state.model, self.state.tokenizer = model, tokenizer
+        if self.quantization.value == "4bit":  # only adapters train on a 4-bit base
+            self.method_panel.method_controls["kind"].value = "qlora"
         self.method_panel.set_model(model)
         self.template_panel.tokenizer = tokenizer  # the Data and Method tabs follow it
         self.model_status.value = self._model_text()
-        self.model_name.disabled = True
+        self.model_name.disabled = self.quantization.disabled = True
 
     def load_data(self) -> None:
         """Load the file named in `data_path` into the Data tab (problems are shown there)."""

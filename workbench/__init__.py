@@ -43,6 +43,7 @@ from workbench.evaluation.prompting import (
 )
 from workbench.runs.report import save_forgetting, write_report
 from workbench.runs.run import Run
+from workbench.tokens.checks import Finding, check_dataset
 from workbench.tokens.collators import CompletionCollator
 from workbench.tokens.templates import TEMPLATES, Template, default_template, get_template
 from workbench.tokens.tokenizing import (
@@ -74,6 +75,7 @@ __all__ = [
     "Evaluation",
     "ElasticWeightConsolidation",
     "Examples",
+    "Finding",
     "ForgettingProbe",
     "Hyperparameters",
     "Method",
@@ -87,6 +89,7 @@ __all__ = [
     "TurnScores",
     "WorkbenchError",
     "answer_contains",
+    "check_dataset",
     "compare",
     "compare_before_after",
     "count_parameters",

@@ -1,4 +1,5 @@
-"""Command line: `python -m workbench demo | preview | resume | report | runs | export | dpo`."""
+"""Command line: `python -m workbench demo | preview | check | resume | report | runs | export |
+dpo`."""
 
 from __future__ import annotations
 
@@ -29,6 +30,12 @@ def _run_command(argv: list[str] | None) -> int:
     preview.add_argument("--template", default=None, help="built-in template name")
     preview.add_argument("--row", type=int, default=0)
     preview.add_argument("--max-length", type=int, default=256)
+    check = commands.add_parser("check", help="pre-flight checks on a dataset before training")
+    check.add_argument("data", help="a dataset file")
+    check.add_argument("--template", default=None, help="built-in template name")
+    check.add_argument("--validation", default=None, help="a validation file (leakage, labels)")
+    check.add_argument("--max-length", type=int, default=256)
+    check.add_argument("--model", default=None, help="model name or folder (its tokenizer)")
     resume = commands.add_parser("resume", help="continue a stopped or killed run")
     resume.add_argument("run_dir")
     resume.add_argument(
@@ -36,10 +43,17 @@ def _run_command(argv: list[str] | None) -> int:
     )
     report = commands.add_parser("report", help="(re)write report.html for a run directory")
     report.add_argument("run_dir")
+    recipe = commands.add_parser("train", help="train from a recipe YAML or a run's config.yaml")
+    recipe.add_argument("config", help="e.g. configs/lora_support_tickets.yaml")
+    recipe.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE")
     _add_history_commands(commands)
     args = parser.parse_args(argv)
-    if args.command in ("runs", "export", "dpo"):
-        return {"runs": _runs, "export": _export, "dpo": _dpo}[args.command](args)
+    if args.command == "train":
+        from workbench.runs.recipe_command import train_recipe
+
+        return train_recipe(args.config, args.set)
+    if args.command in ("runs", "export", "dpo", "check"):
+        return {"runs": _runs, "export": _export, "dpo": _dpo, "check": _check}[args.command](args)
 
     if args.command == "demo":
         from workbench.lessons.demo import DemoSettings, run_demo
@@ -74,6 +88,8 @@ def _add_history_commands(commands) -> None:
     export.add_argument("run_dir")
     export.add_argument("--merged", action="store_true", help="write <run>/merged (safetensors)")
     export.add_argument("--script", action="store_true", help="write <run>/export (train.py)")
+    export.add_argument("--gguf", action="store_true", help="<run>/gguf: llama.cpp/Ollama")
+    export.add_argument("--gguf-type", choices=("f16", "q8_0"), default="f16")
     export.add_argument("--out", default=None, help="folder instead of <run>/merged|export")
     export.add_argument("--push-to-hub", default=None, metavar="USER/NAME", help="needs network")
     dpo = commands.add_parser("dpo", help="preference-tune a finished LoRA run (DPO)")
@@ -106,13 +122,19 @@ def _export(args: argparse.Namespace) -> int:
 
     from workbench.runs.export import export_script, merge_adapter, push_to_hub
 
-    both = not (args.merged or args.script)
+    both = not (args.merged or args.script or args.gguf)
     merged = None
     if args.merged or both:
         merged = merge_adapter(args.run_dir, args.out if args.merged else None)
         print(f"merged model: {merged}")
     if args.script or both:
         print(f"training script: {export_script(args.run_dir, args.out if args.script else None)}")
+    if args.gguf:
+        from workbench.runs.gguf_export import export_gguf
+
+        out = None if args.merged or args.script else args.out
+        gguf = export_gguf(args.run_dir, out, quantization=args.gguf_type)
+        print(f"GGUF model: {gguf} (Modelfile beside it)")
     if args.push_to_hub:
         folder = merged or Path(args.run_dir) / "adapter"
         print(push_to_hub(folder, args.push_to_hub))
@@ -143,15 +165,36 @@ def _dpo(args: argparse.Namespace) -> int:
     return 0 if run.status == "finished" else 1
 
 
+def _check(args: argparse.Namespace) -> int:
+    """Print every finding, errors first, then a summary; 1 when any is an error."""
+    from workbench.data.loading import load_data
+    from workbench.tokens.checks import check_dataset, findings_summary
+    from workbench.tokens.templates import get_template
+    from workbench.training.models import DEFAULT_MODEL, load_model
+
+    data = load_data(args.data, verbose=False)  # a file that does not load exits 2 in main()
+    validation = load_data(args.validation, verbose=False) if args.validation else None
+    template = get_template(args.template, data.format)
+    _, tokenizer = load_model(args.model or DEFAULT_MODEL, device="cpu")
+    findings = check_dataset(
+        data, template, tokenizer, validation=validation, max_length=args.max_length
+    )
+    for finding in findings:
+        print(finding)
+    summary = findings_summary(findings)
+    print(f"{data.source}: {len(data)} rows checked with template `{template.name}`: {summary}")
+    return 1 if any(f.severity == "error" for f in findings) else 0
+
+
 def _preview(args: argparse.Namespace) -> None:
     from workbench import dataset_stats, get_template, load_data, load_model
-    from workbench.tokens.tokenizing import token_view, token_view_text
+    from workbench.tokens.tokenizing import row_token_view, token_view_text
 
     _, tokenizer = load_model()
     data = load_data(args.data)
     template = get_template(args.template or None, data.format)
-    prompt, response = template.render(data[args.row], tokenizer, data.where(args.row))
-    tokens, item = token_view(prompt, response, tokenizer, max_length=args.max_length)
+    row = data[args.row]
+    tokens, item = row_token_view(row, template, tokenizer, max_length=args.max_length)
     print(f"template `{template.name}`, row {data.where(args.row)} ([..] carry loss):\n")
     print(token_view_text(tokens))
     print(f"\n{item.prompt_tokens} prompt + {item.response_tokens} response tokens")

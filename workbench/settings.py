@@ -25,12 +25,32 @@ class Settings:
         """Build from plain values (a YAML mapping). Unknown keys, values of the wrong type and
         invalid values are reported together, naming `where` (a file) and the key path
         (`key.field`) with the fix."""
-        prefix = f"{key}." if key else ""
         if not isinstance(values, dict):
             raise WorkbenchError(
                 f"{where or cls.__name__}: `{key or cls.__name__}` must be a mapping of "
                 f"settings (name: value), not {type(values).__name__}."
             )
+        converted, problems = cls.convert(values, key)
+        place = f"{where}: " if where else ""
+        if problems:
+            raise WorkbenchError(
+                f"{place}invalid {key or cls.__name__}:\n  - " + "\n  - ".join(problems)
+            )
+        try:
+            return cls(**converted)
+        except WorkbenchError as error:  # the class's own checks, which name each field
+            if not place and not key:
+                raise
+            raise WorkbenchError(f"{place}in `{key or cls.__name__}`: {error}") from None
+
+    @classmethod
+    def convert(
+        cls, values: dict[str, Any], key: str | None = None
+    ) -> tuple[dict[str, Any], list[str]]:
+        """(the values converted to their declared types, a problem for each unknown key or
+        value of the wrong type). Values with a problem are left out, so the class's own
+        checks can still run on the rest and every problem is found at once."""
+        prefix = f"{key}." if key else ""
         known = {f.name for f in dataclasses.fields(cls)}
         hints = typing.get_type_hints(cls)
         problems = [
@@ -44,18 +64,9 @@ class Settings:
                 value, problem = _as_type(hints[name], value)
                 if problem:
                     problems.append(f"`{prefix}{name}`={values[name]!r}: {problem}")
-                converted[name] = value
-        place = f"{where}: " if where else ""
-        if problems:
-            raise WorkbenchError(
-                f"{place}invalid {key or cls.__name__}:\n  - " + "\n  - ".join(problems)
-            )
-        try:
-            return cls(**converted)
-        except WorkbenchError as error:  # the class's own checks, which name each field
-            if not place and not key:
-                raise
-            raise WorkbenchError(f"{place}in `{key or cls.__name__}`: {error}") from None
+                else:
+                    converted[name] = value
+        return converted, problems
 
     def check_values(self) -> None:
         """Raise on values of the wrong type or non-finite numbers, before the class's own

@@ -176,3 +176,21 @@ def test_setting_template_and_tokenizer_traits_measures_again(mixed, tiny_tokeni
     shorter = preview.length_stats.lengths["total"].tolist()
     assert preview.histogram is figure and list(figure.data[0].x) == shorter
     assert all(s < a for s, a in zip(shorter, alpaca))  # no Alpaca preamble any more
+
+
+def test_the_checks_findings_are_a_trait_that_follows_the_settings(mixed, tiny_tokenizer):
+    preview = DatasetPreview(mixed, tokenizer=tiny_tokenizer, max_length=256)
+    assert preview.findings == workbench.check_dataset(mixed, None, tiny_tokenizer, max_length=256)
+    assert [f.check for f in preview.findings] == ["labels", "learned_share"]
+    assert preview.findings_html in preview.children
+    assert "ticket_topic" in preview.findings_html.value
+    preview.max_length = 100  # shorter than most Alpaca prompts: their answers are cut off
+    assert preview.findings == workbench.check_dataset(mixed, None, tiny_tokenizer, max_length=100)
+    assert {"nothing_to_learn", "truncation"} <= {f.check for f in preview.findings}
+    assert "warning [nothing_to_learn]" in preview.static_text()
+
+
+def test_without_rows_there_are_no_findings_and_without_a_tokenizer_only_text_checks(mixed):
+    assert DatasetPreview(source=MISSING).findings == []
+    preview = DatasetPreview(mixed)
+    assert [f.check for f in preview.findings] == ["labels", "tokens"]  # tokens: not checked

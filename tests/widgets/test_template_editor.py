@@ -164,3 +164,20 @@ def test_without_a_tokenizer_or_rows_it_says_what_is_missing_until_given(tiny_to
     assert editor.valid and editor.error.message == ""
     assert editor.row_index.max == 2
     assert examples.where(0) in editor.rendered.value
+
+
+def test_the_checks_findings_follow_the_template_being_edited(editor, tiny_tokenizer, examples):
+    assert editor.findings == workbench.check_dataset(
+        examples, "alpaca", tiny_tokenizer, max_length=256
+    )
+    assert not [f for f in editor.findings if f.check == "unused_column"]
+    editor.prompt_text.value = "{instruction}\n"  # a custom template that drops the input
+    unused = [f for f in editor.findings if f.check == "unused_column"]
+    assert len(unused) == 1 and "column `input`" in unused[0].what
+    assert editor.findings == workbench.check_dataset(
+        examples, editor.template, tiny_tokenizer, max_length=256
+    )
+    assert "unused_column" in editor.findings_html.value and editor.findings_html in editor.children
+    findings = editor.findings
+    editor.row_index.value = 3  # another row to preview: the rows' findings stay as they are
+    assert editor.findings is findings

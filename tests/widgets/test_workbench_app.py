@@ -197,3 +197,13 @@ def test_conversational_data_gets_the_chat_template_unless_one_was_chosen(tiny):
     assert app.template_panel.template.name == "alpaca"
     chosen = WorkbenchApp(model, tokenizer, chat_file, template="alpaca")
     assert chosen.template_panel.template.name == "alpaca"  # the user's choice is kept
+
+
+def test_the_model_bar_loads_a_4bit_base_for_qlora(tiny_model_dir):
+    app = WorkbenchApp(model_name=str(tiny_model_dir))
+    app.quantization.value = "4bit"
+    app.load_button.click()
+    app.wait()
+    assert app.errors == [] and getattr(app.state.model, "is_loaded_in_4bit", False)
+    assert app.method_panel.method.kind == "qlora"  # the only kind that trains on it
+    assert app.quantization.disabled and app.model_name.disabled

@@ -25,8 +25,6 @@ RunStatus = Literal[
 END_EVENTS = ("stopped", "finished", "failed")
 # The settings shown in a listing (flattened config.yaml keys), in this order.
 KEY_SETTINGS = (
-    "method.kind",
-    "method.r",
     "hyperparameters.learning_rate",
     "hyperparameters.max_steps",
     "hyperparameters.batch_size",
@@ -68,6 +66,20 @@ class RunRecord:
         return ended_early and self.checkpoint is not None and self.stage == "sft"
 
     @property
+    def method(self) -> str | None:
+        """The method as `Method.describe` names it (DoRA, rsLoRA, 4- or 8-bit base...)."""
+        from workbench.training.methods import Method
+
+        values = {
+            k[len("method.") :]: v for k, v in self.settings.items() if k.startswith("method.")
+        }
+        try:
+            method = Method(**values)
+        except (TypeError, ValueError):  # a damaged config: say what it says
+            return values.get("kind")
+        return method.describe(self.settings.get("quantization"))
+
+    @property
     def running(self) -> bool:
         return self.status in ("running", "stopping")
 
@@ -80,6 +92,8 @@ class RunRecord:
             "task": self.task,
             "step": f"{self.step}/{self.max_steps}" if self.max_steps else str(self.step),
             "duration_s": None if self.duration is None else round(self.duration, 1),
+            "model": self.settings.get("model"),
+            "method": self.method,
         }
         row.update({k.split(".")[-1]: self.settings.get(k) for k in KEY_SETTINGS})
         row.update(train_loss=self.train_loss, eval_loss=self.eval_loss, **self.metrics)
@@ -199,11 +213,7 @@ def list_runs(root: str | Path | None = None) -> list[RunRecord]:
     root = Path(root) if root is not None else runs_root()
     if not root.is_dir():
         return []
-    folders = [
-        p
-        for p in root.iterdir()
-        if p.is_dir() and RunDirectory(p).is_run
-    ]
+    folders = [p for p in root.iterdir() if p.is_dir() and RunDirectory(p).is_run]
     return [read_run(p) for p in sorted(folders, key=lambda p: p.name, reverse=True)]
 
 

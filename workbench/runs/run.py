@@ -5,8 +5,8 @@ Events, in order: `started`, `step`, `evaluation`, `samples`, `checkpoint`, then
 each event is also appended to `metrics.jsonl` and flushed before subscribers see it.
 
 Every kind of run (instruction tuning, DPO) builds a `RunContext` (what it trains and how) and
-a Trainer whose callbacks include `event_bridge(run)`, which turns the Trainer's hooks into the
-Run's events; files go through `RunDirectory`.
+a Trainer whose callbacks include `event_bridge(run)` (runs/bridge.py), which turns the
+Trainer's hooks into the Run's events; files go through `RunDirectory`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from workbench.errors import WorkbenchError
-from workbench.evaluation.generation import Decoding, generate
 from workbench.runs.directory import RunDirectory
 from workbench.tokens.templates import Template
 
@@ -374,87 +373,3 @@ def _number(value: Any) -> float | None:
         return float(value)
     except (TypeError, ValueError):
         return None
-
-
-def event_bridge(run: Run):
-    """A TrainerCallback that turns the Trainer's hooks into the Run's events: `started`,
-    `step` (and Stop, and NaN), `evaluation` with sample answers, `checkpoint`. Every kind of
-    run uses it (defined in a function so that `import workbench` does not import
-    transformers)."""
-    from transformers import TrainerCallback
-
-    context = run.context
-    decoding = Decoding(max_new_tokens=context.sample_max_new_tokens)
-
-    class EventBridge(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kwargs):
-            run.emit(
-                "started",
-                step=state.global_step,
-                max_steps=state.max_steps,
-                run_dir=str(run.run_dir),
-                parameters=str(context.parameters),
-                batch_size=args.per_device_train_batch_size,
-                predicted_memory=str(context.fit) if context.fit is not None else None,
-            )
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if run.stop_requested:  # stop after this step, with a checkpoint to resume from
-                control.should_training_stop = True
-                control.should_save = True
-            return control
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and "loss" in logs and not run.on_step_log(state, logs):
-                control.should_training_stop = True
-                control.should_save = False  # never checkpoint NaN weights
-                control.should_evaluate = False
-            return control
-
-        def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
-            _emit_evaluation(run, state.global_step, metrics or {}, model, decoding)
-            run.restart_step_clock()
-
-        def on_save(self, args, state, control, **kwargs):
-            run.mark_checkpoint(state)  # first mark the new one complete, then rotate the old
-            keep = context.hyperparameters.keep_checkpoints
-            run.directory.rotate_checkpoints(keep, protect=state.best_model_checkpoint)
-
-    return EventBridge()
-
-
-def _emit_evaluation(run: Run, step: int, metrics: dict, model, decoding: Decoding) -> None:
-    """The `evaluation` event (validation loss, exact match on the scored rows), then the
-    `samples` event with the answers shown, also appended to samples.jsonl."""
-    context = run.context
-    prompts, references = context.sample_prompts, context.references
-    loss = metrics.get("eval_loss")
-    perplexity = math.exp(loss) if loss is not None and loss < 50 else None
-    answers = generate(model, context.tokenizer, prompts, decoding) if model is not None else []
-    scored = min(context.scored_rows, len(answers))
-    run.emit(
-        "evaluation",
-        step=step,
-        eval_loss=loss,
-        perplexity=perplexity,
-        exact_match=_exact_match(answers[:scored], references[:scored]),
-        scored_rows=scored,
-    )
-    shown = context.samples_shown
-    if answers and shown:
-        rows = [
-            {"prompt": p, "reference": r, "answer": a}
-            for p, r, a in zip(prompts[:shown], references, answers)
-        ]
-        record = run.emit("samples", step=step, samples=rows)
-        run.directory.append_samples(record)
-
-
-def _exact_match(answers: list[str], references: list[str]) -> float | None:
-    """Share of answers equal to their reference (normalised), None without rows."""
-    if not answers:
-        return None
-    from workbench.evaluation.metrics import load_metric
-
-    result = load_metric("exact_match").compute(predictions=answers, references=references)
-    return float(result["exact_match"])

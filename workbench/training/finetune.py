@@ -12,8 +12,9 @@ from pathlib import Path
 from workbench.data.loading import Examples
 from workbench.errors import AllLabelsMaskedError, RunDirectoryInUseError, WorkbenchError
 from workbench.evaluation.generation import cut_prompts
+from workbench.runs.bridge import event_bridge
 from workbench.runs.directory import CONFIG, RunDirectory, new_run_dir
-from workbench.runs.run import Run, RunContext, event_bridge
+from workbench.runs.run import Run, RunContext
 from workbench.tokens.collators import CompletionCollator, PackedCollator
 from workbench.tokens.templates import Template, get_template
 from workbench.tokens.tokenizing import IGNORE_INDEX, tokenize_examples
@@ -90,6 +91,8 @@ def _prepare_run(
     template = get_template(template, train_data.format)
     train_tokens = _tokens(train_data, template, tokenizer, hp)
     _check_learnable(train_tokens, train_data)
+    if not resuming:  # a resumed run was checked when it started
+        _warn_findings(train_data, validation, template, tokenizer, hp, train_tokens)
     has_validation = validation is not None and len(validation) > 0
     val_tokens = _tokens(validation, template, tokenizer, hp) if has_validation else None
     model = _adapt(model, method, hp.seed)
@@ -209,6 +212,27 @@ def _check_learnable(tokens, data: Examples) -> None:
         )
     if report.truncated:
         warnings.warn(str(report), stacklevel=3)
+
+
+def _warn_findings(train_data, validation, template, tokenizer, hp, train_tokens) -> None:
+    """Each warning or error of the pre-flight checks as a Python warning. The training rows
+    are reused as tokenised (their labels mark the learned tokens when completion-only);
+    truncation is left to `_check_learnable`, which already reports it."""
+    from workbench.tokens.checks import check_dataset
+
+    findings = check_dataset(
+        train_data,
+        template,
+        tokenizer,
+        validation=validation,
+        max_length=hp.max_length,
+        completion_only=hp.completion_only,
+        truncation_side=hp.truncation_side,
+        tokenized=train_tokens,
+    )
+    for finding in findings:
+        if finding.severity != "info" and finding.check != "truncation":
+            warnings.warn(str(finding), stacklevel=4)
 
 
 # transformers' own Trainer still calls a renamed property; the warning is not for our users.

@@ -93,6 +93,21 @@ class Method(Settings):
     def uses_lora(self) -> bool:
         return self.kind in ("lora", "qlora")
 
+    def describe(self, quantization: str | None = None) -> str:
+        """A short name that tells methods apart: `LoRA r=16`, `DoRA r=8 rsLoRA`, `QLoRA r=16
+        (4-bit)`, `LoRA r=16 (8-bit base)`, `full`, `freeze 20`."""
+        if not self.uses_lora:
+            return f"freeze {self.freeze_layers}" if self.kind == "freeze" else "full"
+        name = "QLoRA" if self.kind == "qlora" else "LoRA"
+        parts = [f"{'DoRA' if self.use_dora else name} r={self.r}"]
+        if self.use_rslora:
+            parts.append("rsLoRA")
+        if self.freeze_layers:
+            parts.append(f"+ freeze {self.freeze_layers}")
+        if quantization:
+            parts.append(f"({quantization})" if self.kind == "qlora" else f"({quantization} base)")
+        return " ".join(parts)
+
     def to_peft(self, model=None):
         """The equivalent `peft.LoraConfig` (only for 'lora' and 'qlora').
 

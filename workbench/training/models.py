@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import logging
 import os
 import shutil
 import time
@@ -199,6 +200,7 @@ def quantization_config(quantization: Quantization, compute_dtype, device: str):
     from transformers import BitsAndBytesConfig
 
     if quantization == "8bit":
+        _say_once("bitsandbytes.autograd._functions", "MatMul8bitLt: inputs will be cast")
         return BitsAndBytesConfig(load_in_8bit=True)
     return BitsAndBytesConfig(
         load_in_4bit=True,
@@ -206,6 +208,28 @@ def quantization_config(quantization: Quantization, compute_dtype, device: str):
         bnb_4bit_use_double_quant=True,  # quantises the quantisation constants: ~0.4 bit/param
         bnb_4bit_compute_dtype=compute_dtype,
     )
+
+
+class _OnceFilter(logging.Filter):
+    """Lets the first record that starts with `prefix` through, and no later one."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix, self.seen = prefix, False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith(self.prefix):
+            return True
+        seen, self.seen = self.seen, True
+        return not seen
+
+
+def _say_once(logger: str, prefix: str) -> None:
+    """bitsandbytes logs the same 8-bit warning at every forward pass (168 lines in a 3-step
+    run of a 2-layer model): keep the first."""
+    target = logging.getLogger(logger)
+    if not any(isinstance(f, _OnceFilter) and f.prefix == prefix for f in target.filters):
+        target.addFilter(_OnceFilter(prefix))
 
 
 def _resolve_source(name_or_path: str) -> tuple[str, bool]:

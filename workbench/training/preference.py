@@ -16,8 +16,9 @@ from typing import Any, Literal
 
 from workbench.data.loading import Examples
 from workbench.errors import WorkbenchError
+from workbench.runs.bridge import event_bridge
 from workbench.runs.directory import RunDirectory, new_run_dir
-from workbench.runs.run import Run, RunContext, event_bridge
+from workbench.runs.run import Run, RunContext
 from workbench.tokens.templates import Template, get_template
 from workbench.training.hyperparameters import Hyperparameters
 from workbench.training.methods import Method, apply_method, count_parameters

@@ -1,0 +1,441 @@
+"""Pre-flight checks on a dataset before training: what would quietly spoil a run.
+
+`check_dataset` tokenises every row once, as training does, and checks for rows with nothing
+to learn, learned spans without a stop token, a generation prompt unlike the trained prefix,
+truncation of learned tokens, duplicates and leakage, empty or unused columns, and the labels
+of classification-like tasks. Each `Finding` names the row (`data.jsonl:17`), what and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections import Counter
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from workbench.data.loading import Examples
+from workbench.errors import WorkbenchError
+from workbench.tokens.chat import chat_messages
+from workbench.tokens.templates import Template, fill, get_template
+from workbench.tokens.tokenizing import (
+    IGNORE_INDEX,
+    TokenizedData,
+    TokenizedExample,
+    TruncationSide,
+    tokenize_segments,
+)
+
+Severity = Literal["error", "warning", "info"]
+SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")  # the order findings are listed
+ROWS_NAMED = 5  # rows named one by one per check; one more finding counts the rest
+EMPTY_SHARE = 0.2  # a field empty in this share of rows is more likely a mapping mistake than data
+LABEL_VALUES = 20  # a task is label-like with at most this many distinct responses,
+LABEL_WORDS = 5  # each at most this many words long,
+LABEL_ROWS = 20  # over at least this many rows (fewer say nothing about a distribution)
+WHOLE = 10**9  # a max_length that keeps every row whole
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing found before training: `severity` ('error' spoils the run, 'warning' probably
+    hurts it, 'info' is a fact worth seeing), the `check` that found it, `what` it is, `where`
+    (`file:line`, or the file for the whole dataset) and the `fix` ('' for facts)."""
+
+    severity: Severity
+    check: str
+    what: str
+    where: str
+    fix: str = ""
+
+    def __str__(self) -> str:
+        text = f"{self.severity} [{self.check}] {self.where}: {self.what}"
+        return text + (f" Fix: {self.fix}" if self.fix else "")
+
+
+@dataclass
+class _Row:
+    """A row's tokens within max_length and whole; labels mark the learned tokens."""
+
+    index: int
+    where: str
+    fitted: TokenizedExample
+    whole: TokenizedExample
+
+
+def check_dataset(
+    examples: Examples,
+    template: Template | str | None = None,
+    tokenizer=None,
+    *,
+    validation: Examples | None = None,
+    max_length: int = 256,
+    completion_only: bool = True,
+    truncation_side: TruncationSide = "right",
+    add_eos: bool = True,
+    tokenized: TokenizedData | None = None,
+) -> list[Finding]:
+    """Every check on `examples` (and `validation`, for leakage and unseen labels), errors
+    first. `template` defaults to the one that suits the data's format; without a tokenizer
+    only the checks on the text run. `tokenized`: the rows as `tokenize_examples` gave them
+    with these settings (training passes its own, so rows are not tokenised twice); used with
+    `completion_only`, whose labels mark the learned tokens."""
+    if tokenized is not None and len(tokenized) != len(examples):
+        raise WorkbenchError(
+            f"`tokenized` has {len(tokenized)} rows, the examples {len(examples)}."
+        )
+    if examples.format == "preference":  # checked as DPO trains them: prompt + chosen answer
+        examples, validation = _chosen(examples), _chosen(validation) if validation else None
+    template = get_template(template, examples.format)
+    findings = _duplicates(examples) + _leaks(examples, validation)
+    findings += _empty_fields(examples, template) + _unused_columns(examples, template)
+    findings += _labels(examples, validation, template)
+    if tokenizer is None:
+        what = "no tokenizer: the checks on tokens did not run"
+        findings.append(Finding("info", "tokens", what, examples.source, "Pass the tokenizer."))
+    else:
+        given = tokenized.examples if tokenized is not None and completion_only else None
+        rows, problems = _tokenized_rows(
+            examples, template, tokenizer, given, max_length, truncation_side, add_eos
+        )
+        findings += problems + _nothing_to_learn(rows, examples.source, completion_only)
+        findings += _missing_stop(rows, examples.source, template, tokenizer)
+        findings += _prompt_differs(rows, examples, template, tokenizer)
+        findings += _truncated_learning(rows, examples.source, max_length, truncation_side)
+    return sorted(findings, key=lambda f: SEVERITIES.index(f.severity))
+
+
+def _chosen(pairs: Examples) -> Examples:
+    """Preference rows as the rows DPO learns: the instruction (or the prompt) and the chosen
+    answer; the rejected answer is not learned."""
+    instructed = all(row.get("instruction") for row in pairs.rows)
+    key, fmt = ("output", "alpaca") if instructed else ("completion", "prompt_completion")
+    rows = [
+        {**{k: v for k, v in row.items() if k not in ("chosen", "rejected")}, key: row["chosen"]}
+        for row in pairs.rows
+    ]
+    return Examples(rows, fmt, pairs.source, list(pairs.locations), sources=pairs.sources)
+
+
+def findings_summary(findings: list[Finding]) -> str:
+    """'1 error, 2 warnings, 3 info' (or 'no findings')."""
+    n = Counter(f.severity for f in findings)
+    plural = {s: "s" if n[s] > 1 and s != "info" else "" for s in SEVERITIES}
+    return ", ".join(f"{n[s]} {s}{plural[s]}" for s in SEVERITIES if n[s]) or "no findings"
+
+
+def _named(rows: list[tuple[str, str]], severity: Severity, check: str, fix: str, source: str):
+    """A finding per row for the first ROWS_NAMED (where, what), and one counting the rest."""
+    findings = [Finding(severity, check, what, where, fix) for where, what in rows[:ROWS_NAMED]]
+    rest = rows[ROWS_NAMED:]
+    if rest:
+        some = ", ".join(where for where, _ in rest[:3])
+        what = f"{len(rest)} more rows like these ({some}{', ...' if len(rest) > 3 else ''})"
+        findings.append(Finding(severity, check, what, source, fix))
+    return findings
+
+
+# --- rows and columns ---------------------------------------------------------------------
+
+
+def _normalised(value: Any) -> Any:
+    """Text compared ignoring case and runs of whitespace, inside lists and dicts too."""
+    if isinstance(value, str):
+        return " ".join(value.split()).casefold()
+    if isinstance(value, list):
+        return [_normalised(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _normalised(v) for k, v in value.items()}
+    return value
+
+
+def _content_key(row: dict[str, Any]) -> str:
+    return json.dumps(_normalised({k: v for k, v in row.items() if k != "task"}), sort_keys=True)
+
+
+def _duplicates(examples: Examples) -> list[Finding]:
+    """Rows with the same content as an earlier one (ignoring case, whitespace and `task`)."""
+    first: dict[str, int] = {}
+    repeated = []
+    for i, row in enumerate(examples.rows):
+        key = _content_key(row)
+        if key in first:
+            repeated.append((examples.where(i), f"repeats {examples.where(first[key])}"))
+        else:
+            first[key] = i
+    fix = "Keep one of them: a repeated row is learned twice as hard and overweights its answer."
+    return _named(repeated, "warning", "duplicate", fix, examples.source)
+
+
+def _leaks(examples: Examples, validation: Examples | None) -> list[Finding]:
+    """Training rows that are also validation rows: the validation loss would flatter."""
+    if validation is None:
+        return []
+    held = {_content_key(row): j for j, row in enumerate(validation.rows)}
+    leaked = [
+        (examples.where(i), f"is also in validation at {validation.where(held[key])}")
+        for i, row in enumerate(examples.rows)
+        if (key := _content_key(row)) in held
+    ]
+    fix = "Remove the row from one split; validation must hold rows the model never trained on."
+    return _named(leaked, "warning", "leakage", fix, examples.source)
+
+
+def _used_columns(template: Template, columns: list[str]) -> list[str]:
+    """The columns a row's text comes from: the template's fields, or for the chat template
+    the columns `chat_messages` reads."""
+    if not template.use_chat_template:
+        return template.fields
+    if "messages" in columns:
+        return ["messages"]
+    if "instruction" in columns:
+        return ["instruction", "input", "output"]
+    return ["prompt", "completion"]
+
+
+def _columns(examples: Examples) -> list[str]:
+    return list(dict.fromkeys(k for row in examples.rows for k in row if k != "task"))
+
+
+def _empty_fields(examples: Examples, template: Template) -> list[Finding]:
+    """Template fields that are blank in at least EMPTY_SHARE of the rows (a missing or null
+    field is the render check's). An empty `input` is by design where the template has a
+    no-input prompt, or for the chat template, which leaves it out."""
+    optional = template.use_chat_template or template.prompt_no_input is not None
+    findings, n = [], len(examples)
+    for name in _used_columns(template, _columns(examples)):
+        if name == "messages" or (name == "input" and optional):
+            continue
+        empty = [
+            examples.where(i)
+            for i, row in enumerate(examples.rows)
+            if isinstance(row.get(name), str) and not row[name].strip()
+        ]
+        if n and len(empty) >= EMPTY_SHARE * n:
+            what = f"`{name}` is empty in {len(empty)} of {n} rows ({len(empty) / n:.0%})"
+            fix = f"Fill `{name}`, map another column to it, or drop `{{{name}}}`."
+            findings.append(Finding("warning", "empty_field", what, empty[0], fix))
+    return findings
+
+
+def _unused_columns(examples: Examples, template: Template) -> list[Finding]:
+    """Columns of the data that the template never reads."""
+    used = set(_used_columns(template, _columns(examples)))
+    reads = ", ".join(sorted(used)) or "nothing"
+    findings = []
+    for name in [c for c in _columns(examples) if c not in used]:
+        what = f"template `{template.name}` never reads column `{name}` (it reads {reads})"
+        fix = f"Use `{{{name}}}` in the template if the model needs it (metadata can stay)."
+        findings.append(Finding("warning", "unused_column", what, examples.source, fix))
+    return findings
+
+
+def _response(template: Template, row: dict[str, Any]) -> str | None:
+    """The text a row teaches, without a tokenizer (None when the template cannot fill it)."""
+    try:
+        if template.use_chat_template:
+            return chat_messages(row)[-1]["content"].strip()
+        return fill(template.response, row).strip()
+    except WorkbenchError:
+        return None
+
+
+def _labels(examples: Examples, validation: Examples | None, template: Template) -> list:
+    """For label-like tasks: the label counts, and validation labels training never shows."""
+    by_task: dict[str, Counter] = {}
+    for row in examples.rows:
+        by_task.setdefault(row["task"], Counter())[_response(template, row)] += 1
+    findings = []
+    for task, counts in by_task.items():
+        counts.pop(None, None)
+        rows = sum(counts.values())
+        short = all(len(label.split()) <= LABEL_WORDS for label in counts)
+        if rows < LABEL_ROWS or len(counts) > LABEL_VALUES or not short:
+            by_task[task] = Counter()  # not label-like: no unseen-label check either
+            continue
+        shares = ", ".join(f"{label!r} {c} ({c / rows:.0%})" for label, c in counts.most_common())
+        what = f"task `{task}` has {len(counts)} labels over {rows} rows: {shares}"
+        findings.append(Finding("info", "labels", what, examples.source))
+    unseen: dict[tuple[str, str], list[str]] = {}
+    for j, row in enumerate(validation.rows if validation is not None else []):
+        label = _response(template, row)
+        if by_task.get(row["task"]) and label is not None and label not in by_task[row["task"]]:
+            unseen.setdefault((row["task"], label), []).append(validation.where(j))
+    for (task, label), places in unseen.items():
+        what = (
+            f"label {label!r} of task `{task}` is in {len(places)} validation rows, no training row"
+        )
+        fix = f"Add training rows labelled {label!r}, or move these rows out of validation."
+        findings.append(Finding("warning", "unseen_label", what, places[0], fix))
+    return findings
+
+
+# --- tokens -------------------------------------------------------------------------------
+
+
+def _tokenized_rows(examples, template, tokenizer, given, max_length, side, add_eos):
+    """(each row's tokens, findings for rows the template cannot render). A row is tokenised
+    whole once, and again within max_length only when it is longer."""
+    rows, failed = [], []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for i, row in enumerate(examples.rows):
+            where = examples.where(i)
+            fitted = given[i] if given is not None else None
+            if fitted is not None and fitted.truncated == "none":
+                rows.append(_Row(i, where, fitted, fitted))
+                continue
+            try:
+                segments = template.segments(row, tokenizer, where=where)
+            except WorkbenchError as error:
+                failed.append((where, str(error).removeprefix(f"{where}: ")))
+                continue
+            if not add_eos:
+                segments = [replace(s, eos=False) for s in segments]
+            whole = tokenize_segments(segments, tokenizer, max_length=WHOLE)
+            if fitted is None and whole.full_length > max_length:
+                fitted = tokenize_segments(
+                    segments, tokenizer, max_length=max_length, truncation_side=side
+                )
+            rows.append(_Row(i, where, fitted or whole, whole))
+    findings = _named(failed, "error", "render", "", examples.source)  # the message says the fix
+    for message in dict.fromkeys(str(w.message) for w in caught):
+        findings.append(Finding("warning", "render", message, examples.source))
+    return rows, findings
+
+
+def _learned(item: TokenizedExample) -> list[bool]:
+    return [label != IGNORE_INDEX for label in item.labels]
+
+
+def _nothing_to_learn(rows: list[_Row], source: str, completion_only: bool) -> list[Finding]:
+    """Rows where no token carries loss, and the share of tokens that do."""
+    if not rows:
+        return []
+    counts = [r.fitted.loss_tokens if completion_only else len(r.fitted.input_ids) for r in rows]
+    why = {True: "max_length cut every learned token", False: "the row has no learned text"}
+    empty = [(r.where, why[r.whole.loss_tokens > 0]) for r, n in zip(rows, counts) if n == 0]
+    severity = "error" if len(empty) == len(rows) else "warning"
+    fix = "Give the row a response, or raise max_length so that its response fits."
+    findings = _named(empty, severity, "nothing_to_learn", fix, source)
+    total = sum(len(r.fitted.input_ids) for r in rows)
+    what = f"{sum(counts)} of {total} tokens ({sum(counts) / max(total, 1):.0%}) carry loss"
+    findings.append(Finding("info", "learned_share", what, source))
+    return findings
+
+
+def _end_of_turn(template: Template, tokenizer) -> str:
+    """The text a chat template writes after an assistant reply (`<|im_end|>`), or ''."""
+    if not template.use_chat_template:
+        return ""
+    probe = "Ready."
+    messages = [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": probe}]
+    try:
+        text = tokenizer.apply_chat_template(messages, tokenize=False)
+    except Exception:  # noqa: BLE001 - a template with other demands: only EOS counts
+        return ""
+    return text[text.rfind(probe) + len(probe) :].strip() if probe in text else ""
+
+
+def _missing_stop(rows: list[_Row], source: str, template: Template, tokenizer) -> list:
+    """Rows with a learned span that ends neither with EOS nor with the end-of-turn marker:
+    the model would never learn to stop."""
+    marker = _end_of_turn(template, tokenizer)
+    stops = {tokenizer.eos_token_id} - {None}
+    marker_ids = tokenizer(marker, add_special_tokens=False)["input_ids"] if marker else []
+    if len(marker_ids) == 1:
+        stops.add(marker_ids[0])
+    wanted = " or ".join(repr(t) for t in (tokenizer.eos_token, marker) if t) or "a stop token"
+    missing = []
+    for r in rows:
+        ids = r.whole.input_ids
+        for end in _learned_ends(r.whole):
+            tail = "" if ids[end] in stops else tokenizer.decode(ids[max(end - 7, 0) : end + 1])
+            if not tail or (marker and tail.rstrip().endswith(marker)):
+                continue
+            missing.append((r.where, f"a learned span ends with {tail[-20:]!r}, not {wanted}"))
+            break
+    fix = "Keep add_eos=True, or end the template's response with a stop marker."
+    if template.use_chat_template:
+        fix = "Use a chat template that closes assistant turns (inside its generation marks)."
+    return _named(missing, "error", "missing_stop", fix, source)
+
+
+def _learned_ends(item: TokenizedExample) -> list[int]:
+    """The position of the last learned token of each learned segment."""
+    learned, segment_of, n = _learned(item), item.segment_of, len(item.input_ids)
+    return [
+        p
+        for p in range(n)
+        if learned[p] and (p + 1 == n or not learned[p + 1] or segment_of[p + 1] != segment_of[p])
+    ]
+
+
+def _prompt_differs(rows: list[_Row], examples: Examples, template: Template, tokenizer):
+    """Rows whose generation prompt, tokenised as generation does, is not the token prefix
+    training puts before the last learned segment."""
+    bos = getattr(tokenizer, "bos_token", None)
+    prompts: dict[int, str] = {}
+    for k, r in enumerate(rows):
+        row = examples.rows[r.index]
+        try:
+            prompt = template.render_prompt(row, tokenizer, r.where)
+            # A text template's prompt is one segment, tokenised alone as generation does:
+            # the same non-empty text gives the same ids, so only other texts need tokens.
+            if template.use_chat_template or template.segments(row)[0].text != prompt or not prompt:
+                prompts[k] = prompt
+        except WorkbenchError:
+            continue  # reported by the render check
+    generated = {}
+    for add_special in (True, False):  # one batch per setting: much faster than row by row
+        keys = [k for k, p in prompts.items() if add_special != bool(bos and p.startswith(bos))]
+        if keys:
+            ids = tokenizer([prompts[k] for k in keys], add_special_tokens=add_special)
+            generated.update(zip(keys, ids["input_ids"]))
+    differing = []
+    for k, ids in generated.items():
+        trained = _before_last_learned(rows[k].whole)
+        if trained is not None and trained != ids:
+            differing.append((rows[k].where, _first_difference(ids, trained, tokenizer)))
+    fix = "Make the template (or chat template) render the prompt as it writes it for training."
+    return _named(differing, "warning", "prompt_differs", fix, examples.source)
+
+
+def _first_difference(generated: list[int], trained: list[int], tokenizer) -> str:
+    """Where two id lists first differ, with the token each has there."""
+    short = min(len(generated), len(trained))
+    at = next((p for p in range(short) if generated[p] != trained[p]), short)
+    gen, train = (
+        repr(tokenizer.decode(x[at : at + 1])) if x[at:] else "(end)" for x in (generated, trained)
+    )
+    return (
+        f"the generation prompt differs from training at token {at}: generation has {gen}, "
+        f"training has {train}"
+    )
+
+
+def _before_last_learned(item: TokenizedExample) -> list[int] | None:
+    """The ids before the last learned segment (None when nothing is learned)."""
+    learned = _learned(item)
+    if True not in learned:
+        return None
+    last = item.segment_of[len(learned) - 1 - learned[::-1].index(True)]
+    return item.input_ids[: item.segment_of.index(last)]
+
+
+def _truncated_learning(rows: list[_Row], source: str, max_length: int, side: str) -> list:
+    """Rows that lose learned tokens to max_length, and how many they lose in all."""
+    cut = [r for r in rows if r.fitted.truncated == "response"]
+    if not cut:
+        return []
+    lost = sum(r.whole.loss_tokens - r.fitted.loss_tokens for r in cut)
+    longest = max(r.whole.full_length for r in cut)
+    some = ", ".join(r.where for r in cut[:ROWS_NAMED]) + (", ..." if len(cut) > ROWS_NAMED else "")
+    what = (
+        f"{len(cut)} of {len(rows)} rows lose learned tokens to max_length={max_length} (cut on "
+        f"the {side}), {lost} learned tokens in all: {some}"
+    )
+    fix = f"Raise max_length to {longest} (the longest such row)" + (
+        ", or use truncation_side='left' to cut prompts first." if side == "right" else "."
+    )
+    return [Finding("warning", "truncation", what, cut[0].where if len(cut) == 1 else source, fix)]
