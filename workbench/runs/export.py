@@ -6,6 +6,7 @@
 - `export_script`: a standalone `train.py` + `config.yaml` + rendered data that reproduce the
   run with transformers' Trainer, in one process or under `accelerate launch` on many.
 - `push_to_hub`: upload any of these folders when the user is online and asks for it.
+- `export_gguf` (in `gguf_export.py`): the merged model as one GGUF file for llama.cpp and Ollama.
 """
 
 from __future__ import annotations
