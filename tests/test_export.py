@@ -4,21 +4,30 @@ in one and in two processes, and the hub upload (its API mocked: no network in t
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from conftest import quick
+from conftest import build_tiny_model, quick
 
 import workbench
 from workbench.errors import WorkbenchError
 from workbench.evaluation.generation import adapter_disabled
-from workbench.runs.export import export_script, load_adapter, merge_adapter, push_to_hub
+from workbench.runs.export import (
+    SCRIPT,
+    export_script,
+    load_adapter,
+    merge_adapter,
+    push_to_hub,
+    script_config,
+)
 from workbench.training.finetune import train
 from workbench.training.methods import Method
 
@@ -141,6 +150,28 @@ def test_exported_script_trains_the_same_steps_in_one_and_in_two_processes(lora_
     assert (two / "adapter" / "adapter_model.safetensors").is_file()
 
 
+def test_exported_script_trains_the_same_losses_under_fsdp_on_two_cpu_processes(lora_run, tmp_path):
+    """FSDP (version 2: parameters, gradients and optimizer state sharded) over two gloo
+    processes on the CPU: the same losses as one process, and the adapter gathered whole."""
+    folder = export_script(lora_run.run_dir, tmp_path / "export")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHONPATH")}
+    env.update(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    launch = [ACCELERATE, "launch", "--use_fsdp", "--fsdp_version", "2", "--num_processes", "2"]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    done = subprocess.run(
+        [*launch, "train.py", "--output-dir", str(tmp_path / "fsdp")],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads(p.read_text()) for p in sorted((tmp_path / "fsdp" / "processes").glob("*"))]
+    assert {(r["world_size"], r["per_device_batch"]) for r in ranks} == {(2, 2)}
+    assert _losses(tmp_path / "fsdp") == pytest.approx(lora_run.losses, rel=1e-4)
+    assert (tmp_path / "fsdp" / "adapter" / "adapter_model.safetensors").is_file()
+
+
 def test_export_from_the_command_line(lora_run, tmp_path, capsys):
     from workbench.cli import main
 
@@ -191,7 +222,6 @@ def test_push_to_hub_uploads_through_the_hub_api(lora_run, monkeypatch):
 
 
 def test_script_config_says_what_it_cannot_export():
-    from workbench.runs.export import script_config
     from workbench.training.hyperparameters import Hyperparameters
 
     config = {"hyperparameters": Hyperparameters(early_stopping_patience=2).to_dict()}
@@ -202,3 +232,109 @@ def test_script_config_says_what_it_cannot_export():
     config["method"] = Method(freeze_layers=1).to_dict()
     with pytest.raises(WorkbenchError, match="freeze_layers"):
         script_config(config, "some/model")
+
+
+def _run_config(**hyperparameters) -> dict:
+    from workbench.training.hyperparameters import Hyperparameters
+
+    config = {"hyperparameters": Hyperparameters(**hyperparameters).to_dict()}
+    config.update(method=Method().to_dict(), data={"validation": "data/validation.jsonl"})
+    return config
+
+
+def test_a_default_run_exports_without_a_warning():
+    # packing only lays the rows out differently: the script's padded batches give the same
+    # losses (test_exported_script_trains_the_same_steps...), so it is no reason to warn
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        exported = script_config(_run_config(packing=True, report_to="tensorboard"), "m")
+    assert exported["training"]["report_to"] == "tensorboard"
+
+
+def test_export_names_the_ewc_regularizer_it_cannot_reproduce():
+    config = _run_config()
+    config["regularizer"] = {"kind": "ewc", "strength": 500.0, "reference": "ewc/rows.jsonl"}
+    with pytest.warns(UserWarning, match=r"regularizer='ewc' \(strength=500.0\)"):
+        script_config(config, "some/model")
+
+
+def _exported_train_module():
+    spec = importlib.util.spec_from_file_location("exported_train", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def quantizable_model_dir(tiny_tokenizer, tmp_path_factory):
+    """A tiny model bitsandbytes can quantise (it quantises blocks of 64 values)."""
+    folder = tmp_path_factory.mktemp("tiny-256")
+    build_tiny_model(tiny_tokenizer, hidden=256).save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_the_exported_script_loads_an_8bit_base_as_an_8bit_run_did(quantizable_model_dir):
+    script = _exported_train_module()
+    model, _ = script.load_model({"model": str(quantizable_model_dir), "quantization": "8bit"})
+    assert model.is_loaded_in_8bit
+    with pytest.raises(SystemExit, match="`quantization`='3bit'"):
+        script.load_model({"model": str(quantizable_model_dir), "quantization": "3bit"})
+
+
+@pytest.fixture(scope="module")
+def qlora_run(quantizable_model_dir, ticket_split, tmp_path_factory):
+    """A finished 1-step QLoRA run on a 4-bit base (slow on a CPU: one step only)."""
+    with pytest.warns(UserWarning, match="slow"):
+        model, tokenizer = workbench.load_model(
+            str(quantizable_model_dir), quantization="4bit", device="cpu"
+        )
+    run = train(
+        model,
+        tokenizer,
+        ticket_split[0].select(range(4)),
+        ticket_split[1].select(range(2)),
+        method=Method(kind="qlora", r=4),
+        hyperparameters=quick(max_steps=1, eval_every=1, eval_metric_rows=0),
+        run_dir=tmp_path_factory.mktemp("runs") / "qlora-run",
+        samples=1,
+    ).wait()
+    assert run.status == "finished", run.error
+    return run
+
+
+def test_exporting_a_4bit_run_merges_into_a_full_precision_base_and_writes_the_script(
+    qlora_run, capsys
+):
+    from workbench.cli import main
+
+    with pytest.warns(UserWarning, match="loaded in full precision"):
+        assert main(["export", str(qlora_run.run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "merged model: " in out and "training script: " in out
+    merged = qlora_run.run_dir / "merged"
+    assert (merged / "model.safetensors").is_file()
+    assert "quantization_config" not in json.loads((merged / "config.json").read_text())
+    assert (qlora_run.run_dir / "export" / "train.py").is_file()
+    config = yaml.safe_load((qlora_run.run_dir / "export" / "config.yaml").read_text())
+    assert config["quantization"] == "4bit" and config["method"]["kind"] == "qlora"
+
+
+def test_the_exported_script_reports_to_tensorboard_in_its_output_folder(lora_run, tmp_path):
+    folder = export_script(lora_run.run_dir, tmp_path / "export")
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    assert config["training"]["report_to"] == "none"
+    config["training"]["report_to"] = "tensorboard"
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHONPATH", "TENSORBOARD"))}
+    env.update(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    output = tmp_path / "output"
+    done = subprocess.run(
+        [PYTHON, "train.py", "--output-dir", str(output), "--max-steps", "1"],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert list((output / "tensorboard").glob("events.out.tfevents.*"))

@@ -415,3 +415,23 @@ def test_an_8bit_model_says_its_cast_warning_once_not_at_every_step(tiny_model_d
             model(input_ids=ids)
     casts = [r for r in caplog.records if "MatMul8bitLt" in r.getMessage()]
     assert len(casts) == 1
+
+
+@pytest.mark.parametrize(("bf16_supported", "expected"), [(True, "bfloat16"), (False, "float16")])
+def test_a_gpu_without_bfloat16_trains_in_float16_mixed_precision(
+    monkeypatch, bf16_supported, expected
+):
+    import torch
+
+    from workbench.training.hyperparameters import Hyperparameters
+    from workbench.training.models import resolve_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_supported)
+    dtype = resolve_dtype("auto", "cuda")
+    assert dtype == getattr(torch, expected)
+    # the arguments as they would reach TrainingArguments (which itself needs a real GPU)
+    arguments = Hyperparameters().to_training_args(
+        "out", device="cuda", dtype=dtype, args_class=lambda **kw: kw
+    )
+    assert (arguments["bf16"], arguments["fp16"]) == (bf16_supported, not bf16_supported)
+    assert resolve_dtype("auto", "cpu") == torch.float32

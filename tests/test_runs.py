@@ -78,8 +78,31 @@ def test_list_and_compare_a_finished_and_a_stopped_run(tiny_model_dir, ticket_sp
     assert cli(["runs"]) == 0
     listing = capsys.readouterr().out.splitlines()
     assert len(listing) == 3 and "stopped" in listing[1] + listing[2]
+    results = comparison.results
+    assert list(results.columns) == [first.run_dir.name, second.run_dir.name]
+    assert results.loc["train_loss"].tolist() == pytest.approx(
+        [done.train_loss, stopped.train_loss]
+    )
+    assert results.loc["eval_loss", first.run_dir.name] == pytest.approx(last_eval)
     assert cli(["runs", "--compare", str(first.run_dir), str(second.run_dir)]) == 0
-    assert "hyperparameters.learning_rate" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "hyperparameters.learning_rate" in out
+    line = next(x for x in out.splitlines() if x.startswith("train_loss"))  # the results
+    losses = [float(v) for v in line.split()[1:]]
+    assert losses == pytest.approx([done.train_loss, stopped.train_loss], rel=1e-4)
+
+
+def test_comparing_a_missing_or_empty_folder_says_so_and_exits_2(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    for folder, why in (
+        (tmp_path / "gone", "does not exist"),
+        (tmp_path / "empty", "holds no run"),
+    ):
+        assert cli(["runs", "--compare", str(folder)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"workbench: {folder} {why}") and "Traceback" not in err
+        with pytest.raises(FileNotFoundError, match="python -m workbench runs"):
+            compare_runs([folder])
 
 
 def test_a_run_still_training_is_listed_as_running(tiny, ticket_split):

@@ -85,3 +85,32 @@ def test_generate_rejects_an_empty_prompt_and_a_bare_string(tiny):
         generate(model, tokenizer, "Hello", Decoding(max_new_tokens=2))
     (answer,) = generate(model, tokenizer, ["Hello"], Decoding(max_new_tokens=2))
     assert isinstance(answer, str)
+
+
+def test_report_to_reaches_the_training_arguments_and_is_validated(tmp_path):
+    from trl import DPOConfig
+
+    from workbench.training.preference import PreferenceSettings
+
+    assert Hyperparameters().to_training_args(str(tmp_path)).report_to == []  # off by default
+    args = Hyperparameters(report_to="tensorboard").to_training_args(str(tmp_path))
+    assert args.report_to == ["tensorboard"]
+    dpo = PreferenceSettings(report_to="tensorboard").to_training_args(
+        str(tmp_path), args_class=DPOConfig, beta=0.1
+    )
+    assert dpo.report_to == ["tensorboard"]
+    with pytest.raises(WorkbenchError, match="`hyperparameters.report_to`='comet': choose one"):
+        Hyperparameters.from_dict({"report_to": "comet"}, key="hyperparameters")
+
+
+@pytest.mark.parametrize("tracker", ["wandb", "mlflow"])
+def test_a_tracker_that_is_not_installed_says_how_to_install_it(tracker, tmp_path, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == tracker else find_spec(name)
+    )
+    settings = Hyperparameters(report_to=tracker)  # settings may name it: export, other machines
+    with pytest.raises(WorkbenchError, match=f"`report_to`='{tracker}'.*pip install {tracker}"):
+        settings.to_training_args(str(tmp_path))

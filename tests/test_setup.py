@@ -130,3 +130,79 @@ def test_makefile_has_target(target):
     assert re.search(rf"^{target}:", makefile, re.M), f"no `{target}:` rule"
     phony = re.search(r"^\.PHONY:(.*)$", makefile, re.M)
     assert phony and target in phony.group(1).split()
+
+
+# The public names of `workbench` before the library was grouped by stage (0.1.0): each must
+# still import from the package, with the same meaning.
+PUBLIC_BEFORE_THE_REGROUPING = [
+    "DEFAULT_MODEL",
+    "TEMPLATES",
+    "AllLabelsMaskedError",
+    "CompletionCollator",
+    "DataValidationError",
+    "Decoding",
+    "Evaluation",
+    "ElasticWeightConsolidation",
+    "Examples",
+    "ForgettingProbe",
+    "Hyperparameters",
+    "Method",
+    "ModelLoadError",
+    "ParameterCount",
+    "Problem",
+    "Run",
+    "Template",
+    "TaskScores",
+    "TemplateError",
+    "WorkbenchError",
+    "answer_contains",
+    "compare",
+    "compare_before_after",
+    "count_parameters",
+    "dataset_stats",
+    "default_template",
+    "evaluate_model",
+    "few_shot_prompt",
+    "fisher_diagonal",
+    "fisher_ewc",
+    "forgetting_table",
+    "generate",
+    "get_template",
+    "linear_layer_names",
+    "count_trainable",
+    "estimate_memory",
+    "MemoryEstimate",
+    "hidden_state_embedder",
+    "learned_retained",
+    "leave_one_task_out",
+    "load_data",
+    "load_model",
+    "loto_table",
+    "mix_tasks",
+    "nearest_examples",
+    "prompting_baselines",
+    "prompting_table",
+    "resume_run",
+    "save_forgetting",
+    "split_data",
+    "task_folds",
+    "token_view",
+    "token_view_html",
+    "token_view_text",
+    "tokenize_examples",
+    "tokenize_pair",
+    "train",
+    "write_report",
+]
+
+
+def test_every_public_name_from_before_the_regrouping_still_imports():
+    import workbench
+
+    assert len(PUBLIC_BEFORE_THE_REGROUPING) == 58
+    missing = [n for n in PUBLIC_BEFORE_THE_REGROUPING if n not in workbench.__all__]
+    assert missing == []
+    namespace: dict = {}
+    exec("from workbench import *", namespace)  # what a notebook's star import gets
+    assert set(PUBLIC_BEFORE_THE_REGROUPING) <= set(namespace)
+    assert callable(workbench.train) and workbench.Run.__module__ == "workbench.runs.run"

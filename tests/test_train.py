@@ -210,34 +210,22 @@ def test_a_crash_while_saving_never_leaves_a_checkpoint_marked_complete(
 
 
 def test_ctrl_c_in_wait_stops_cleanly_with_a_checkpoint(tiny, ticket_split):
+    import signal
+    import threading
+
     model, tokenizer = tiny
-    run = train(
-        model,
-        tokenizer,
-        *ticket_split,
-        hyperparameters=quick(max_steps=50, eval_every=40),
-        start=False,
+    settings = quick(max_steps=50, eval_every=40)
+    run = train(model, tokenizer, *ticket_split, hyperparameters=settings, start=False)
+    main = threading.main_thread().ident
+    # a real Ctrl-C: SIGINT to the main thread while it waits, after the first step
+    run.add_callback(
+        "step", lambda e: signal.pthread_kill(main, signal.SIGINT) if e["step"] == 1 else None
     )
-    started = []
-    run.add_callback("step", lambda e: started.append(e["step"]))
-    run.start()
-    join = run._thread.join
-    calls = {"n": 0}
-
-    def interrupted_join(timeout=None):
-        calls["n"] += 1
-        if calls["n"] == 1:
-            while not started:
-                join(0.05)
-            raise KeyboardInterrupt
-        return join(timeout)
-
-    run._thread.join = interrupted_join
     with pytest.raises(KeyboardInterrupt):
-        run.wait()
-    assert run.status == "stopped"
+        run.start().wait()
+    assert run.status == "stopped"  # wait() returned only once the run had stopped
     assert complete_checkpoints(run.run_dir)
-    assert len(run.losses) < 50
+    assert 1 <= len(run.losses) < 50
 
 
 def test_refuses_to_train_when_no_row_has_a_token_to_learn(tiny, ticket_split):
@@ -345,3 +333,19 @@ def test_evaluations_carry_exact_match_over_the_first_validation_rows(tiny, tick
     assert [e["scored_rows"] for e in evaluations] == [8, 8, 8]  # all 8 validation rows
     with pytest.raises(workbench.WorkbenchError, match="eval_metric_rows"):
         Hyperparameters(eval_metric_rows=-1)
+
+
+def test_tensorboard_logs_the_run_inside_its_run_directory(tiny, ticket_split):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    model, tokenizer = tiny
+    settings = quick(max_steps=2, eval_every=2, report_to="tensorboard")
+    run = train(model, tokenizer, *ticket_split, hyperparameters=settings).wait()
+    assert run.status == "finished", run.error
+    files = list((run.run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(files) == 1
+    assert not list((run.run_dir / "checkpoints").glob("runs"))  # not transformers' default
+    events = EventAccumulator(str(files[0]))
+    events.Reload()
+    losses = [point.value for point in events.Scalars("train/loss")]
+    assert losses == pytest.approx(run.losses, rel=1e-4)

@@ -205,6 +205,75 @@ class Panel(StaticFallback, widgets.VBox):
         return self
 
 
+class CodeArea(widgets.Textarea):
+    """Read-only code: hidden until `show(code)`; a user's edit is undone at once (the code is
+    written from the panel's state, never read back), while selecting and copying still work.
+    """
+
+    def __init__(self, height: str = "10em") -> None:
+        super().__init__(layout=widgets.Layout(width="100%", height=height, display="none"))
+        self.add_class("wb-code")
+        self._code = ""
+        self.observe(self._undo_edit, names="value")
+
+    def show(self, code: str) -> None:
+        self._code = code
+        self.value = code
+        self.layout.display = None
+
+    @property
+    def shown(self) -> bool:
+        return self.layout.display != "none"
+
+    def _undo_edit(self, change) -> None:
+        if change["new"] != self._code:
+            self.value = self._code
+
+
+class ShowsCode:
+    """Mixin for panels that show the library code that rebuilds what they hold.
+
+    The panel implements `as_code()` (the code as text; a ValueError says what is missing) and
+    calls `_build_code()` in `__init__`, then places `copy_button` and `code` (a CodeArea) in
+    its children. `show_code()` fills the area (the button's click); `_refresh_code()`, called
+    after each change, keeps a shown area up to date.
+    """
+
+    def _build_code(self, height: str = "10em") -> None:
+        self.copy_button, self.code = self._code_button("copy as code", self.as_code, height)
+
+    def _code_button(
+        self, description: str, write: Callable[[], str], height: str = "20em"
+    ) -> tuple[widgets.Button, CodeArea]:
+        """A button that shows `write()` in its own CodeArea (an error in the error area)."""
+        button, area = widgets.Button(description=description, icon="code"), CodeArea(height)
+
+        def show(_button=None) -> None:
+            text = self.guard(write)
+            if text is not None:
+                area.show(text)
+
+        button.on_click(show)
+        return button, area
+
+    def as_code(self) -> str:
+        raise NotImplementedError
+
+    def show_code(self) -> None:
+        """Show `as_code()` in the code area, as the button does (an error: in the error area)."""
+        self.copy_button.click()
+
+    def _refresh_code(self) -> None:
+        """Write the shown code again; when it cannot be written now, the area says why."""
+        if not self.code.shown:
+            return
+        try:
+            self.code.show(self.as_code())
+        except (ValueError, OSError) as error:  # WorkbenchError is a ValueError too
+            reason = str(error).replace("\n", "\n# ")
+            self.code.show(f"# The code cannot be written now: {reason}")
+
+
 def heading(text: str) -> widgets.HTML:
     """A small bold section title."""
     return widgets.HTML(f"<b>{escape(text)}</b>")

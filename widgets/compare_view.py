@@ -3,6 +3,7 @@ and what was learned (the trained task) beside what was retained (a forgetting p
 
 For a PEFT model both columns come from ONE model: the adapter is switched off for the base
 answers. A fully fine-tuned model has no base weights left, so its base column needs `before`.
+"Copy as code" shows the same comparison as library calls (`compare_before_after`).
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from workbench.evaluation.compare import (
     needs_base_measurement,
 )
 from workbench.evaluation.generation import Decoding, adapter_disabled, generate
+from workbench.runs import code as codegen
 from workbench.tokens.templates import Template, get_template
-from workbench.widgets._common import CELL_STYLE, TABLE_STYLE, Panel, html_table
+from workbench.widgets._common import CELL_STYLE, TABLE_STYLE, Panel, ShowsCode, html_table
 
 CELL = CELL_STYLE
 NO_BASE = (
@@ -63,12 +65,13 @@ def _words(text: str) -> list[str]:
     return words
 
 
-class CompareView(Panel):
+class CompareView(ShowsCode, Panel):
     """Before/after answers on the same rows, with per-row and total metrics.
 
     Children: `.run_button` ("Run comparison"), `.summary_html` (totals), `.table_html` (rows:
     prompt, reference, base, fine-tuned, metrics), `.forgetting_html` (learned and retained, per
-    task), `.prompt_box`, `.raw_prompt`, `.try_button`, `.try_output`, `.status`, `.error_html`.
+    task), `.prompt_box`, `.raw_prompt`, `.try_button`, `.try_output`, `.status`, `.error_html`,
+    `.copy_button` and `.code` (`as_code()`: the comparison as library calls).
     `wait()` blocks until a button's work is done.
     """
 
@@ -99,9 +102,11 @@ class CompareView(Panel):
         self.try_answers: tuple[str | None, str] | None = None
         super().__init__()
         self._build_controls(can_run=examples is not None)
+        self._build_code("12em")
         self.children = [
-            widgets.HBox([self.run_button, self.status]),
+            widgets.HBox([self.run_button, self.copy_button, self.status]),
             self.error_html,
+            self.code,
             self.summary_html,
             self.forgetting_html,
             self.table_html,
@@ -203,6 +208,24 @@ class CompareView(Panel):
             return text
         rows = self.examples.rows if self.examples is not None else None
         return self.template.prompt_for_text(text, self.tokenizer, rows) or text
+
+    def as_code(self) -> str:
+        """The comparison as library calls: these rows and template, answered with the adapter
+        off and on (or after training, against `before`), scored with these metrics."""
+        if self.examples is None:
+            raise ValueError("No rows to compare: pass `examples=` (e.g. the validation split).")
+        needs = ["# `model` and `tokenizer`: the fine-tuned model (run.model) and its tokenizer"]
+        if not self.has_adapter:  # full fine-tuning: the base answers came from before training
+            needs.append("# `before`: wb.evaluate_model(model, tokenizer, rows, template), taken")
+            needs.append("# before training (no adapter is left to switch off)")
+        compare = codegen.compare_code(
+            before=not self.has_adapter,
+            metrics=self.metrics,
+            labels=self.labels,
+            decoding=self.decoding,
+        )
+        rows = codegen.examples_code(self.examples, "rows")
+        return codegen.script(needs, rows, [codegen.template_code(self.template)], compare)
 
     def _in_background(self, fn, doing: str) -> None:
         """A button's work on a thread (Panel.in_background), saying what it is doing."""

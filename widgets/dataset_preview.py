@@ -6,37 +6,41 @@ Searching, filtering by task and finding the fields every row shares are `Exampl
 the panel shows their results, and the pre-flight checks (`workbench.check_dataset`) as a list
 of findings. `examples`, `split`, `valid` and `findings` are traits to follow; `template`,
 `max_length` and `tokenizer` are traits to set (the lengths are measured and checked again).
+"Copy as code" shows the `load_data`, `split_data` and filter calls that give the same rows.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Any
 
 import ipywidgets as widgets
 import traitlets
 
 import workbench
-from workbench.widgets._common import Panel, escape, findings_table, html_table, text_table
+from workbench.runs import code as codegen
+from workbench.widgets import _dataset_views as views
+from workbench.widgets._common import (
+    Panel,
+    ShowsCode,
+    escape,
+    findings_table,
+    html_table,
+    text_table,
+)
 
 ALL_TASKS = "all"
 CELL_LIMIT = 200  # characters shown per table cell
 
 
-def cell(value: Any) -> str:
-    """A row value as table text; a conversation becomes `role: content` lines."""
-    if isinstance(value, list):
-        return "\n".join(f"{m.get('role')}: {m.get('content')}" for m in value)
-    return "" if value is None else str(value)
-
-
-class DatasetPreview(Panel):
+class DatasetPreview(ShowsCode, Panel):
     """Loading report, problems, a paged and searchable table, task counts, split, lengths.
 
     Children a test or a notebook can drive: `search` (Text), `task_filter` (Dropdown),
     `prev_button`, `next_button`, `drop_button` (Buttons); outputs: `source_info`, `problems_html`,
     `page_label`, `table`, `summary`, `findings_html` (HTML), `histogram` (plotly FigureWidget,
     built with the first measurement and updated in place; None before) and `error` (ErrorArea).
+    `source` is loaded with `columns` and `task` as `workbench.load_data` does; `copy_button`
+    shows that code in `code` (`as_code()`).
     Data shown: `visible` (rows passing the search and task filter), `page_rows` (the table's
     headers and cells), `shared_fields`, `problems`.
     """
@@ -62,6 +66,8 @@ class DatasetPreview(Panel):
         examples: workbench.Examples | None = None,
         *,
         source=None,
+        columns: dict[str, str] | None = None,
+        task: str | None = None,
         tokenizer=None,
         template: workbench.Template | str | None = None,
         max_length: int = 256,
@@ -70,7 +76,7 @@ class DatasetPreview(Panel):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        self.source = source
+        self.source, self.columns, self.task = source, columns, task
         self.page_size, self.validation, self.seed = page_size, validation, seed
         self._problems = list(examples.dropped) if examples is not None else []
         self._page, self.histogram, self._measured, self._measured_with = 0, None, None, None
@@ -78,6 +84,7 @@ class DatasetPreview(Panel):
         self._loading = False  # True while `_load` sets `examples` with its own problems
         self._messages = {"split": "", "lengths": "", "checks": ""}  # shown together
         self._build()
+        self._build_code("7em")
         with self.hold_trait_notifications():
             self.tokenizer, self.template, self.max_length = tokenizer, template, max_length
             self.examples = examples
@@ -115,13 +122,15 @@ class DatasetPreview(Panel):
             children += [self._filters, self._pager, self.table, self.summary, self.findings_html]
             if self._measured is not None:
                 children.append(self.histogram)
+            children += [self.copy_button, self.code]
         self.children = children
 
     # --- loading ------------------------------------------------------------------------
 
-    def load(self, source) -> None:
-        """Load another dataset into this panel (its problems are listed, not raised)."""
-        self.source = source
+    def load(self, source, *, columns=None, task=None) -> None:
+        """Load another dataset into this panel (its problems are listed, not raised), with
+        `columns` renamed and `task` for rows without one (as `workbench.load_data`)."""
+        self.source, self.columns, self.task = source, columns, task
         self._load(drop_invalid=False)
 
     def _load(self, drop_invalid: bool) -> None:
@@ -131,7 +140,11 @@ class DatasetPreview(Panel):
             with warnings.catch_warnings():  # the drop is reported in the panel itself
                 warnings.simplefilter("ignore")
                 examples = workbench.load_data(
-                    self.source, drop_invalid=drop_invalid, verbose=False
+                    self.source,
+                    columns=self.columns,
+                    task=self.task,
+                    drop_invalid=drop_invalid,
+                    verbose=False,
                 )
             problems = list(examples.dropped)
         except workbench.DataValidationError as error:
@@ -164,16 +177,9 @@ class DatasetPreview(Panel):
             self.problems_html.value = ""
             self.drop_button.layout.display = "none"
             return
-        rows = sorted({p.row for p in self._problems if p.row is not None})
+        rows = {p.row for p in self._problems if p.row is not None}
         dropped = self.examples is not None
-        title = f"Dropped {len(rows)} invalid rows" if dropped else "Problems"
-        table = html_table(
-            ["where", "line", "field", "message"],
-            [[p.source, p.row or "", p.field or "", p.message] for p in self._problems],
-        )
-        self.problems_html.value = (
-            f"<b>{title}</b> ({len(self._problems)} problems in {len(rows)} rows)" + table
-        )
+        self.problems_html.value = views.problems_html(self._problems, dropped)
         self.drop_button.description = f"Drop {len(rows)} invalid rows"
         self.drop_button.layout.display = "none" if dropped or not rows else None
 
@@ -201,6 +207,7 @@ class DatasetPreview(Panel):
         self._show_messages()
         self.valid = self.split is not None
         self._layout()
+        self._refresh_code()
 
     def _show_messages(self) -> None:
         """What could not be split or measured, or nothing."""
@@ -228,6 +235,7 @@ class DatasetPreview(Panel):
     def _on_filter(self, change) -> None:
         self._page = 0
         self._show_page()
+        self._refresh_code()
 
     def _turn(self, step: int) -> None:
         self._page += step
@@ -247,7 +255,7 @@ class DatasetPreview(Panel):
         columns = list(dict.fromkeys(k for row in page for k in row if k != "task"))
         columns = [c for c in columns if c not in shared]  # shown once, above the table
         rows = [
-            [location, row["task"], *(cell(row.get(c)) for c in columns)]
+            [location, row["task"], *(views.cell(row.get(c)) for c in columns)]
             for location, row in zip(page.locations, page.rows)
         ]
         return ["line", "task", *columns], rows
@@ -301,10 +309,7 @@ class DatasetPreview(Panel):
         except workbench.WorkbenchError as error:
             self._messages["lengths"] = f"Cannot measure token lengths: {error}"
             return
-        if self.histogram is None:
-            self.histogram = length_histogram(stats, self.max_length)
-        else:
-            update_histogram(self.histogram, stats, self.max_length)
+        self.histogram = views.draw_histogram(self.histogram, stats, self.max_length)
         self._measured, self._measured_with = stats, settings
 
     def _check(self) -> None:
@@ -350,6 +355,21 @@ class DatasetPreview(Panel):
         """The token lengths last measured (`workbench.dataset_stats`), or None."""
         return self._measured
 
+    def as_code(self) -> str:
+        """Python that loads these rows, splits them as here and filters them as the table
+        does (`examples`, `train`, `validation`, `shown`)."""
+        task = None if self.task_filter.value == ALL_TASKS else self.task_filter.value
+        return codegen.script(self.rows_code() + codegen.filter_code(task, self.search.value))
+
+    def rows_code(self) -> list[str]:
+        """The lines that bind `examples` as loaded here, and `train` and `validation`."""
+        if self.examples is None:
+            raise ValueError("No rows loaded yet: load a dataset (and fix its problems) first.")
+        lines = codegen.rows_code(self.examples, self.source, columns=self.columns, task=self.task)
+        if self.split is not None:
+            lines += codegen.split_code(self.validation, self.seed)
+        return lines
+
     def static_html(self) -> str:
         parts = [self.source_info.value, self.error.value, self.problems_html.value]
         if self.examples is not None:
@@ -374,46 +394,3 @@ class DatasetPreview(Panel):
 def _same_settings(new: tuple, old: tuple) -> bool:
     """The same rows and tokenizer (the very objects) and an equal template and max_length."""
     return new[0] is old[0] and new[1] is old[1] and new[2:] == old[2:]
-
-
-def _title(stats, max_length: int) -> str:
-    lengths = stats.lengths["total"]
-    return f"Tokens per row: {stats.over_max_length} of {len(lengths)} over max_length={max_length}"
-
-
-def _max_length_line(max_length: int) -> dict:
-    return {
-        "type": "line",
-        "x0": max_length,
-        "x1": max_length,
-        "xref": "x",
-        "y0": 0,
-        "y1": 1,
-        "yref": "paper",
-        "line": {"dash": "dash", "color": "#d33"},
-    }
-
-
-def length_histogram(stats, max_length: int):
-    """A histogram of total token lengths with a line at max_length (plotly FigureWidget)."""
-    import plotly.graph_objects as go
-
-    return go.FigureWidget(
-        data=[go.Histogram(x=stats.lengths["total"].tolist(), name="rows", marker_color="#4c78a8")],
-        layout=go.Layout(
-            title=_title(stats, max_length),
-            xaxis_title="prompt + response tokens (with EOS)",
-            yaxis_title="rows",
-            height=280,
-            margin={"l": 50, "r": 20, "t": 40, "b": 40},
-            shapes=[_max_length_line(max_length)],
-        ),
-    )
-
-
-def update_histogram(figure, stats, max_length: int) -> None:
-    """Put other lengths and another max_length into a histogram from `length_histogram`."""
-    with figure.batch_update():
-        figure.update_traces(x=stats.lengths["total"].tolist(), selector={"name": "rows"})
-        figure.layout.title.text = _title(stats, max_length)
-        figure.layout.shapes = [_max_length_line(max_length)]

@@ -16,10 +16,11 @@ import ipywidgets as widgets
 import traitlets
 
 import workbench
+from workbench.runs.code import script, settings_code
 from workbench.training import fitting, memory
 from workbench.training.hyperparameters import Hyperparameters
 from workbench.training.methods import Method, check_method, linear_layer_names
-from workbench.widgets._common import Panel, escape, heading, html_table
+from workbench.widgets._common import Panel, ShowsCode, escape, heading, html_table
 
 LLAMA_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 ALL_LINEAR = "all-linear"
@@ -55,7 +56,7 @@ HYPERPARAMETER_WIDGETS = {
 }
 
 
-class LoraForm(Panel):
+class LoraForm(ShowsCode, Panel):
     """A form for `Method` and `Hyperparameters` with live parameter and memory estimates.
 
     `model` is a loaded model, its config, or None (`set_model` changes it). The `rows` trait,
@@ -65,7 +66,7 @@ class LoraForm(Panel):
     bound. Children a test or a notebook can drive:
     `method_controls` and `hyperparameter_controls` (dicts: field name -> widget; `kind` is
     ToggleButtons), `target_checkboxes` (dict: layer name -> Checkbox), `all_linear`
-    (Checkbox), `copy_button`; outputs: `summary` (HTML), `code` (Textarea), `error`.
+    (Checkbox), `copy_button`; outputs: `summary` (HTML), `code` (CodeArea), `error`.
     Result traits: `method`, `hyperparameters` (the last valid ones) and `valid`.
     `follow(editor, examples)` links the form to a TemplateEditor: its max_length and
     completion_only, and `examples` (the `training_examples` trait) tokenized as its template
@@ -114,10 +115,7 @@ class LoraForm(Panel):
         self._build_method_controls(self.method)
         self._build_hyperparameter_controls(hyperparameters)
         self.summary = widgets.HTML()
-        self.copy_button = widgets.Button(description="copy as code", icon="code")
-        self.code = widgets.Textarea(layout=widgets.Layout(width="100%", height="6em"))
-        self.code.layout.display = "none"
-        self.copy_button.on_click(self.show_code)
+        self._build_code("6em")
         self._layout()
         self._on_change()
         self.observe(self._on_rows, names="rows")
@@ -243,8 +241,7 @@ class LoraForm(Panel):
         else:
             self.error.clear()
         self.valid = not problems
-        if self.code.layout.display != "none":
-            self.show_code()
+        self._refresh_code()
 
     def _show_estimate(self, method: Method, hp: Hyperparameters) -> None:
         """Trainable parameters and memory for these settings; raises WorkbenchError."""
@@ -361,21 +358,9 @@ class LoraForm(Panel):
 
     # --- results ------------------------------------------------------------------------
 
-    def show_code(self, _button=None) -> None:
-        """Show the library calls that rebuild the current settings."""
-        self.code.value = self.as_code()
-        self.code.layout.display = None
-
     def as_code(self) -> str:
         """Python that reproduces `.method` and `.hyperparameters` with the library alone."""
-        return "\n".join(
-            [
-                "from workbench import Hyperparameters, Method",
-                "",
-                self.method.to_code("method"),
-                self.hyperparameters.to_code("hyperparameters"),
-            ]
-        )
+        return script(settings_code(self.method, self.hyperparameters))
 
     def static_html(self) -> str:
         rows = [*self.method.to_dict().items(), *self.hyperparameters.to_dict().items()]

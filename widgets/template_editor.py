@@ -5,7 +5,9 @@ it as training will (`workbench.token_view`), and shows which tokens carry loss.
 that cannot be parsed or rendered shows its error inline and the last good preview stays.
 The results are traits (`template`, `max_length`, `completion_only`, `valid`): other panels
 follow them with `observe` or `traitlets.dlink`. `findings` lists what the pre-flight checks
-(`workbench.check_dataset`) find in the rows with the template shown.
+(`workbench.check_dataset`) find in the rows with the template shown. "Copy as code" shows
+the template as library code (a built-in by name, else the whole `Template`) and the call
+that tokenizes the row shown.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import ipywidgets as widgets
 import traitlets
 
 import workbench
+from workbench.runs import code as codegen
 from workbench.tokens.tokenizing import segments_view
 from workbench.widgets._common import (
     Panel,
+    ShowsCode,
     escape,
     findings_table,
     heading,
@@ -30,13 +34,14 @@ RESPONSE_STYLE = "background:#c8f7c5;color:#111;padding:4px;margin:0;white-space
 CHECKED_ROWS = 1000  # checks rerun on each edit: 1,000 rows take ~0.2 s (CPU), typing stays fluid
 
 
-class TemplateEditor(Panel):
+class TemplateEditor(ShowsCode, Panel):
     """A template picker and editor with a live token-level preview of one row.
 
     Children a test or a notebook can drive: `template_name` (Dropdown of built-ins + 'custom'),
     `prompt_text`, `prompt_no_input_text`, `response_text` (Textareas), `row_index` (IntSlider),
     `max_length_input` (IntText), `completion_only_checkbox`; outputs: `rendered`,
-    `token_html`, `counts`, `findings_html` (HTML) and `error` (ErrorArea).
+    `token_html`, `counts`, `findings_html` (HTML), `error` (ErrorArea), and `copy_button`,
+    which shows `as_code()` in `code`.
     Result traits (the last settings that rendered without error): `template`, `max_length`,
     `completion_only`; `valid` is False while the error area shows a problem. Input traits:
     `examples` and `tokenizer` (either may be None: the panel then says what is missing).
@@ -71,6 +76,7 @@ class TemplateEditor(Panel):
             self.completion_only = completion_only
         self._build_controls(start, max_length)
         self._build_outputs()
+        self._build_code("12em")
         self._fill_texts(start)
         self._wire()
         self.children = [
@@ -86,6 +92,8 @@ class TemplateEditor(Panel):
             self.counts,
             self.token_html,
             self.findings_html,
+            self.copy_button,
+            self.code,
         ]
         self._render()
 
@@ -233,6 +241,7 @@ class TemplateEditor(Panel):
             self.template, self.max_length = template, self.max_length_input.value
             self.completion_only = self.completion_only_checkbox.value
             self.valid = True
+        self._refresh_code()
 
     def _check(self, template: workbench.Template) -> None:
         """The pre-flight checks on the first CHECKED_ROWS rows with `template`, when the
@@ -268,6 +277,27 @@ class TemplateEditor(Panel):
     def _show_problem(self, problem: BaseException | str) -> None:
         self.error.show(problem)
         self.valid = False
+        self._refresh_code()
+
+    def as_code(self) -> str:
+        """Python that rebuilds `template`, `max_length` and `completion_only`, and tokenizes
+        the row shown as the preview does (given `examples` and `tokenizer`)."""
+        if not self.valid:
+            raise ValueError(f"The template cannot render the row: {self.error.message}")
+        preview = [
+            "# the row shown, tokenized as training will (`examples`: your rows, `tokenizer`: the",
+            "# model's); `hyperparameters` take max_length and completion_only",
+            "tokens = wb.tokenize_examples(",
+            f"    examples.select([{self.row_index.value}]), template, tokenizer,",
+            "    max_length=max_length, completion_only=completion_only,",
+            ")",
+        ]
+        settings = [
+            codegen.template_code(self.template),
+            f"max_length = {self.max_length!r}",
+            f"completion_only = {self.completion_only!r}",
+        ]
+        return codegen.script(settings, preview)
 
     @property
     def preview_item(self):

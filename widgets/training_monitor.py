@@ -4,6 +4,7 @@ and sample answers.
 It subscribes to a Run's events (which arrive on the training thread) and adds each one it is
 given to its `Curves` (`workbench.runs.report`), so the same panel replays a finished, stopped
 or crashed run from its `metrics.jsonl`. Its plot has the report's traces, found by name.
+"Copy as code" shows the `workbench.train(...)` script that starts the same run again.
 """
 
 from __future__ import annotations
@@ -16,17 +17,19 @@ from pathlib import Path
 
 import ipywidgets as widgets
 
+from workbench.runs import code as codegen
 from workbench.runs.directory import RunDirectory
 from workbench.runs.report import Curves, curves_figure, finite, update_curves
-from workbench.widgets._common import Panel, html_table
+from workbench.widgets._common import Panel, ShowsCode, html_table
 
 
-class TrainingMonitor(Panel):
+class TrainingMonitor(ShowsCode, Panel):
     """Curves, progress, Stop/Resume and sample answers of one training run.
 
     `TrainingMonitor(run)` follows a live Run; `TrainingMonitor.from_run_dir(path)` replays a
     run directory. Children: `.figure`, `.progress`, `.progress_label`, `.stop_button`,
-    `.resume_button`, `.status`, `.samples_html`, `.error_html`.
+    `.resume_button`, `.status`, `.samples_html`, `.error_html`, `.copy_button` and `.code`
+    (`as_code()`: the script that starts the run again).
     """
 
     dom_class = "wb-training-monitor"
@@ -52,12 +55,14 @@ class TrainingMonitor(Panel):
         )
         self.status = widgets.HTML("No run attached.")
         self.samples_html = widgets.HTML()
+        self._build_code("14em")
         self.stop_button.on_click(lambda _: self._guarded(self._stop))
         self.resume_button.on_click(lambda _: self._guarded(self._resume))
         self.children = [
             self.status,
             widgets.HBox([self.progress, self.progress_label]),
-            widgets.HBox([self.stop_button, self.resume_button]),
+            widgets.HBox([self.stop_button, self.resume_button, self.copy_button]),
+            self.code,
             self.error_html,
             self.figure,
             widgets.HTML("<b>Sample answers at each evaluation</b>"),
@@ -96,6 +101,7 @@ class TrainingMonitor(Panel):
             replayed = list(run.events)
             self._replayed = {id(e) for e in replayed}
             self._take(replayed, force=True)
+        self._refresh_code()  # another run: another script
         return self
 
     def trace(self, name: str):
@@ -277,6 +283,16 @@ class TrainingMonitor(Panel):
             if last_evaluation.get("exact_match") is not None:
                 parts.append(f"exact match {last_evaluation['exact_match']:.0%}")
         return " · ".join(parts)
+
+    def as_code(self) -> str:
+        """The script that starts this run again: the model, the rows it stored in its
+        directory, and its template and settings (the Run's own, or its config.yaml's)."""
+        if self.run_dir is None:
+            raise ValueError("No run attached: attach a Run, or replay a run directory.")
+        if self.run is None:
+            return codegen.run_code(self.run_dir)
+        run = self.run
+        return codegen.run_code(run.run_dir, run.template, run.method, run.hyperparameters)
 
     # -- without a widget frontend (StaticFallback) ----------------------------------------
     def static_text(self) -> str:

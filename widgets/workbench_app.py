@@ -6,13 +6,13 @@ traits when the Workbench is built: the rows loaded in the Data tab flow into th
 its template and max_length back into the Data tab's lengths and into the Method tab, whose
 memory prediction follows the training rows as the template tokenizes them. Every step calls
 the public library (`workbench.load_model`, `train`, `evaluate_model`), so whatever is clicked
-here can be written as a script.
+here is also one script ("copy as code") and a recipe for `python -m workbench train` ("copy as
+recipe").
 """
 
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +21,14 @@ import traitlets
 
 import workbench
 from workbench.data.loading import Examples
-from workbench.evaluation.compare import Evaluation, evaluate_model, needs_base_measurement
+from workbench.evaluation.compare import evaluate_model, needs_base_measurement
+from workbench.runs import code as codegen
 from workbench.tokens.templates import Template, get_template
 from workbench.training.hyperparameters import Hyperparameters
 from workbench.training.methods import Method
-from workbench.widgets._common import Panel
+from workbench.training.models import model_origin
+from workbench.widgets._common import Panel, ShowsCode
+from workbench.widgets._workbench_state import WorkbenchState
 from workbench.widgets.compare_view import CompareView
 from workbench.widgets.dataset_preview import DatasetPreview
 from workbench.widgets.lora_form import LoraForm
@@ -38,26 +41,7 @@ TITLES = ("1 Data", "2 Template", "3 Method", "4 Train", "5 Compare", "6 Prefere
 DATA, TEMPLATE, METHOD, TRAIN, COMPARE, PREFERENCES, RUNS = range(7)
 
 
-@dataclass
-class WorkbenchState:
-    """What the tabs share: the model, the rows, the settings, the run and the "before"."""
-
-    model: Any = None
-    tokenizer: Any = None
-    examples: Examples | None = None
-    train: Examples | None = None
-    validation: Examples | None = None
-    template: Template | None = None
-    completion_only: bool = True
-    max_length: int = 256
-    method: Method | None = None
-    hyperparameters: Hyperparameters | None = None
-    run: Any = None  # workbench.run.Run
-    before: Evaluation | None = None  # base answers, measured before full fine-tuning
-    compare_rows: Examples | None = None  # the validation rows the Compare tab answers
-
-
-class WorkbenchApp(Panel):
+class WorkbenchApp(ShowsCode, Panel):
     """A model bar and seven tabs: Data, Template, Method, Train, Compare, Preferences, Runs.
 
     Children: `.model_name` (Text), `.load_button`, `.model_status`, `.error_html`, `.tabs`
@@ -66,8 +50,9 @@ class WorkbenchApp(Panel):
     exist), `.method_panel` (LoraForm), `.train_button`, `.train_status`, `.monitor`
     (TrainingMonitor), `.compare_panel` (CompareView; None until a run ends),
     `.preference_panel` (PreferencePanel: DPO on the trained model), `.run_browser`
-    (RunBrowser). `.state` is the shared WorkbenchState; `wait()` blocks until the last
-    button's work and the run are done.
+    (RunBrowser), `.copy_button` and `.recipe_button` (the script and the recipe, shown in
+    `.code` and `.recipe`). `.state` is the shared WorkbenchState; `wait()` blocks until the
+    last button's work and the run are done.
     """
 
     dom_class = "wb-workbench"
@@ -112,10 +97,15 @@ class WorkbenchApp(Panel):
         self._show_tabs()
         self._link_panels()
         self.tabs.observe(self._on_tab, names="selected_index")
+        self._build_code("20em")
+        self.recipe_button, self.recipe = self._code_button("copy as recipe", self.as_recipe)
         self.children = [
             widgets.HBox([self.model_name, self.quantization, self.load_button, self.model_status]),
             self.error_html,
             self.tabs,
+            widgets.HBox([self.copy_button, self.recipe_button]),
+            self.code,
+            self.recipe,
         ]
 
     # -- building -------------------------------------------------------------------------
@@ -255,8 +245,7 @@ class WorkbenchApp(Panel):
         if state.run is not None and not state.run.done:
             raise ValueError("A run is still training: stop it (Train tab) before a new one.")
         self._set_compare(None)
-        rows = min(self.before_rows, len(state.validation))
-        state.compare_rows = state.validation.select(range(rows))
+        state.compare_rows = state.validation.select(range(self._compare_rows(state)))
         state.before = None
         if needs_base_measurement(state.method):  # no adapter to switch off later
             self.train_status.value = "<i>Answering validation rows before training ...</i>"
@@ -283,6 +272,44 @@ class WorkbenchApp(Panel):
         run.add_callback("failed", lambda _e: self._on_run_failed(run))
         run.start()
         self.train_status.value = f"Training <code>{html.escape(run.run_dir.name)}</code> ..."
+
+    def _compare_rows(self, state: WorkbenchState) -> int:
+        """How many validation rows the Compare tab answers before and after."""
+        return min(self.before_rows, len(state.validation))
+
+    def as_code(self) -> str:
+        """Everything set up here as one script: load the model, load and split the data, the
+        template, method and hyperparameters, train, then compare before and after."""
+        state, settings = self._code_settings()
+        data, rows = self.data_panel.rows_code(), self._compare_rows(state)
+        return codegen.workbench_script(**settings, data=data, compare_rows=rows)
+
+    def as_recipe(self) -> str:
+        """The same settings as a recipe (YAML) for `python -m workbench train RECIPE.yaml`."""
+        (state, settings), data = self._code_settings(), self.data_panel
+        if not isinstance(data.source, (str, Path)):
+            raise ValueError("A recipe names its data file: load the rows from a file (Data tab).")
+        mapping = codegen.recipe_mapping(
+            **settings,
+            data_file=data.source,
+            split=data.validation,
+            seed=data.seed,
+            columns=data.columns,
+            drop_invalid=bool(state.examples.dropped),
+        )
+        return codegen.recipe_yaml(mapping, compare_rows=self._compare_rows(state))
+
+    def _code_settings(self) -> tuple[WorkbenchState, dict[str, Any]]:
+        """The tabs read into the state, and the model and settings the code is written with."""
+        state = self.collect()
+        name, quantization = model_origin(state.model)
+        return state, dict(
+            model=name,
+            quantization=quantization,
+            template=state.template,
+            method=state.method,
+            hyperparameters=state.hyperparameters,
+        )
 
     def _on_run_end(self, run) -> None:
         """A run stopped or finished: its model goes to the Compare tab."""
@@ -331,7 +358,7 @@ class WorkbenchApp(Panel):
         model = self.state.model
         if model is None:
             return "<i>No model loaded.</i>"
-        name = getattr(model, "workbench_source", None) or model.config.name_or_path
+        name, _ = model_origin(model)
         return f"Model: <code>{html.escape(str(name))}</code>"
 
     # -- without a widget frontend (StaticFallback) ----------------------------------------

@@ -19,17 +19,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _column_pair(text: str) -> tuple[str, str]:
+    """`question=instruction` -> ("question", "instruction"), for `--columns`."""
+    source, _, standard = text.partition("=")
+    if not source.strip() or not standard.strip():
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: write SOURCE=STANDARD, e.g. --columns question=instruction"
+        )
+    return source.strip(), standard.strip()
+
+
 def _run_command(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="workbench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="fine-tune the embedded model on sample data")
-    demo.add_argument("--max-steps", type=int, default=None, help="training steps (default 40)")
-    demo.add_argument("--model", default=None, help="model name, folder or hub id")
-    preview = commands.add_parser("preview", help="show how a dataset is templated and tokenised")
-    preview.add_argument("data", help="a dataset file")
-    preview.add_argument("--template", default=None, help="built-in template name")
-    preview.add_argument("--row", type=int, default=0)
-    preview.add_argument("--max-length", type=int, default=256)
+    _add_lesson_commands(commands)
     check = commands.add_parser("check", help="pre-flight checks on a dataset before training")
     check.add_argument("data", help="a dataset file")
     check.add_argument("--template", default=None, help="built-in template name")
@@ -59,9 +62,7 @@ def _run_command(argv: list[str] | None) -> int:
         from workbench.lessons.demo import DemoSettings, run_demo
         from workbench.training.models import DEFAULT_MODEL
 
-        settings = DemoSettings()
-        if args.max_steps:
-            settings.max_steps = args.max_steps
+        settings = DemoSettings(max_steps=args.max_steps)
         run_demo(settings, model_name=args.model or DEFAULT_MODEL)
     elif args.command == "preview":
         _preview(args)
@@ -80,7 +81,36 @@ def _run_command(argv: list[str] | None) -> int:
     return 0
 
 
+def _add_lesson_commands(commands) -> None:
+    from workbench.lessons.demo import DemoSettings
+
+    demo = commands.add_parser("demo", help="fine-tune the embedded model on sample data")
+    demo.add_argument(
+        "--max-steps",
+        type=int,
+        default=DemoSettings.max_steps,
+        help="training steps (default %(default)s)",
+    )
+    demo.add_argument("--model", default=None, help="model name, folder or hub id")
+    preview = commands.add_parser("preview", help="show how a dataset is templated and tokenised")
+    preview.add_argument("data", help="a dataset file")
+    preview.add_argument("--template", default=None, help="built-in template name")
+    preview.add_argument("--row", type=int, default=0)
+    preview.add_argument("--max-length", type=int, default=256)
+    preview.add_argument("--model", default=None, help="model name or folder (its tokenizer)")
+    preview.add_argument(
+        "--columns",
+        type=_column_pair,
+        action="append",
+        default=[],
+        metavar="SOURCE=STANDARD",
+        help="rename a column, e.g. question=instruction (repeat for more)",
+    )
+
+
 def _add_history_commands(commands) -> None:
+    from workbench.training.preference import PreferenceSettings
+
     runs = commands.add_parser("runs", help="list run directories; --compare A B to diff them")
     runs.add_argument("--root", default=None, help="folder of runs (default $WORKBENCH_RUNS)")
     runs.add_argument("--compare", nargs="+", default=None, metavar="RUN_DIR")
@@ -98,6 +128,13 @@ def _add_history_commands(commands) -> None:
     dpo.add_argument("--held-out", type=int, default=16, help="pairs kept out to measure")
     dpo.add_argument("--max-steps", type=int, default=20)
     dpo.add_argument("--beta", type=float, default=0.1)
+    defaults = "(default %(default)s)"
+    dpo.add_argument(
+        "--learning-rate", type=float, default=PreferenceSettings.learning_rate, help=defaults
+    )
+    dpo.add_argument(
+        "--batch-size", type=int, default=PreferenceSettings.batch_size, help=f"pairs {defaults}"
+    )
 
 
 def _runs(args: argparse.Namespace) -> int:
@@ -108,6 +145,8 @@ def _runs(args: argparse.Namespace) -> int:
         print(
             comparison.differences.to_string() if len(comparison.differences) else "same settings"
         )
+        print()
+        print(comparison.results.to_string())
         return 0
     records = list_runs(args.root)
     print(runs_table(records).to_string(index=False) if records else "no runs")
@@ -146,11 +185,17 @@ def _dpo(args: argparse.Namespace) -> int:
     from workbench.evaluation.preferences import preference_experiment
     from workbench.training.preference import PreferenceSettings
 
+    settings = PreferenceSettings(
+        max_steps=args.max_steps,
+        beta=args.beta,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+    )
     experiment = preference_experiment(
         load_data(args.data, verbose=False),
         held_out=args.held_out,
         sft_run_dir=args.run_dir,
-        settings=PreferenceSettings(max_steps=args.max_steps, beta=args.beta),
+        settings=settings,
         start=False,
     )
     run = experiment.run
@@ -189,9 +234,10 @@ def _check(args: argparse.Namespace) -> int:
 def _preview(args: argparse.Namespace) -> None:
     from workbench import dataset_stats, get_template, load_data, load_model
     from workbench.tokens.tokenizing import row_token_view, token_view_text
+    from workbench.training.models import DEFAULT_MODEL
 
-    _, tokenizer = load_model()
-    data = load_data(args.data)
+    _, tokenizer = load_model(args.model or DEFAULT_MODEL, device="cpu")
+    data = load_data(args.data, columns=dict(args.columns) or None)
     template = get_template(args.template or None, data.format)
     row = data[args.row]
     tokens, item = row_token_view(row, template, tokenizer, max_length=args.max_length)

@@ -92,8 +92,9 @@ class Settings:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
-    def to_code(self, variable: str) -> str:
-        """`variable = Class(field=value, ...)`, listing only fields that differ from defaults."""
+    def to_code(self, variable: str, prefix: str = "") -> str:
+        """`variable = Class(field=value, ...)`, listing only fields that differ from defaults;
+        `prefix` names the module the class is reached through (`"wb."`: `wb.Method(...)`)."""
         changed = []
         for f in dataclasses.fields(self):
             default = f.default
@@ -102,7 +103,7 @@ class Settings:
             value = getattr(self, f.name)
             if value != default:
                 changed.append(f"{f.name}={value!r}")
-        return f"{variable} = {type(self).__name__}({', '.join(changed)})"
+        return f"{variable} = {prefix}{type(self).__name__}({', '.join(changed)})"
 
     def help(self) -> dict[str, str]:
         """Each field's one-line explanation."""

@@ -187,3 +187,38 @@ def test_try_renders_a_typed_message_with_the_rows_system_message(tiny):
     system = rows.rows[0]["messages"][0]["content"]
     assert prompt.startswith(f"<|im_start|>system\n{system}<|im_end|>")
     assert prompt.endswith("What is 2 hours in minutes?<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_copy_as_code_gives_the_same_answers_with_the_adapter_off_and_on(lora_run):
+    run, rows = lora_run
+    view = CompareView(
+        run.model, run.tokenizer, rows, "dolly", metrics=["exact_match"], decoding=SHORT
+    )
+    view.run_comparison()
+    view.copy_button.click()
+    code = view.code.value
+    assert "wb.compare_before_after(model, tokenizer, rows, template" in code
+    assert "metrics=['exact_match']" in code and "wb.Decoding(max_new_tokens=4)" in code
+    namespace = {"model": run.model, "tokenizer": run.tokenizer}
+    exec(code, namespace)
+    assert namespace["rows"].rows == rows.rows
+    assert namespace["template"] == view.template == workbench.TEMPLATES["dolly"]
+    table = namespace["table"]
+    assert table["before"].tolist() == view.before.answers
+    assert table["after"].tolist() == view.after.answers
+    assert namespace["summary"]["after"].to_dict() == pytest.approx(view.after.scores)
+
+
+def test_copy_as_code_without_an_adapter_compares_with_the_given_before(tiny):
+    model, tokenizer = tiny
+    rows = workbench.load_data(SAMPLE_DATA / "support_tickets.jsonl", verbose=False)
+    rows = rows.select(range(3))
+    before = evaluate_model(model, tokenizer, rows, "alpaca", decoding=SHORT)
+    view = CompareView(model, tokenizer, rows, before=before, decoding=SHORT)
+    view.run_comparison()
+    code = view.as_code()
+    assert "wb.compare(before, after)" in code and "compare_before_after" not in code
+    namespace = {"model": model, "tokenizer": tokenizer, "before": before}
+    exec(code, namespace)
+    assert namespace["after"].answers == view.after.answers
+    assert namespace["after"].scores == pytest.approx(view.after.scores)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from conftest import SAMPLE_DATA
 
@@ -194,3 +196,59 @@ def test_without_rows_there_are_no_findings_and_without_a_tokenizer_only_text_ch
     assert DatasetPreview(source=MISSING).findings == []
     preview = DatasetPreview(mixed)
     assert [f.check for f in preview.findings] == ["labels", "tokens"]  # tokens: not checked
+
+
+def test_copy_as_code_loads_drops_splits_and_filters_the_same_rows(tmp_path):
+    path = tmp_path / "faq.jsonl"
+    records = [{"question": f"How do I reset item {i}?", "answer": f"Press {i}."} for i in range(9)]
+    records.insert(4, {"question": "A row without an answer"})  # invalid: dropped explicitly
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    columns = {"question": "instruction", "answer": "output"}
+    preview = DatasetPreview(source=str(path), columns=columns, task="faq", validation=3, seed=1)
+    preview.drop_button.click()
+    preview.search.value = "item 7"
+    assert preview.code.layout.display == "none"
+    preview.copy_button.click()
+    code = preview.code.value
+    assert "columns={'question': 'instruction', 'answer': 'output'}" in code
+    assert "task='faq'" in code and "drop_invalid=True" in code
+    namespace: dict = {}
+    with pytest.warns(UserWarning, match="dropped 1 invalid row"):
+        exec(code, namespace)
+    assert namespace["examples"].rows == preview.examples.rows
+    assert [r["task"] for r in namespace["examples"].rows] == ["faq"] * 9
+    train, validation = preview.split
+    assert namespace["train"].rows == train.rows
+    assert namespace["validation"].rows == validation.rows
+    assert namespace["shown"].rows == preview.visible.rows and len(preview.visible) == 1
+    preview.search.value = ""  # the shown code follows the filters
+    assert "shown =" not in preview.code.value
+    preview.code.value = "edited"  # read-only: an edit is undone
+    assert preview.code.value.startswith("import workbench as wb")
+
+
+def test_rows_given_as_examples_are_written_into_the_code(mixed):
+    rows = mixed.select(range(6))
+    preview = DatasetPreview(rows, validation=2, seed=3)
+    preview.task_filter.value = rows.rows[0]["task"]
+    namespace: dict = {}
+    exec(preview.as_code(), namespace)
+    assert namespace["examples"].rows == rows.rows
+    assert namespace["train"].rows == preview.split[0].rows
+    assert namespace["validation"].rows == preview.split[1].rows
+    assert namespace["shown"].rows == preview.visible.rows
+
+
+def test_without_rows_there_is_no_code_but_a_reason():
+    preview = DatasetPreview(source=MISSING)
+    preview.copy_button.click()
+    assert "No rows loaded" in preview.error.message and preview.code.layout.display == "none"
+
+
+def test_many_rows_given_from_a_file_are_selected_from_it_by_position(ticket_split):
+    train_rows = ticket_split[0]  # 48 shuffled rows of the support tickets
+    code = DatasetPreview(train_rows).as_code()
+    assert "wb.load_data(" in code and ".select([" in code and "'instruction'" not in code
+    namespace: dict = {}
+    exec(code, namespace)
+    assert namespace["examples"].rows == train_rows.rows

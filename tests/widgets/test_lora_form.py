@@ -168,7 +168,8 @@ def test_copy_as_code_reproduces_the_same_objects(model):
     form.copy_button.click()
     assert form.code.layout.display != "none"
     code = form.code.value
-    assert "method = Method(r=32" in code and "use_dora=True" in code
+    assert "method = wb.Method(r=32" in code and "use_dora=True" in code
+    assert code.startswith("import workbench as wb")
     assert "dropout" not in code and "epochs" not in code  # defaults are left out
     namespace: dict = {}
     exec(code, namespace)
@@ -224,7 +225,7 @@ def test_static_fallback_has_html_and_text(model):
     bundle = form._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
     assert "Predicted peak memory" in bundle["text/html"] and ">lora<" in bundle["text/html"]
-    assert "method = Method()" in bundle["text/plain"] and "Memory: ~" in bundle["text/plain"]
+    assert "method = wb.Method()" in bundle["text/plain"] and "Memory: ~" in bundle["text/plain"]
 
 
 def test_choices_come_from_the_library_literal_types(model):

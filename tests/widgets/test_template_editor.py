@@ -181,3 +181,43 @@ def test_the_checks_findings_follow_the_template_being_edited(editor, tiny_token
     findings = editor.findings
     editor.row_index.value = 3  # another row to preview: the rows' findings stay as they are
     assert editor.findings is findings
+
+
+def run_code(editor, examples, tokenizer) -> dict:
+    """Execute the editor's code with the rows and tokenizer it previews."""
+    namespace = {"examples": examples, "tokenizer": tokenizer}
+    exec(editor.as_code(), namespace)
+    return namespace
+
+
+def test_copy_as_code_names_an_unchanged_builtin_and_tokenizes_the_row_shown(
+    editor, examples, tiny_tokenizer
+):
+    editor.template_name.value = "dolly"
+    editor.row_index.value = 2
+    editor.max_length_input.value = 128
+    editor.completion_only_checkbox.value = False
+    editor.copy_button.click()
+    code = editor.code.value
+    assert "template = wb.TEMPLATES['dolly']" in code and "wb.Template(" not in code
+    namespace = run_code(editor, examples, tiny_tokenizer)
+    assert namespace["template"] == editor.template == workbench.TEMPLATES["dolly"]
+    assert (namespace["max_length"], namespace["completion_only"]) == (128, False)
+    item = namespace["tokens"].examples[0]
+    assert item.input_ids == editor.preview_item.input_ids
+    assert item.labels == editor.preview_item.labels  # every token learned, as shown
+
+
+def test_copy_as_code_writes_an_edited_template_in_full(editor, examples, tiny_tokenizer):
+    editor.copy_button.click()
+    editor.prompt_text.value = 'Task: "{instruction}"\n\nIt\'s {input}\n\n### Answer:\n'
+    editor.response_text.value = "{output} \\ done"
+    code = editor.code.value  # the shown code followed the edits
+    assert "wb.Template(" in code and "name='custom'" in code
+    namespace = run_code(editor, examples, tiny_tokenizer)
+    assert namespace["template"] == editor.template and editor.template.name == "custom"
+    assert namespace["tokens"].examples[0].input_ids == editor.preview_item.input_ids
+    editor.prompt_text.value = "{instruction"  # cannot be parsed: no code for it
+    assert editor.code.value.startswith("# The code cannot be written now")
+    with pytest.raises(ValueError, match="cannot render"):
+        editor.as_code()

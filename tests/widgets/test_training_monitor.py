@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import quick
 
+import workbench
 from workbench.runs.report import (
     EXACT_MATCH,
     LEARNING_RATE,
@@ -17,6 +18,7 @@ from workbench.runs.report import (
     VALIDATION_LOSS,
 )
 from workbench.training.finetune import train
+from workbench.training.methods import Method
 from workbench.widgets.training_monitor import TrainingMonitor
 
 
@@ -214,3 +216,38 @@ def test_exact_match_at_each_evaluation_is_plotted_and_reported(tiny, ticket_spl
     assert all(len(e["samples"]) == 3 for e in samples)  # 5 answered, 3 shown
     page = write_report(run.run_dir).read_text()
     assert "Validation at each evaluation" in page and "validation exact match" in page
+
+
+def test_copy_as_code_starts_the_same_run_again(tiny, ticket_split):
+    model, tokenizer = tiny
+    hp = quick(max_steps=2, eval_every=2, learning_rate=1e-3)
+    method = Method(r=4, alpha=8)
+    run = train(
+        model, tokenizer, *ticket_split, template="dolly", method=method, hyperparameters=hp
+    )
+    monitor = TrainingMonitor(run).wait()
+    assert run.status == "finished", run.error
+    monitor.copy_button.click()
+    code = monitor.code.value
+    assert "data/train.jsonl" in code and "template = wb.TEMPLATES['dolly']" in code
+    replayed: dict = {}  # a replayed run directory: its config.yaml, up to the train() call
+    exec(TrainingMonitor.from_run_dir(run.run_dir).as_code().split("run = wb.train(")[0], replayed)
+    assert (replayed["template"], replayed["method"]) == (run.template, run.method)
+    assert replayed["hyperparameters"] == run.hyperparameters
+    assert replayed["train"].rows == ticket_split[0].rows
+    namespace: dict = {}
+    exec(code, namespace)  # the whole script: it trains 2 steps again, in a new directory
+    again = namespace["run"]
+    assert again.status == "finished", again.error
+    assert again.run_dir != run.run_dir
+    assert namespace["train"].rows == ticket_split[0].rows
+    assert namespace["validation"].rows == ticket_split[1].rows
+    assert again.template == run.template == workbench.TEMPLATES["dolly"]
+    assert again.method == run.method == method
+    assert again.hyperparameters == run.hyperparameters
+
+
+def test_without_a_run_there_is_no_code_but_a_reason():
+    monitor = TrainingMonitor()
+    monitor.copy_button.click()
+    assert "No run attached" in monitor.error_html.message

@@ -207,3 +207,79 @@ def test_the_model_bar_loads_a_4bit_base_for_qlora(tiny_model_dir):
     assert app.errors == [] and getattr(app.state.model, "is_loaded_in_4bit", False)
     assert app.method_panel.method.kind == "qlora"  # the only kind that trains on it
     assert app.quantization.disabled and app.model_name.disabled
+    app.data_path.value = str(TICKETS)
+    app.data_button.click()
+    assert f"wb.load_model({str(tiny_model_dir)!r}, quantization='4bit')" in app.as_code()
+    assert "kind='qlora'" in app.as_code() and "quantization: 4bit" in app.as_recipe()
+
+
+def test_copy_as_code_is_one_script_that_trains_and_compares_the_same_way(tiny):
+    model, tokenizer = tiny
+    app = WorkbenchApp(model, tokenizer, TICKETS)
+    app.template_panel.template_name.value = "dolly"
+    app.template_panel.max_length_input.value = 320
+    quick_settings(app)
+    app.method_panel.method_controls["r"].value = 8
+    app.copy_button.click()
+    code = app.code.value
+    assert code.startswith("import workbench as wb") and app.errors == []
+    assert "wb.load_model(" in code and "wb.compare_before_after(run.model" in code
+    namespace: dict = {}
+    exec(code, namespace)  # the whole script: 6 steps on the tiny model, then 8 rows compared
+    train_rows, validation = app.data_panel.split
+    assert namespace["train"].rows == train_rows.rows
+    assert namespace["validation"].rows == validation.rows
+    assert namespace["rows"].rows == validation.select(range(app.before_rows)).rows
+    run = namespace["run"]
+    assert run.status == "finished", run.error
+    assert run.template == app.template_panel.template == workbench.TEMPLATES["dolly"]
+    assert run.method == app.method_panel.method and run.method.r == 8
+    assert run.hyperparameters == app.method_panel.hyperparameters
+    assert run.hyperparameters.max_length == 320
+    assert len(namespace["table"]) == app.before_rows
+
+
+def test_copy_as_code_measures_the_base_first_for_full_fine_tuning(tiny):
+    model, tokenizer = tiny
+    app = WorkbenchApp(model, tokenizer, TICKETS)
+    quick_settings(app, kind="full")
+    code = app.as_code()
+    assert code.index("before = wb.evaluate_model(") < code.index("run = wb.train(")
+    assert "wb.compare(before, after)" in code and "compare_before_after" not in code
+
+
+def test_copy_as_recipe_is_a_recipe_that_trains_on_the_same_rows(tiny, tmp_path):
+    from workbench.runs.recipe import read_recipe
+    from workbench.runs.recipe_command import load_recipe_data
+
+    model, tokenizer = tiny
+    app = WorkbenchApp(model, tokenizer, TICKETS)
+    editor = app.template_panel
+    editor.prompt_text.value = "Ticket: {input}\nTask: {instruction}\nTopic: "  # a custom one
+    editor.completion_only_checkbox.value = False
+    quick_settings(app)
+    app.recipe_button.click()
+    assert app.errors == [] and app.recipe.value.startswith("# ")
+    path = tmp_path / "recipe.yaml"
+    path.write_text(app.recipe.value, encoding="utf-8")
+    recipe = read_recipe(path)
+    assert workbench.get_template(recipe.template) == editor.template
+    assert editor.template.name == "custom"
+    assert recipe.method == app.method_panel.method
+    assert recipe.hyperparameters == app.method_panel.hyperparameters
+    assert not recipe.hyperparameters.completion_only
+    assert recipe.model.name == model.workbench_source and recipe.model.quantization is None
+    rows = load_recipe_data(recipe)
+    train_rows, validation = app.data_panel.split
+    assert rows.train.rows == train_rows.rows and rows.validation.rows == validation.rows
+
+
+def test_a_recipe_needs_rows_from_a_file(tiny):
+    model, tokenizer = tiny
+    rows = workbench.load_data(TICKETS, verbose=False).select(range(40))
+    app = WorkbenchApp(model, tokenizer, rows)
+    app.recipe_button.click()
+    assert "names its data file" in app.error_html.message and app.recipe.value == ""
+    namespace: dict = {}
+    exec(app.as_code().split("# the template")[0], namespace)  # the rows are in the script
+    assert namespace["examples"].rows == rows.rows

@@ -14,6 +14,7 @@ from workbench.data.loading import load_data
 from workbench.data.splits import split_data
 from workbench.evaluation.compare import compare, evaluate_model
 from workbench.evaluation.generation import Decoding
+from workbench.runs.progress import progress_bar
 from workbench.runs.report import save_comparison, write_report
 from workbench.tokens.templates import get_template
 from workbench.tokens.tokenizing import token_view, token_view_text
@@ -41,30 +42,6 @@ class DemoSettings:
 
 def _section(title: str) -> None:
     print(f"\n=== {title} " + "=" * max(0, 70 - len(title)))
-
-
-def _progress(run):
-    """A tqdm progress bar (with ETA and tokens/s) fed by the run's step events."""
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=None, unit="step", desc="training", dynamic_ncols=True)
-
-    def on_step(event: dict) -> None:
-        if bar.total is None:
-            bar.total = event["max_steps"]
-        speed = event.get("tokens_per_second")
-        bar.set_postfix(loss=f"{event['loss']:.3f}", tok_s=f"{speed:.0f}" if speed else "-")
-        bar.update(event["step"] - bar.n)
-
-    def on_eval(event: dict) -> None:
-        if event.get("eval_loss") is not None:
-            bar.write(f"  step {event['step']:>3}: validation loss {event['eval_loss']:.3f}")
-
-    run.add_callback("step", on_step)
-    run.add_callback("evaluation", on_eval)
-    run.add_callback("finished", lambda e: bar.close())
-    run.add_callback("failed", lambda e: bar.close())
-    return bar
 
 
 def run_demo(settings: DemoSettings | None = None, model_name: str = DEFAULT_MODEL) -> dict:
@@ -116,7 +93,7 @@ def run_demo(settings: DemoSettings | None = None, model_name: str = DEFAULT_MOD
         hyperparameters=hp,
     )
     print(f"{run.parameters}; run directory {run.run_dir}")
-    _progress(run)
+    progress_bar(run)
     train_started = time.perf_counter()
     run.wait()
     train_seconds = time.perf_counter() - train_started

@@ -11,6 +11,7 @@ runs/<id>/
   adapter/ | model/  the final adapter (LoRA) or the whole model (full fine-tuning)
   comparison.json    the before/after table, forgetting.json the learned/retained table
   report.html        curves and tables, rebuilt from the files above
+  tensorboard/       TensorBoard event files, when `report_to` is 'tensorboard'
   owner.lock         while a process trains here: its pid and host (stale once it is gone)
 ```
 
@@ -51,6 +52,7 @@ CHECKPOINTS = "checkpoints"
 COMPARISON = "comparison.json"
 FORGETTING = "forgetting.json"
 REPORT = "report.html"
+TENSORBOARD = "tensorboard"
 LOCK = "owner.lock"  # held while a process trains in the directory
 FINAL_ARTEFACTS = ("adapter", "model")  # LoRA runs save an adapter, full fine-tuning a model
 
@@ -141,11 +143,13 @@ class RunDirectory:
             "sources": sorted({train.source_of(i) for i in range(len(train))}),
             "rows": {"train": len(train), "validation": len(validation) if has_validation else 0},
         }
-        bits = {"4bit": "is_loaded_in_4bit", "8bit": "is_loaded_in_8bit"}
+        from workbench.training.models import model_origin
+
+        name, quantization = model_origin(model)
         config = {
             "stage": stage,
-            "model": getattr(model, "workbench_source", None) or model.config.name_or_path,
-            "quantization": next((q for q, a in bits.items() if getattr(model, a, False)), None),
+            "model": name,
+            "quantization": quantization,
             "template": {k: v for k, v in asdict(template).items() if k != "description"},
             "method": method.to_dict(),
             "hyperparameters": hyperparameters.to_dict(),

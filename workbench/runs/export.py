@@ -78,10 +78,13 @@ def _base_model(run_dir: Path, model, tokenizer):
 
     config = load_run_config(run_dir)
     if config.get("quantization"):
-        raise WorkbenchError(
-            f"{run_dir}: the base model was loaded in {config['quantization']}; merging into "
-            "quantised weights loses precision. Load the base in full precision and pass it as "
-            "`model=` (load_model(name)), then merge."
+        warnings.warn(
+            f"{run_dir}: the adapter was trained on a {config['quantization']} base; merging "
+            "into quantised weights would lose precision, so the base is loaded in full "
+            "precision and the adapter folded into it (the usual way to merge QLoRA). Its "
+            "answers can differ slightly from the quantised run's. Pass `model=` to merge into "
+            "a base of your choice.",
+            stacklevel=3,
         )
     return load_model(config["model"], device="cpu")
 
@@ -92,7 +95,8 @@ def merge_adapter(
     """Fold a run's adapter into its base model; save a standalone safetensors model.
 
     The folder (default `<run_dir>/merged/`) loads with plain transformers; it also holds the
-    run's config.yaml. `model`/`tokenizer`: the un-adapted base, if already loaded.
+    run's config.yaml. `model`/`tokenizer`: the un-adapted base, if already loaded; otherwise
+    the base named in config.yaml is loaded in full precision (also for a 4- or 8-bit run).
     """
     run_dir = Path(run_dir)
     directory = RunDirectory(run_dir)
@@ -130,6 +134,24 @@ def _rendered_rows(run_dir: Path, config: dict, split: str, tokenizer) -> str:
     return "\n".join(lines) + "\n"
 
 
+# The run settings train.py reads from config.yaml's `training:` (besides report_to).
+TRAINING_KEYS = (
+    "learning_rate",
+    "lr_scheduler",
+    "warmup",
+    "epochs",
+    "max_steps",
+    "batch_size",
+    "gradient_accumulation",
+    "weight_decay",
+    "max_grad_norm",
+    "eval_every",
+    "keep_checkpoints",
+    "seed",
+    "gradient_checkpointing",
+)
+
+
 def script_config(config: dict, model_path: str) -> dict[str, Any]:
     """The exported script's config.yaml, from a run's config.yaml."""
     from workbench.training.methods import Method
@@ -152,27 +174,21 @@ def script_config(config: dict, model_path: str) -> dict[str, Any]:
             use_rslora=method.use_rslora,
             use_dora=method.use_dora,
         )
-    keys = [
-        "learning_rate",
-        "lr_scheduler",
-        "warmup",
-        "epochs",
-        "max_steps",
-        "batch_size",
-        "gradient_accumulation",
-        "weight_decay",
-        "max_grad_norm",
-        "eval_every",
-        "keep_checkpoints",
-        "seed",
-        "gradient_checkpointing",
-    ]
-    _warn_ignored(hp, set(keys))
+    ignored = _ignored_settings(config, hp, set(TRAINING_KEYS))
+    if ignored:
+        warnings.warn(
+            "The exported script ignores these run settings, so it may train differently: "
+            + "; ".join(ignored)
+            + ". Edit train.py to add them if they matter.",
+            stacklevel=2,
+        )
+    training = {k: hp[k] for k in TRAINING_KEYS}
+    training["report_to"] = hp.get("report_to", "none")  # runs before the setting: none
     return {
         "model": model_path,
         "quantization": config.get("quantization"),
         "method": {"kind": method.kind, "freeze_layers": method.freeze_layers, "lora": lora},
-        "training": {k: hp[k] for k in keys},
+        "training": training,
         "data": {
             "train": "data/train.jsonl",
             "validation": "data/validation.jsonl" if config["data"].get("validation") else None,
@@ -183,21 +199,39 @@ def script_config(config: dict, model_path: str) -> dict[str, Any]:
     }
 
 
-# Settings exported under `data:` (the first three), or that never touch the weights (samples).
-NOT_EXPORTED = {"max_length", "truncation_side", "completion_only", "sample_max_new_tokens"}
+# Run settings the script needs no code for: exported under `data:` or `training:` by name
+# (max_length, truncation_side, completion_only, report_to); used only to evaluate
+# (sample_max_new_tokens, eval_metric_rows); or changing how fast, not what, the run trains:
+# `packing` lays the same rows end to end where the script pads them (the same losses, to
+# 1e-4: tests/test_export.py), `compile` compiles the same computation, and `auto_batch` was
+# resolved before config.yaml was written (its batch_size is the one trained).
+NOT_EXPORTED = {
+    "max_length",
+    "truncation_side",
+    "completion_only",
+    "report_to",
+    "sample_max_new_tokens",
+    "eval_metric_rows",
+    "packing",
+    "compile",
+    "auto_batch",
+}
 
 
-def _warn_ignored(hp: dict, exported: set[str]) -> None:
-    """Say which run settings the script leaves out (never silently)."""
+def _ignored_settings(config: dict, hp: dict, exported: set[str]) -> list[str]:
+    """Each run setting the script leaves out, as `name=value` (never silently)."""
     ignored = {k: v for k, v in hp.items() if k not in exported | NOT_EXPORTED}
-    ignored = {k: v for k, v in ignored.items() if v not in (0, False, None)}
-    if ignored:
-        warnings.warn(
-            "The exported script ignores these run settings, so it may train differently: "
-            + ", ".join(f"{k}={v!r}" for k, v in sorted(ignored.items()))
-            + ". Edit train.py to add them if they matter.",
-            stacklevel=3,
+    found = [f"{k}={v!r}" for k, v in sorted(ignored.items()) if v not in (0, False, None)]
+    regularizer = config.get("regularizer")
+    if regularizer:  # EWC's penalty needs the Fisher diagonal: only the workbench computes it
+        found.append(
+            f"regularizer={regularizer.get('kind')!r} (strength={regularizer.get('strength')}): "
+            "train.py trains without its penalty; retrain with the workbench "
+            "(python -m workbench train <run>/config.yaml) to keep it"
         )
+    if config.get("quantization") not in (None, "4bit", "8bit"):
+        found.append(f"quantization={config['quantization']!r}: train.py loads 4bit or 8bit")
+    return found
 
 
 def export_script(run_dir: str | Path, out_dir: str | Path | None = None) -> Path:

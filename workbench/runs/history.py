@@ -226,11 +226,13 @@ def runs_table(records: list[RunRecord]):
 
 @dataclass
 class RunComparison:
-    """Several runs side by side: their curves and the settings in which they differ."""
+    """Several runs side by side: their curves, the settings in which they differ and their
+    results (last training loss, last validation loss, the metrics after training)."""
 
     records: list[RunRecord]
     curves: Any  # DataFrame: run, step, series ("train loss", "validation loss", ...), value
     differences: Any  # DataFrame: one row per differing setting, one column per run
+    results: Any  # DataFrame: one row per result (train_loss, eval_loss, metrics), run columns
 
     def figure(self):
         """A plotly figure overlaying every run's training and validation loss."""
@@ -289,13 +291,30 @@ def compare_runs(runs: list[str | Path | RunRecord]) -> RunComparison:
 
     if not runs:
         raise ValueError("compare_runs needs at least one run directory (see list_runs()).")
+    for run in runs:
+        if not isinstance(run, RunRecord) and not RunDirectory(run).is_run:
+            why = "does not exist" if not Path(run).exists() else "holds no run"
+            raise FileNotFoundError(
+                f"{run} {why} (no config.yaml or metrics.jsonl): pass run directories, as "
+                "`python -m workbench runs` lists them."
+            )
     records = [r if isinstance(r, RunRecord) else read_run(r) for r in runs]
-    for record in records:
-        if not record.run_dir.is_dir():
-            raise FileNotFoundError(f"{record.run_dir} is not a run directory.")
     points = [p for r in records for p in run_curves(r.run_dir)]
     curves = pd.DataFrame(points, columns=["run", "series", "step", "value"])
-    return RunComparison(records, curves, settings_differences(records))
+    return RunComparison(records, curves, settings_differences(records), results_table(records))
+
+
+def results_table(records: list[RunRecord]):
+    """A DataFrame of each run's results: the last training and validation loss, then every
+    metric any run measured (empty where a run has none)."""
+    import pandas as pd
+
+    metrics = sorted({name for r in records for name in r.metrics})
+    names = ["train_loss", "eval_loss", *metrics]
+    data = {
+        r.name: [r.train_loss, r.eval_loss, *(r.metrics.get(m) for m in metrics)] for r in records
+    }
+    return pd.DataFrame(data, index=pd.Index(names, name="result"))
 
 
 def settings_differences(records: list[RunRecord]):

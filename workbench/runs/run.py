@@ -97,6 +97,7 @@ class Run:
         self._stop_requested = False
         self._nan_at: int | None = None
         self._thread: threading.Thread | None = None
+        self._ended = threading.Event()  # set when the training thread has finished its work
         self._lock = threading.Lock()
         self._last_step_time: float | None = None
         self._last_tokens = 0
@@ -170,6 +171,7 @@ class Run:
         self._stop_requested, self._nan_at, self.error = False, None, None
         self._last_step_time = None
         self._set_status("running")
+        self._ended = threading.Event()
         self._thread = threading.Thread(
             target=self._train,
             args=(checkpoint, trained),
@@ -211,7 +213,10 @@ class Run:
         except KeyboardInterrupt:
             print("workbench: stopping after this step and saving a checkpoint ...")
             self.stop()
-            self._thread.join()
+            # not join(): after a join that Ctrl-C interrupted, Python 3.11 counts the thread
+            # as ended (bpo-45274) and a second join returns while it still trains, so the
+            # process exits before the checkpoint is written
+            self._ended.wait()
             raise
         return self
 
@@ -243,6 +248,7 @@ class Run:
             self._train_and_record(checkpoint, trained)
         finally:
             self.directory.release()
+            self._ended.set()
 
     def _train_and_record(self, checkpoint: Path | None, trained: bool) -> None:
         import torch

@@ -13,12 +13,12 @@ from workbench.data.loading import Examples
 from workbench.errors import AllLabelsMaskedError, RunDirectoryInUseError, WorkbenchError
 from workbench.evaluation.generation import cut_prompts
 from workbench.runs.bridge import event_bridge
-from workbench.runs.directory import CONFIG, RunDirectory, new_run_dir
+from workbench.runs.directory import CONFIG, TENSORBOARD, RunDirectory, new_run_dir
 from workbench.runs.run import Run, RunContext
 from workbench.tokens.collators import CompletionCollator, PackedCollator
 from workbench.tokens.templates import Template, get_template
 from workbench.tokens.tokenizing import IGNORE_INDEX, tokenize_examples
-from workbench.training.hyperparameters import Hyperparameters
+from workbench.training.hyperparameters import Hyperparameters, direct_trackers
 from workbench.training.loss import (
     accepts_logits_to_keep,
     index_logits_supported,
@@ -271,6 +271,7 @@ def _build_trainer(run: Run, hp: Hyperparameters, train_tokens, val_tokens, resu
         callbacks=callbacks,
     )
     trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; events replace it
+    direct_trackers(trainer, run.directory.file(TENSORBOARD))
     if regularizer is not None:  # e.g. EWC: its penalty joins the training loss
         from workbench.training.regularizers import attach_regularizer
 

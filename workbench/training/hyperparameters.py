@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from workbench.errors import WorkbenchError
@@ -24,6 +26,8 @@ class Hyperparameters(Settings):
     Evaluation: every `eval_every` steps on the validation set (loss + sample answers, and exact
     match over the first `eval_metric_rows` validation rows); `early_stopping_patience`
     evaluations without a lower validation loss stop the run.
+    Tracking: `report_to` also sends the Trainer's logs to TensorBoard (event files in the run
+    directory's `tensorboard/` folder, offline), Weights & Biases or MLflow; off by default.
     """
 
     learning_rate: float = field(
@@ -100,6 +104,14 @@ class Hyperparameters(Settings):
             "(cached after); on a GPU not measured yet"
         },
     )
+    report_to: Literal["none", "tensorboard", "wandb", "mlflow"] = field(
+        default="none",
+        metadata={
+            "help": "experiment tracker for the Trainer's logs: tensorboard writes to "
+            "<run_dir>/tensorboard (offline); wandb and mlflow need their package and, "
+            "usually, an account or server; none: only the run directory's own files"
+        },
+    )
 
     def __post_init__(self) -> None:
         self.check_values()
@@ -163,6 +175,7 @@ class Hyperparameters(Settings):
         import torch
         from transformers import TrainingArguments
 
+        require_tracker(self.report_to)
         evaluating = "steps" if has_validation else "no"
         early = bool(self.early_stopping_patience) and has_validation
         arguments = dict(
@@ -195,13 +208,41 @@ class Hyperparameters(Settings):
             data_seed=self.seed,
             **_checkpointing_argument(self.gradient_checkpointing),
             bf16=device.startswith("cuda") and dtype == torch.bfloat16,
+            # GPUs without bfloat16 (Colab's T4) load the base in float16: mixed precision with
+            # a loss scaler, the trainable (LoRA) weights kept in float32 by peft
+            fp16=device.startswith("cuda") and dtype == torch.float16,
             use_cpu=device == "cpu",
-            report_to="none",
+            report_to=self.report_to,  # TensorBoard's folder: see `direct_trackers`
             disable_tqdm=True,  # the Run's events drive progress bars instead
             remove_unused_columns=False,
             dataloader_num_workers=0,
         )
         return (args_class or TrainingArguments)(**{**arguments, **extra})
+
+
+# The package each tracker needs (transformers only reports to those installed).
+TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
+
+
+def require_tracker(report_to: str) -> None:
+    """Raise when the package that `report_to` names is not installed, saying how to get it."""
+    package = TRACKER_PACKAGES.get(report_to)
+    if package is not None and importlib.util.find_spec(package) is None:
+        raise WorkbenchError(
+            f"`report_to`={report_to!r} needs the {package} package, which is not installed: "
+            f"pip install {package} (or set report_to='none')."
+        )
+
+
+def direct_trackers(trainer, folder: str | Path) -> None:
+    """Make the Trainer's TensorBoard callback write its event files in `folder` (the run
+    directory's `tensorboard/`): transformers 5 has no `logging_dir` argument any more, and its
+    default, `<output_dir>/runs/<time>_<host>`, would mix them into the checkpoints folder."""
+    from transformers.integrations import TensorBoardCallback
+
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, TensorBoardCallback):
+            callback.logging_dir = str(folder)
 
 
 def _checkpointing_argument(enabled: bool) -> dict:

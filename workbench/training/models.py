@@ -232,6 +232,14 @@ def _say_once(logger: str, prefix: str) -> None:
         target.addFilter(_OnceFilter(prefix))
 
 
+def model_origin(model) -> tuple[str, str | None]:
+    """(what the model was loaded from, as `load_model` was given it; its quantization: '4bit',
+    '8bit' or None). Run configs and generated code name the model by it."""
+    name = getattr(model, "workbench_source", None) or model.config.name_or_path
+    bits = {"4bit": "is_loaded_in_4bit", "8bit": "is_loaded_in_8bit"}
+    return name, next((q for q, a in bits.items() if getattr(model, a, False)), None)
+
+
 def _resolve_source(name_or_path: str) -> tuple[str, bool]:
     """(what to pass to from_pretrained, whether it is local)."""
     if name_or_path in EMBEDDED_MODELS:

@@ -17,10 +17,10 @@ from typing import Any, Literal
 from workbench.data.loading import Examples
 from workbench.errors import WorkbenchError
 from workbench.runs.bridge import event_bridge
-from workbench.runs.directory import RunDirectory, new_run_dir
+from workbench.runs.directory import TENSORBOARD, RunDirectory, new_run_dir
 from workbench.runs.run import Run, RunContext
 from workbench.tokens.templates import Template, get_template
-from workbench.training.hyperparameters import Hyperparameters
+from workbench.training.hyperparameters import Hyperparameters, direct_trackers
 from workbench.training.methods import Method, apply_method, count_parameters
 
 # Hyperparameters that only instruction tuning uses: DPO keeps them at these values.
@@ -203,6 +203,7 @@ def _build_dpo_trainer(run: Run, settings: PreferenceSettings, train_rows, val_r
         callbacks=[event_bridge(run)],
     )
     trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; events replace it
+    direct_trackers(trainer, run.directory.file(TENSORBOARD))
     return trainer
 
 

@@ -15,11 +15,15 @@ without it, runs ONE process.)
 `training.batch_size` x `training.gradient_accumulation` in config.yaml is the GLOBAL batch
 of the original run: with N processes each takes batch_size / N rows per forward pass, so
 every optimizer step sees the same rows, and the same first steps are trained, on any N.
+`quantization` (4bit or 8bit) loads the base through bitsandbytes, as the run did.
+`training.report_to` sends the logs to tensorboard (event files in <output-dir>/tensorboard),
+wandb or mlflow (each needs its package), or to none.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -100,21 +104,33 @@ def load_model(config: dict):
     kwargs = {}
     if torch.cuda.is_available():
         kwargs["dtype"] = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if config.get("quantization") == "4bit":
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=kwargs.get("dtype", torch.float32),
-        )
-        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
+    quantization = config.get("quantization")
+    if quantization:
+        kwargs["quantization_config"] = quantization_config(quantization, kwargs)
+        # each process loads the quantised base on its own GPU (bitsandbytes places it there)
+        device = int(os.environ.get("LOCAL_RANK", 0)) if torch.cuda.is_available() else "cpu"
+        kwargs["device_map"] = {"": device}
     tokenizer = AutoTokenizer.from_pretrained(name)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
     return model, tokenizer
+
+
+def quantization_config(quantization: str, kwargs: dict):
+    """bitsandbytes settings for the run's `quantization`: 4bit (NF4, as QLoRA) or 8bit."""
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    if quantization == "4bit":
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=kwargs.get("dtype", torch.float32),
+        )
+    raise SystemExit(f"config.yaml `quantization`={quantization!r}: use null, 4bit or 8bit.")
 
 
 def prepare(model, method: dict, seed: int):
@@ -155,6 +171,23 @@ def per_device_batch(training: dict, world_size: int) -> tuple[int, int]:
     )
 
 
+def tracking(training: dict, output_dir: Path, names) -> dict:
+    """`report_to`: tensorboard (into <output-dir>/tensorboard), wandb, mlflow or none."""
+    report_to = training.get("report_to", "none")
+    packages = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
+    package = packages.get(report_to)
+    if package and importlib.util.find_spec(package) is None:
+        raise SystemExit(
+            f"config.yaml `training.report_to`={report_to!r} needs the {package} package: "
+            f"pip install {package} (or set report_to: none)."
+        )
+    folder = str(output_dir / "tensorboard")
+    if "logging_dir" in names:  # transformers 4
+        return {"report_to": report_to, "logging_dir": folder}
+    os.environ.setdefault("TENSORBOARD_LOGGING_DIR", folder)  # transformers 5 reads it here
+    return {"report_to": report_to}
+
+
 def training_arguments(training: dict, output_dir: Path, world_size: int, has_eval: bool):
     batch, accumulation = per_device_batch(training, world_size)
     names = TrainingArguments.__init__.__code__.co_varnames
@@ -185,10 +218,10 @@ def training_arguments(training: dict, output_dir: Path, world_size: int, has_ev
         data_seed=training["seed"],
         bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
         use_cpu=not torch.cuda.is_available(),
-        report_to="none",
         remove_unused_columns=False,
         ddp_find_unused_parameters=False,
         **{checkpointing: training["gradient_checkpointing"]},
+        **tracking(training, output_dir, names),
     )
 
 

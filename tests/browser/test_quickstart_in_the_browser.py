@@ -1,6 +1,7 @@
-"""The quickstart notebook in a real JupyterLab, driven in Chromium as a person would use it.
+"""The quickstart notebook in a real JupyterLab and in Jupyter Notebook 7, driven in Chromium as
+a person would use it.
 
-Starts JupyterLab on loopback, opens notebooks/01_quickstart.ipynb, runs all cells, and checks
+Starts the front-end on loopback, opens notebooks/01_quickstart.ipynb, runs all cells, and checks
 that every panel rendered, that the loss plot grows while training runs, that Stop stops the
 run, and that CompareView shows base and fine-tuned answers. Screenshots go to
 test-artifacts/browser/. Needs Debian's chromium and the playwright package; CI installs both
@@ -32,10 +33,20 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def jupyterlab(tmp_path_factory):
-    """A JupyterLab server on 127.0.0.1 serving a copy of the notebooks (JupyterLab saves what
-    it runs, outputs included, and the repository keeps its notebooks clean)."""
+# the server command and the address of a notebook in each front-end
+FRONTENDS = {
+    "jupyterlab": ("lab", "/lab/tree/notebooks/01_quickstart.ipynb"),
+    "notebook7": ("notebook", "/notebooks/notebooks/01_quickstart.ipynb"),
+}
+
+
+@pytest.fixture(scope="module", params=list(FRONTENDS))
+def jupyterlab(request, tmp_path_factory):
+    """A JupyterLab or Notebook 7 server on 127.0.0.1 serving a copy of the notebooks (the
+    front-end saves what it runs, outputs included, and the repository keeps its notebooks
+    clean). Yields the notebook's address, the token and the front-end's name."""
+    frontend = request.param
+    command, notebook_path = FRONTENDS[frontend]
     root = tmp_path_factory.mktemp("lab")
     shutil.copytree(ROOT / "notebooks", root / "notebooks")
     (root / "sample_data").symlink_to(ROOT / "sample_data")
@@ -48,7 +59,7 @@ def jupyterlab(tmp_path_factory):
         JUPYTER_CONFIG_DIR=str(tmp_path_factory.mktemp("jupyter-config")),
     )
     env.pop("WORKBENCH_NOTEBOOK_WAIT", None)
-    log_path = ARTIFACTS / "jupyterlab.log"
+    log_path = ARTIFACTS / f"{frontend}.log"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "w")  # noqa: SIM115 - stays open for the server's lifetime
     server = subprocess.Popen(
@@ -56,14 +67,14 @@ def jupyterlab(tmp_path_factory):
             sys.executable,
             "-m",
             "jupyter",
-            "lab",
+            command,
             "--no-browser",
             "--allow-root",  # CI runs as root
             f"--port={port}",
             "--ip=127.0.0.1",
             f"--IdentityProvider.token={token}",
             f"--ServerApp.root_dir={root}",
-            "--LabApp.news_url=",
+            *(["--LabApp.news_url="] if command == "lab" else []),
             "--ServerApp.disable_check_xsrf=False",
         ],
         env=env,
@@ -79,8 +90,8 @@ def jupyterlab(tmp_path_factory):
             time.sleep(0.5)
     else:
         server.kill()
-        pytest.fail(f"JupyterLab did not start; see {log_path}")
-    yield f"http://127.0.0.1:{port}", token
+        pytest.fail(f"{frontend} did not start; see {log_path}")
+    yield f"http://127.0.0.1:{port}{notebook_path}", token, frontend
     server.terminate()
     server.wait(timeout=30)
     log.close()
@@ -128,8 +139,8 @@ def _scroll_to(page, selector: str) -> None:
 
 
 def test_quickstart_runs_trains_stops_and_compares(jupyterlab, page):
-    url, token = jupyterlab
-    page.goto(f"{url}/lab/tree/notebooks/01_quickstart.ipynb?token={token}")
+    url, token, frontend = jupyterlab
+    page.goto(f"{url}?token={token}")
     page.wait_for_selector(".jp-Notebook", timeout=60_000)
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
     news = page.get_by_role("button", name="No", exact=True)  # "notified about Jupyter news?"
@@ -150,11 +161,11 @@ def test_quickstart_runs_trains_stops_and_compares(jupyterlab, page):
     ):
         page.wait_for_selector(f".{panel}", timeout=180_000)
     _scroll_to(page, ".wb-dataset-preview")
-    _shot(page, "1-dataset-preview")
+    _shot(page, f"{frontend}-1-dataset-preview")
     _scroll_to(page, ".wb-template-editor")
-    _shot(page, "2-template-editor")
+    _shot(page, f"{frontend}-2-template-editor")
     _scroll_to(page, ".wb-lora-form")
-    _shot(page, "3-lora-form")
+    _shot(page, f"{frontend}-3-lora-form")
 
     _scroll_to(page, ".wb-training-monitor")
     deadline = time.time() + 240
@@ -167,17 +178,17 @@ def test_quickstart_runs_trains_stops_and_compares(jupyterlab, page):
         page.wait_for_timeout(1000)
     grown = _loss_points(page)
     assert grown > first, "the loss plot did not grow while training ran"
-    _shot(page, "4-training")
+    _shot(page, f"{frontend}-4-training")
 
     monitor = page.locator(".wb-training-monitor").first  # the Workbench below has its own
     monitor.locator("button", has_text="Stop").click()
     monitor.get_by_text("stopped").first.wait_for(timeout=120_000)
-    _shot(page, "5-stopped")
+    _shot(page, f"{frontend}-5-stopped")
 
     _scroll_to(page, ".wb-compare-view")  # the comparison runs by itself once the run stops
     page.wait_for_selector(".wb-compare-view table", timeout=180_000)
     header = page.locator(".wb-compare-view table").first.inner_text()
     assert "base" in header.lower() and "fine-tuned" in header.lower()
-    _shot(page, "6-compare")
+    _shot(page, f"{frontend}-6-compare")
     _scroll_to(page, ".wb-workbench")
-    _shot(page, "7-workbench")
+    _shot(page, f"{frontend}-7-workbench")

@@ -1,0 +1,57 @@
+"""The command line's flags reach the library: demo's default steps, preview's model and column
+mapping, dpo's learning rate and batch size (the training itself is tested where it lives)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from workbench.cli import main
+from workbench.errors import WorkbenchError
+from workbench.lessons.demo import DemoSettings
+
+
+def test_demo_help_and_default_steps_come_from_the_demo_settings(monkeypatch, capsys):
+    import workbench.lessons.demo as demo
+
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    assert f"(default {DemoSettings.max_steps})" in capsys.readouterr().out
+    received = []
+    monkeypatch.setattr(demo, "run_demo", lambda settings, model_name: received.append(settings))
+    assert main(["demo"]) == 0
+    assert received[0].max_steps == DemoSettings().max_steps
+    assert main(["demo", "--max-steps", "3"]) == 0
+    assert received[1].max_steps == 3
+
+
+def test_preview_takes_a_model_and_a_column_mapping(tiny_model_dir, tmp_path, capsys):
+    data = tmp_path / "questions.jsonl"
+    rows = [{"question": f"What is {n} plus {n}?", "answer": str(2 * n)} for n in range(4)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    columns = ["--columns", "question=instruction", "--columns", "answer=output"]
+    assert main(["preview", str(data), "--model", str(tiny_model_dir), *columns]) == 0
+    out = capsys.readouterr().out
+    assert "What is 0 plus 0?" in out and "0 response tokens" not in out
+    assert main(["preview", str(data), "--model", str(tiny_model_dir)]) == 2  # no mapping
+    with pytest.raises(SystemExit):
+        main(["preview", str(data), "--columns", "question"])
+    assert "write SOURCE=STANDARD" in capsys.readouterr().err
+
+
+def test_dpo_passes_learning_rate_and_batch_size_to_the_preference_settings(monkeypatch):
+    import workbench.evaluation.preferences as preferences
+
+    received = []
+
+    def capture(data, *, settings, **_):
+        received.append(settings)
+        raise WorkbenchError("captured")  # stop before any model loads
+
+    monkeypatch.setattr(preferences, "preference_experiment", capture)
+    args = ["dpo", "runs/sft", "--learning-rate", "1e-5", "--batch-size", "2"]
+    assert main(args) == 2
+    assert (received[0].learning_rate, received[0].batch_size) == (1e-5, 2)
+    assert main(["dpo", "runs/sft", "--learning-rate", "0.5"]) == 2  # validated: too high
+    assert len(received) == 1
