@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU benchmarks behind benchmarks/results/*-cuda-*.json, in one command:
-#   bash benchmarks/gpu.sh [speed|memory|all] [results folder]
+#   bash benchmarks/gpu.sh [speed|memory|overhead|all] [results folder]
 # Needs torch with CUDA, transformers, peft, trl, datasets, accelerate, bitsandbytes and
 # liger-kernel, and a tokenizer folder in $TOKENIZER_DIR (default: the embedded model's cache).
 set -uo pipefail
@@ -31,4 +31,11 @@ if [ "$what" = speed ] || [ "$what" = all ]; then
     --batch-size 16 --max-length 512 --learning-rate 2e-4 --warmup 5 "${tok[@]}" \
     --stacks "${BIG_STACKS:-workbench+auto,trl}" --steps-for "${BIG_STEPS:-workbench+auto=30,trl=15}" \
     --out "$out/$day-cuda-llama-1b.json"
+fi
+if [ "$what" = overhead ] || [ "$what" = all ]; then
+  # a step's wall time phase by phase on the deep-narrow shape (arithmetic negligible): what the
+  # workbench, a bare loop and TRL cost around the arithmetic, and what each lever pays
+  python -m benchmarks.overhead --device cuda --repeats "${OVERHEAD_REPEATS:-3}" \
+    --stacks "${OVERHEAD_STACKS:-workbench,workbench+stock-flops,plain,trl}" \
+    --out "$out/$day-cuda-overhead.json"
 fi

@@ -1,7 +1,11 @@
 """What the benchmarks train: model shapes and data, the same for every stack in a run.
 
 Shapes are Llama configs built with random weights (speed and memory do not depend on the
-values); `embedded` is the real SmolLM2-135M-Instruct, for loss comparisons. Data is either the
+values); `embedded` is the real SmolLM2-135M-Instruct, for loss comparisons. `deep-narrow` has
+the 135M shape's depth with hidden size 16 and a 512-word tokenizer trained here on the synthetic
+rows' words (`small_tokenizer`; with SmolLM2's 49,152 words the output layer and its softmax
+would be most of the step): its arithmetic is negligible, so a step on it costs what the
+framework around the arithmetic costs (`benchmarks/overhead.py`). Data is either the
 sample support tickets (the demo's data) or synthetic Alpaca-like rows: instruction, optional
 input and a response whose lengths in words follow a skewed distribution like Alpaca's
 (responses from a few words to a few hundred), written from a small vocabulary of ordinary
@@ -25,6 +29,16 @@ SHAPES: dict[str, dict] = {
         num_hidden_layers=30,
         num_attention_heads=9,
         num_key_value_heads=3,
+        tie_word_embeddings=True,
+    ),
+    # the 135M shape's 30 layers at hidden size 16: every layer, LoRA module and optimizer
+    # tensor is still there, but a step's arithmetic is about 1,000x smaller (`step_flops`)
+    "deep-narrow": dict(
+        hidden_size=16,
+        intermediate_size=48,  # 3x hidden, about the 135M shape's 2.7x
+        num_hidden_layers=30,
+        num_attention_heads=2,  # head size 8
+        num_key_value_heads=1,  # grouped-query attention, as in the 135M shape (9 heads, 3 kv)
         tie_word_embeddings=True,
     ),
     "smollm2-360m": dict(
@@ -65,19 +79,34 @@ def tokenizer_dir(given: str | None) -> str:
     return str(embedded_model_dir())
 
 
-def config_for(shape: str, tokenizer_dir: str | Path):
-    """A transformers LlamaConfig for `shape`, with the tokenizer's vocabulary and ids."""
+def config_for(shape: str, tokenizer_dir: str | Path, tokenizer=None):
+    """A transformers LlamaConfig for `shape`, with the vocabulary and ids of the tokenizer in
+    `tokenizer_dir`, or of `tokenizer` when given."""
     from transformers import AutoConfig, LlamaConfig
 
     if shape not in SHAPES:
         raise ValueError(f"Unknown shape {shape!r}; known: {', '.join(SHAPES)} or 'embedded'.")
-    base = AutoConfig.from_pretrained(tokenizer_dir)
+    if tokenizer is not None:
+        vocab, bos, eos, pad = (
+            len(tokenizer),
+            tokenizer.bos_token_id,
+            tokenizer.eos_token_id,
+            tokenizer.pad_token_id,
+        )
+    else:
+        base = AutoConfig.from_pretrained(tokenizer_dir)
+        vocab, bos, eos, pad = (
+            base.vocab_size,
+            base.bos_token_id,
+            base.eos_token_id,
+            base.pad_token_id,
+        )
     return LlamaConfig(
-        vocab_size=base.vocab_size,
+        vocab_size=vocab,
         max_position_embeddings=8192,
-        bos_token_id=base.bos_token_id,
-        eos_token_id=base.eos_token_id,
-        pad_token_id=base.pad_token_id,
+        bos_token_id=bos,
+        eos_token_id=eos,
+        pad_token_id=pad,
         head_dim=SHAPES[shape]["hidden_size"] // SHAPES[shape]["num_attention_heads"],
         **SHAPES[shape],
     )
@@ -103,6 +132,76 @@ def alpaca_like_rows(n: int, seed: int = 0) -> list[dict]:
             }
         )
     return rows
+
+
+def small_tokenizer(vocab_size: int = 512):
+    """A byte-level BPE tokenizer trained in about a second on the synthetic rows' words and the
+    Alpaca template: the deep-narrow shape's, so that its output layer is small too."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from workbench.tokens.templates import get_template
+
+    template = get_template("alpaca")
+    texts = [" ".join(WORDS) + " ? .", *template.render(short_rows(1)[0])]
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.train_from_iterator(
+        texts * 4,
+        trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=["<|endoftext|>", "<|im_end|>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        eos_token="<|im_end|>",
+        pad_token="<|im_end|>",
+        unk_token="<|endoftext|>",
+    )
+
+
+def short_rows(n: int, seed: int = 0) -> list[dict]:
+    """`n` instruction rows of about 90 tokens each with the Alpaca template (instruction of
+    6-10 words, response of 36-48): the overhead benchmark's rows, all about one size."""
+    rng = random.Random(seed)
+    return [
+        {
+            "instruction": _words(rng, rng.randint(6, 10)) + "?",
+            "input": "",
+            "output": _words(rng, rng.randint(36, 48)) + ".",
+            "task": "synthetic",
+        }
+        for _ in range(n)
+    ]
+
+
+def step_flops(config, rows: list[tuple[int, int]], logits: int, lora_r: int = 16) -> dict:
+    """Floating-point operations of one LoRA training step on `config` (a LlamaConfig).
+
+    `rows`: (tokens, attended) per sequence the model runs, where `attended` is the sum of
+    squared lengths of the stretches that attend to each other (a packed row computes its full
+    width squared: the block-diagonal mask hides, it does not skip). `logits`: positions
+    projected onto the vocabulary. Forward: 2 x multiply-adds of every linear layer (LoRA
+    included) + attention's QK^T and AV (4 x attended x heads x head size per layer) + the
+    output layer; backward: the same again for the activations' gradients plus the LoRA
+    weights' (frozen weights get no gradient), so a step is about 2x forward.
+    """
+    h, layers = config.hidden_size, config.num_hidden_layers
+    head = getattr(config, "head_dim", None) or h // config.num_attention_heads
+    q, kv = config.num_attention_heads * head, config.num_key_value_heads * head
+    shapes = [(h, q), (h, kv), (h, kv), (q, h)] + [(h, config.intermediate_size)] * 2
+    shapes.append((config.intermediate_size, h))
+    linear = sum(i * o for i, o in shapes)  # multiply-adds per token and layer
+    lora = sum(lora_r * (i + o) for i, o in shapes)
+    tokens = sum(t for t, _ in rows)
+    attended = sum(a for _, a in rows)
+    forward = layers * (2 * (linear + lora) * tokens + 4 * attended * q)
+    forward += 2 * logits * h * config.vocab_size
+    backward = forward + layers * 2 * lora * tokens  # activations' gradients + LoRA weights'
+    return {"forward": forward, "step": forward + backward, "tokens": tokens, "logits": logits}
 
 
 def write_rows(rows: list[dict], path: Path) -> Path:

@@ -53,6 +53,8 @@ HYPERPARAMETER_WIDGETS = {
     "packing": lambda **kw: widgets.Checkbox(indent=False, **kw),
     "compile": lambda **kw: widgets.Checkbox(indent=False, **kw),
     "auto_batch": lambda **kw: widgets.Checkbox(indent=False, **kw),
+    # experiment tracking: TensorBoard writes into the run directory, off by default
+    "report_to": lambda **kw: widgets.Dropdown(options=choices(Hyperparameters, "report_to"), **kw),
 }
 
 

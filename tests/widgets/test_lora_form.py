@@ -302,3 +302,14 @@ def test_follow_takes_the_editor_settings_and_tokenizes_the_rows_as_it_does(tiny
     assert max(form.row_lengths) == 48 and form.response_fraction == 1.0
     form.training_examples = None  # no rows: back to the upper bound
     assert form.rows is None and "an upper bound" in form.summary.value
+
+
+def test_the_form_offers_experiment_tracking(tiny):
+    model, _ = tiny
+    form = LoraForm(model)
+    control = form.hyperparameter_controls["report_to"]
+    assert list(control.options) == ["none", "tensorboard", "wandb", "mlflow"]
+    assert form.hyperparameters.report_to == "none"
+    control.value = "tensorboard"
+    assert form.hyperparameters.report_to == "tensorboard"
+    assert "report_to='tensorboard'" in form.as_code()

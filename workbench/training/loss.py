@@ -7,8 +7,9 @@ for the logits of those alone (`logits_to_keep`), and cross-entropy runs on them
 loss, with the output layer's work and the logits' memory cut to the response tokens, and no
 device sync to find them.
 
-`workbench_trainer_class()` is transformers' Trainer with this loss and token counting without
-a device sync (regularisers such as EWC wrap its `compute_loss`: `workbench.ewc`).
+`workbench_trainer_class()` is transformers' Trainer with this loss, token counting without
+a device sync, and the FLOPs count of every step from a parameter count made once instead of at
+every step (regularisers such as EWC wrap its `compute_loss`: `workbench.ewc`).
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ def workbench_trainer_class():
             # our loss divides by the tokens of the whole accumulated batch, as the model's own
             # loss does when it accepts `num_items_in_batch`: the Trainer must not rescale it
             self.model_accepts_loss_kwargs = True
+            self._flops_model, self._flops_per_token = None, 0  # see floating_point_ops
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             inputs = dict(inputs)
@@ -119,4 +121,27 @@ def workbench_trainer_class():
                 loss = loss * self.args.world_size  # DDP averages gradients over processes
             return (loss, outputs) if return_outputs else loss
 
+        def floating_point_ops(self, inputs) -> int:
+            """The stock count (6 x tokens x non-embedding parameters), with the parameters
+            counted once per model: the Trainer asks at every step, and counting walks every
+            parameter (3 ms a step on the 30-layer deep-narrow shape, benchmarks/overhead.py)."""
+            name = getattr(self.model, "main_input_name", "input_ids")  # as the stock count
+            if name not in inputs:
+                return super().floating_point_ops(inputs)
+            if self._flops_model is not self.model:
+                self._flops_model = self.model
+                self._flops_per_token = super().floating_point_ops({name: _ONE_TOKEN})
+            return inputs[name].numel() * self._flops_per_token
+
     return WorkbenchTrainer
+
+
+class _OneToken:
+    """Stands for a batch of one token: `floating_point_ops` asks only its `numel()`."""
+
+    @staticmethod
+    def numel() -> int:
+        return 1
+
+
+_ONE_TOKEN = _OneToken()
