@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import build_tiny_model, quick
+from conftest import SAMPLE_DATA, build_tiny_model, quick
 
 import workbench
 from workbench.errors import WorkbenchError
@@ -338,3 +338,33 @@ def test_the_exported_script_reports_to_tensorboard_in_its_output_folder(lora_ru
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert list((output / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_the_exported_script_learns_every_assistant_turn_as_the_run_did(tiny_model_dir, tmp_path):
+    from workbench.tokens.tokenizing import tokenize_examples
+
+    model, tokenizer = workbench.load_model(str(tiny_model_dir))
+    talks = workbench.load_data(SAMPLE_DATA / "multi_turn_chat.jsonl", verbose=False)
+    rows = talks.select(range(12))
+    run = train(
+        model,
+        tokenizer,
+        rows,
+        hyperparameters=quick(max_steps=1, eval_every=1),
+        run_dir=tmp_path / "chat-run",
+        samples=1,
+    ).wait()
+    assert run.status == "finished", run.error
+    folder = export_script(run.run_dir, tmp_path / "export")
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    script = _exported_train_module()
+    exported = script.load_rows(folder / "data" / "train.jsonl", tokenizer, config["data"])
+    trained = tokenize_examples(rows, "chat", tokenizer, max_length=256)
+    assert exported["input_ids"] == [e.input_ids for e in trained.examples]
+    assert exported["labels"] == [e.labels for e in trained.examples]
+    turns = [sum(m["role"] == "assistant" for m in r["messages"]) for r in rows.rows]
+    learned_runs = [
+        sum(1 for i, x in enumerate(labels) if x >= 0 and (i == 0 or labels[i - 1] < 0))
+        for labels in exported["labels"]
+    ]
+    assert learned_runs == turns  # every assistant turn carries loss, not the last alone

@@ -121,16 +121,18 @@ def merge_adapter(
 
 
 def _rendered_rows(run_dir: Path, config: dict, split: str, tokenizer) -> str:
-    """The rows of one split as JSONL of {"prompt", "response"}, rendered with the run's
-    template (the script then needs no template code)."""
+    """The rows of one split as JSONL of {"segments": [{"text", "learned", "eos"}, ...]},
+    rendered with the run's template as training rendered them (every assistant turn of a
+    conversation learned), so the script needs no template code."""
     from workbench.tokens.templates import Template
 
     examples = RunDirectory(run_dir).load_rows(split)
     template = Template(**config["template"])
     lines = []
     for i, row in enumerate(examples.rows):
-        prompt, response = template.render(row, tokenizer, examples.where(i))
-        lines.append(json.dumps({"prompt": prompt, "response": response}, ensure_ascii=False))
+        segments = template.segments(row, tokenizer, examples.where(i))
+        pieces = [{"text": s.text, "learned": s.learned, "eos": s.eos} for s in segments]
+        lines.append(json.dumps({"segments": pieces}, ensure_ascii=False))
     return "\n".join(lines) + "\n"
 
 

@@ -42,34 +42,53 @@ HERE = Path(__file__).resolve().parent
 IGNORE_INDEX = -100  # labels PyTorch's cross-entropy skips: the prompt tokens
 
 
-def tokenize_pair(prompt: str, response: str, tokenizer, data: dict) -> dict:
-    """Ids and labels for one row: prompt + response + EOS, loss on the response only."""
+def tokenize_segments(segments: list[dict], tokenizer, data: dict) -> dict:
+    """Ids and labels for one row: its segments (pieces of text, each learned or not, some
+    followed by EOS) tokenised one by one, so the labels follow the learned text exactly; every
+    assistant turn of a conversation is a learned segment."""
     bos = getattr(tokenizer, "bos_token", None)
-    add_special = not (bos and prompt.startswith(bos))  # chat templates may write BOS as text
-    prompt_ids = tokenizer(prompt, add_special_tokens=add_special)["input_ids"] if prompt else []
-    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
-    if tokenizer.eos_token_id is not None:
-        response_ids = response_ids + [tokenizer.eos_token_id]
-    limit = data["max_length"]
-    if len(prompt_ids) + len(response_ids) > limit:
-        if data["truncation_side"] == "left":  # cut the start of the prompt
-            keep = max(0, limit - len(response_ids))
-            prompt_ids = prompt_ids[len(prompt_ids) - keep :] if keep else []
-            response_ids = response_ids[: limit - len(prompt_ids)]
-        elif len(prompt_ids) >= limit:
-            prompt_ids, response_ids = prompt_ids[:limit], []
-        else:
-            response_ids = response_ids[: limit - len(prompt_ids)]
-    labels = [IGNORE_INDEX] * len(prompt_ids) if data["completion_only"] else list(prompt_ids)
-    return {"input_ids": prompt_ids + response_ids, "labels": labels + response_ids}
+    ids, learned = [], []
+    for index, segment in enumerate(segments):
+        text = segment["text"]
+        first = index == 0 and not (bos and text.startswith(bos))  # BOS written as text
+        piece = tokenizer(text, add_special_tokens=first)["input_ids"] if text else []
+        if segment.get("eos") and tokenizer.eos_token_id is not None:
+            piece = piece + [tokenizer.eos_token_id]
+        ids += piece
+        learned += [bool(segment["learned"])] * len(piece)
+    start, end = kept_range(learned, data["max_length"], data["truncation_side"])
+    ids, learned = ids[start:end], learned[start:end]
+    keep_all = not data["completion_only"]
+    labels = [t if keep or keep_all else IGNORE_INDEX for t, keep in zip(ids, learned)]
+    return {"input_ids": ids, "labels": labels}
+
+
+def kept_range(learned: list[bool], limit: int, side: str) -> tuple[int, int]:
+    """[start, end) of the tokens kept: 'right' cuts the end; 'left' cuts the start up to the
+    first learned token, then the end if the row is still too long."""
+    if len(learned) <= limit:
+        return 0, len(learned)
+    if side == "right":
+        return 0, limit
+    first = learned.index(True) if True in learned else len(learned)
+    start = min(len(learned) - limit, first)
+    return start, start + limit
+
+
+def segments_of(row: dict) -> list[dict]:
+    """A data row's segments; rows of older exports hold one prompt and one response."""
+    if "segments" in row:
+        return row["segments"]
+    prompt = {"text": row["prompt"], "learned": False, "eos": False}
+    return [prompt, {"text": row["response"], "learned": True, "eos": True}]
 
 
 def load_rows(path: Path, tokenizer, data: dict):
-    """A datasets.Dataset of tokenised rows from a JSONL file of {"prompt", "response"}."""
+    """A datasets.Dataset of tokenised rows from a JSONL file of {"segments": [...]}."""
     import datasets
 
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-    items = [tokenize_pair(r["prompt"], r["response"], tokenizer, data) for r in rows]
+    items = [tokenize_segments(segments_of(r), tokenizer, data) for r in rows]
     return datasets.Dataset.from_list(items)
 
 
