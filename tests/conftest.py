@@ -149,3 +149,24 @@ def _isolated_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("WORKBENCH_RUNS", str(tmp_path / "runs"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     yield
+
+
+@pytest.fixture(scope="module")
+def lora_run(tiny_model_dir, ticket_split, tmp_path_factory):
+    """A finished 4-step LoRA run on the tiny model, one per test module (no dropout, so
+    several processes can repeat it exactly): the export and GGUF tests start from it."""
+    import workbench
+    from workbench.training.methods import Method
+
+    model, tokenizer = workbench.load_model(str(tiny_model_dir))
+    run = workbench.train(
+        model,
+        tokenizer,
+        *ticket_split,
+        method=Method(r=8, dropout=0.0),
+        hyperparameters=quick(max_steps=4, eval_every=4, learning_rate=1e-2),
+        run_dir=tmp_path_factory.mktemp("runs") / "lora-run",
+        samples=1,
+    ).wait()
+    assert run.status == "finished", run.error
+    return run

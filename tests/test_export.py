@@ -51,23 +51,6 @@ def _logits(model, ids):
         return model(input_ids=ids).logits
 
 
-@pytest.fixture(scope="module")
-def lora_run(tiny_model_dir, ticket_split, tmp_path_factory):
-    """A finished 4-step LoRA run (no dropout, so several processes can repeat it exactly)."""
-    model, tokenizer = workbench.load_model(str(tiny_model_dir))
-    run = train(
-        model,
-        tokenizer,
-        *ticket_split,
-        method=Method(r=8, dropout=0.0),
-        hyperparameters=quick(max_steps=4, eval_every=4, learning_rate=1e-2),
-        run_dir=tmp_path_factory.mktemp("runs") / "lora-run",
-        samples=1,
-    ).wait()
-    assert run.status == "finished", run.error
-    return run
-
-
 def test_adapter_round_trip_and_merge_give_the_same_logits(lora_run, tiny_model_dir, tmp_path):
     tokenizer = lora_run.tokenizer
     ids = torch.tensor([tokenizer("Classify: my parcel never arrived")["input_ids"]])

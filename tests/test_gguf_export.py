@@ -6,15 +6,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import quick
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-import workbench
 from workbench.errors import WorkbenchError
 from workbench.runs.export import merge_adapter
 from workbench.runs.gguf_export import export_gguf
-from workbench.training.finetune import train
-from workbench.training.methods import Method
 
 PROMPTS = [
     "Classify: my parcel never arrived",
@@ -25,22 +21,6 @@ TEXTS = PROMPTS + ["<|im_start|>user\nRefund 123 please?<|im_end|>\n", "  spaces
 # Measured on this run (4 LoRA steps at 1e-2): f16 1.5e-4, q8_0 4.2e-3 (see README).
 F16_TOLERANCE = 2e-3  # float16 keeps ~3 significant digits of each weight
 Q8_TOLERANCE = 5e-2  # one scale per 32 weights, 8-bit values: ~28x the f16 error here
-
-
-@pytest.fixture(scope="module")
-def lora_run(tiny_model_dir, ticket_split, tmp_path_factory):
-    model, tokenizer = workbench.load_model(str(tiny_model_dir))
-    run = train(
-        model,
-        tokenizer,
-        *ticket_split,
-        method=Method(r=8, dropout=0.0),
-        hyperparameters=quick(max_steps=4, eval_every=4, learning_rate=1e-2),
-        run_dir=tmp_path_factory.mktemp("runs") / "gguf-run",
-        samples=1,
-    ).wait()
-    assert run.status == "finished", run.error
-    return run
 
 
 @pytest.fixture(scope="module")
@@ -84,12 +64,12 @@ def _max_logit_difference(a, b, tokenizer) -> float:
 
 
 def test_the_run_is_written_as_one_gguf_file_with_a_modelfile(lora_run, exported):
-    assert exported["f16"] == lora_run.run_dir / "gguf" / "gguf-run.f16.gguf"
+    assert exported["f16"] == lora_run.run_dir / "gguf" / "lora-run.f16.gguf"
     assert exported["q8_0"].stat().st_size < 0.7 * exported["f16"].stat().st_size
     assert sorted(p.name for p in exported["f16"].parent.iterdir()) == [
         "Modelfile",
-        "gguf-run.f16.gguf",
-        "gguf-run.q8_0.gguf",
+        "lora-run.f16.gguf",
+        "lora-run.q8_0.gguf",
     ]  # no temporary file or merge folder left behind
 
 
@@ -120,7 +100,7 @@ def test_the_tokenizer_and_chat_template_travel_in_the_file(merged, exported):
 
 def test_the_modelfile_names_the_file_the_template_and_the_stop_token(exported):
     modelfile = (exported["q8_0"].parent / "Modelfile").read_text()
-    assert "FROM ./gguf-run.q8_0.gguf\n" in modelfile  # the last export written
+    assert "FROM ./lora-run.q8_0.gguf\n" in modelfile  # the last export written
     assert "<|im_start|>{{ .Role }}" in modelfile
     assert 'PARAMETER stop "<|im_end|>"' in modelfile
 

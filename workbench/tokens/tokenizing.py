@@ -54,14 +54,18 @@ def tokenize_pair(
     `truncation_side='right'` cuts the end (the response first, then the prompt);
     `'left'` cuts the start of the prompt and keeps the response whole where it fits.
     """
-    segments = [Segment(prompt, False, "prompt"), Segment(response, True, "response", add_eos)]
     return tokenize_segments(
-        segments,
+        pair_segments(prompt, response, add_eos),
         tokenizer,
         max_length=max_length,
         completion_only=completion_only,
         truncation_side=truncation_side,
     )
+
+
+def pair_segments(prompt: str, response: str, add_eos: bool = True) -> list[Segment]:
+    """A (prompt, response) as segments: the prompt not learned, the response learned."""
+    return [Segment(prompt, False, "prompt"), Segment(response, True, "response", add_eos)]
 
 
 def tokenize_segments(
@@ -240,9 +244,8 @@ def token_view(
     truncation_side: TruncationSide = "right",
 ) -> tuple[list[TokenInfo], TokenizedExample]:
     """Each token of one (prompt, response) with whether it carries loss, plus the example."""
-    segments = [Segment(prompt, False, "prompt"), Segment(response, True, "response", add_eos)]
     return segments_view(
-        segments,
+        pair_segments(prompt, response, add_eos),
         tokenizer,
         max_length=max_length,
         completion_only=completion_only,

@@ -65,7 +65,8 @@ def tokenize_segments(segments: list[dict], tokenizer, data: dict) -> dict:
 
 def kept_range(learned: list[bool], limit: int, side: str) -> tuple[int, int]:
     """[start, end) of the tokens kept: 'right' cuts the end; 'left' cuts the start up to the
-    first learned token, then the end if the row is still too long."""
+    first learned token, then the end if the row is still too long (the rule training used,
+    written again here because this script imports nothing of the workbench)."""
     if len(learned) <= limit:
         return 0, len(learned)
     if side == "right":
