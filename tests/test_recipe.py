@@ -244,3 +244,29 @@ def test_ctrl_c_stops_with_a_checkpoint_exits_130_and_prints_the_resume_command(
     assert f"python -m workbench resume {run_dir}" in err
     assert json.loads((run_dir / "status.json").read_text())["status"] == "stopped"
     assert RunDirectory(run_dir).complete_checkpoints()
+
+
+def test_track_importance_is_read_from_a_recipe_and_must_be_a_boolean(tmp_path):
+    path = write_recipe(tmp_path, {"data": {"train": TICKETS}, "track_importance": True})
+    assert read_recipe(path).track_importance is True
+    assert (
+        read_recipe(write_recipe(tmp_path, {"data": {"train": TICKETS}})).track_importance is False
+    )
+    with pytest.raises(Exception, match="`track_importance`='yes please' must be true or false"):
+        read_recipe(path, ["track_importance=yes please"])
+
+
+def test_a_continued_runs_config_is_refused_with_the_python_way_to_rerun_it(tmp_path):
+    folder = tmp_path / "stage-2"
+    (folder / "data").mkdir(parents=True)
+    (folder / "data" / "train.jsonl").write_text(Path(TICKETS).read_text())
+    config = {
+        "stage": "sft",
+        "model": "tiny",
+        "data": {"train": "data/train.jsonl", "format": "alpaca"},
+        "continued_from": str(tmp_path / "stage-1"),
+        "track_importance": True,
+    }
+    path = write_recipe(folder, config, "config.yaml")
+    with pytest.raises(Exception, match="continued_from.*train_sequence"):
+        read_recipe(path)

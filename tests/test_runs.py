@@ -92,6 +92,27 @@ def test_list_and_compare_a_finished_and_a_stopped_run(tiny_model_dir, ticket_sp
     assert losses == pytest.approx([done.train_loss, stopped.train_loss], rel=1e-4)
 
 
+def test_a_run_that_continued_another_names_it_in_the_listing(tiny, ticket_split):
+    model, tokenizer = tiny
+    first = train(model, tokenizer, *ticket_split, hyperparameters=quick(max_steps=2)).wait()
+    assert first.status == "finished", first.error
+    second = train(
+        first.model,  # the same adapter trained further, as a second task would
+        tokenizer,
+        *ticket_split,
+        hyperparameters=quick(max_steps=2),
+        continued_from=first,
+    ).wait()
+    assert second.status == "finished", second.error
+    records = {r.run_dir: r for r in list_runs()}
+    earlier, later = records[first.run_dir], records[second.run_dir]
+    assert earlier.continued_from is None and earlier.row()["continued_from"] is None
+    assert later.continued_from == first.run_dir
+    assert later.row()["continued_from"] == first.run_dir.name
+    table = runs_table(list(records.values())).set_index("run")
+    assert table.loc[second.run_dir.name, "continued_from"] == first.run_dir.name
+
+
 def test_comparing_a_missing_or_empty_folder_says_so_and_exits_2(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     for folder, why in (

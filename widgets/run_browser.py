@@ -15,8 +15,9 @@ import ipywidgets as widgets
 from workbench.runs.history import RunRecord, compare_runs, list_runs
 from workbench.widgets._common import Panel, heading, html_table, text_table
 
-COLUMNS = ("run", "status", "stage", "task", "model", "method", "learning_rate", "max_steps")
-COLUMNS += ("batch_size", "step", "duration_s", "train_loss", "eval_loss", "resumable")
+COLUMNS = ("run", "status", "stage", "task", "continued_from", "model", "method")
+COLUMNS += ("learning_rate", "max_steps", "batch_size", "step", "duration_s", "train_loss")
+COLUMNS += ("eval_loss", "resumable")
 
 
 class RunBrowser(Panel):

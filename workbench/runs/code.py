@@ -269,15 +269,19 @@ def workbench_script(
     method: Method,
     hyperparameters: Hyperparameters,
     compare_rows: int,
+    continues: str | Path | None = None,
 ) -> str:
     """One script for the whole fine-tune: model, data (`data`: lines that bind `train` and
     `validation`), template, settings, the base answers when no adapter will be left to switch
-    off, training, and the first `compare_rows` validation rows answered before and after."""
+    off, training, and the first `compare_rows` validation rows answered before and after.
+    `continues` names the earlier run this one trained further: the script says that it trains
+    this last stage alone."""
     rows = f"rows = validation.select(range({compare_rows}))  # answered before and after"
     full = needs_base_measurement(method)
     before = ["# no adapter will be left to switch off: answer the rows before training"]
     before.append("before = wb.evaluate_model(model, tokenizer, rows, template)")
     return script(
+        sequence_note(continues),
         ["# the model", model_code(model, quantization)],
         ["# the data", *data],
         ["# the template", template_code(template)],
@@ -316,8 +320,24 @@ def recipe_mapping(
     }
 
 
-def recipe_yaml(mapping: dict[str, Any], compare_rows: int = 0) -> str:
-    """A recipe mapping as YAML, under comments that say how to run it."""
+def sequence_note(continues: str | Path | None) -> list[str]:
+    """Comment lines saying that a script or recipe trains only the last of tasks in sequence
+    (the run it continued is not in it); [] for a run that continued none."""
+    if not continues:
+        return []
+    return [
+        f"# NOTE: in the workbench this run continued {continues} (tasks in sequence). This",
+        "# trains the last stage alone, from the base model; for every stage in order use",
+        "# `train_sequence(model, tokenizer, [stage_1_rows, ...], remedy=...)` from",
+        "# workbench.training.sequence.",
+    ]
+
+
+def recipe_yaml(
+    mapping: dict[str, Any], compare_rows: int = 0, continues: str | Path | None = None
+) -> str:
+    """A recipe mapping as YAML, under comments that say how to run it (and, with `continues`,
+    that it trains only the last stage of a sequence)."""
     import yaml
 
     notes = [
@@ -330,6 +350,7 @@ def recipe_yaml(mapping: dict[str, Any], compare_rows: int = 0) -> str:
             "# measures `evaluation: {held_out: N}` rows, split off before training: add it to",
             "# compare here too.",
         ]
+    notes += sequence_note(continues)
 
     class Dumper(yaml.SafeDumper):
         """Texts with line breaks as `|` blocks: a template reads as it renders."""

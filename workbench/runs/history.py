@@ -23,6 +23,8 @@ RunStatus = Literal[
     "created", "running", "stopping", "stopped", "finished", "failed", "interrupted"
 ]
 END_EVENTS = ("stopped", "finished", "failed")
+# Stages whose runs `resume_run` continues from their directory (see training/finetune.py).
+RESUMABLE_STAGES = ("sft", "pretrain", "classify", "reward", "grpo")
 # The settings shown in a listing (flattened config.yaml keys), in this order.
 KEY_SETTINGS = (
     "hyperparameters.learning_rate",
@@ -38,7 +40,8 @@ class RunRecord:
 
     `status` is `interrupted` when the run neither ended nor is alive (its kernel was killed);
     `resumable` when an SFT run did not finish and has a complete checkpoint; `problems` lists what
-    was found damaged (a cut-off line, a half-written checkpoint, a missing file).
+    was found damaged (a cut-off line, a half-written checkpoint, a missing file);
+    `continued_from` the run whose model this one trained further (tasks in sequence), if any.
     """
 
     run_dir: Path
@@ -54,6 +57,7 @@ class RunRecord:
     metrics: dict[str, float] = field(default_factory=dict)
     checkpoint: Path | None = None
     problems: list[str] = field(default_factory=list)
+    continued_from: Path | None = None  # config.yaml's `continued_from`
 
     @property
     def name(self) -> str:
@@ -61,9 +65,16 @@ class RunRecord:
 
     @property
     def resumable(self) -> bool:
-        """Not finished, with a complete checkpoint (DPO runs restart instead, for now)."""
+        """Not finished, with a complete checkpoint, of a kind `resume_run` can continue from
+        the directory alone (DPO runs restart instead; distillation needs its teacher; GRPO
+        with a Python reward function needs it again)."""
         ended_early = self.status in ("stopped", "failed", "interrupted")
-        return ended_early and self.checkpoint is not None and self.stage == "sft"
+        if not ended_early or self.checkpoint is None:
+            return False
+        if self.stage == "grpo":
+            recorded = self.settings.get("reward.reward_model")  # a folder, or "(in memory)"
+            return bool(recorded) and not str(recorded).startswith("(")
+        return self.stage in RESUMABLE_STAGES
 
     @property
     def method(self) -> str | None:
@@ -90,6 +101,7 @@ class RunRecord:
             "status": self.status,
             "stage": self.stage,
             "task": self.task,
+            "continued_from": self.continued_from.name if self.continued_from else None,
             "step": f"{self.step}/{self.max_steps}" if self.max_steps else str(self.step),
             "duration_s": None if self.duration is None else round(self.duration, 1),
             "model": self.settings.get("model"),
@@ -201,6 +213,7 @@ def read_run(run_dir: str | Path) -> RunRecord:
         duration=(end - min(times)) if times and end else None,
         checkpoint=checkpoints[-1] if checkpoints else None,
         problems=problems,
+        continued_from=Path(config["continued_from"]) if config.get("continued_from") else None,
         **_results(run_dir, events),
     )
 

@@ -175,13 +175,14 @@ SECTIONS: dict[str, type[Settings]] = {
     "evaluation": EvaluationSection,
     "output": OutputSection,
 }
-KNOWN_KEYS = (*SECTIONS, "template", "regularizer")
+KNOWN_KEYS = (*SECTIONS, "template", "regularizer", "track_importance")
 
 
 @dataclass
 class Recipe:
     """A checked recipe. `template` is a built-in name, a Template, or None (the template
-    that suits the data's format); `regularizer` is a run config.yaml's, resolved in `folder`."""
+    that suits the data's format); `regularizer` is a run config.yaml's, resolved in `folder`;
+    `track_importance` records synaptic-intelligence importance for a later task."""
 
     model: ModelSection
     data: DataSection
@@ -192,6 +193,7 @@ class Recipe:
     output: OutputSection
     folder: Path  # the recipe's folder: relative paths not found in the working directory
     regularizer: dict | None = None
+    track_importance: bool = False
 
 
 def read_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
@@ -219,7 +221,7 @@ def read_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 def recipe_from_run_config(config: dict, folder: Path) -> tuple[dict[str, Any], list[str]]:
     """The recipe a run's config.yaml describes (its rows are `data/*.jsonl` in `folder`)."""
     known = {"stage", "model", "quantization", "template", "method", "hyperparameters", "data"}
-    known |= {"samples", "regularizer"}
+    known |= {"samples", "regularizer", "track_importance", "continued_from"}
     problems = [
         f"`{key}` is not a key of a run's config.yaml; known: {', '.join(sorted(known))}."
         for key in sorted(set(config) - known)
@@ -228,6 +230,12 @@ def recipe_from_run_config(config: dict, folder: Path) -> tuple[dict[str, Any], 
         problems.append(
             f"`stage`={config['stage']!r}: only instruction-tuning (sft) runs train from a "
             "config; preference runs use `python -m workbench dpo`."
+        )
+    if config.get("continued_from"):
+        problems.append(
+            f"`continued_from`={config['continued_from']!r}: this run continued an earlier "
+            "run's model, which a recipe cannot load; rerun it from Python with "
+            "`train(run_model, ..., continued_from=...)` or `train_sequence`."
         )
     data = config.get("data") if isinstance(config.get("data"), dict) else {}
     recipe = {
@@ -248,6 +256,8 @@ def recipe_from_run_config(config: dict, folder: Path) -> tuple[dict[str, Any], 
     }
     if config.get("regularizer"):
         recipe["regularizer"] = config["regularizer"]
+    if config.get("track_importance"):
+        recipe["track_importance"] = True
     return recipe, problems
 
 
@@ -302,10 +312,17 @@ def parse_recipe(values: dict[str, Any], folder: Path) -> tuple[Recipe | None, l
     model, method = sections["model"], sections["method"]
     if model and method and method.kind == "qlora" and model.quantization != "4bit":
         problems.append("`method.kind`='qlora' needs `model.quantization`: 4bit (a CUDA GPU).")
+    track_importance = values.get("track_importance", False)
+    if not isinstance(track_importance, bool):
+        problems.append(f"`track_importance`={track_importance!r} must be true or false.")
     if problems:
         return None, problems
     return Recipe(
-        template=template, folder=folder, regularizer=values.get("regularizer"), **sections
+        template=template,
+        folder=folder,
+        regularizer=values.get("regularizer"),
+        track_importance=track_importance,
+        **sections,
     ), []
 
 

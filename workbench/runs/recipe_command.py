@@ -91,6 +91,7 @@ def train_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) 
         run_dir=recipe.output.run_dir,
         samples=recipe.output.samples,
         regularizer=regularizer,
+        track_importance=recipe.track_importance,
         start=False,
     )
     print(f"{run.parameters}; run directory {run.run_dir}")

@@ -39,6 +39,8 @@ def train(
     run_dir: str | Path | None = None,
     samples: int = 3,
     regularizer=None,
+    track_importance: bool = False,
+    continued_from: Run | str | Path | None = None,
     start: bool = True,
 ) -> Run:
     """Start fine-tuning and return the Run at once (training continues in the background).
@@ -46,11 +48,22 @@ def train(
     `template` defaults to the one that suits the data format. `samples` validation prompts are
     answered at every evaluation. The model is adapted in place (LoRA layers are injected);
     `run.model` is the model being trained, with the adapter switchable for before/after.
-    `regularizer` (e.g. `workbench.fisher_ewc(...)`, full fine-tuning only) is added to the
-    training loss and recorded in config.yaml, so a resumed run keeps it.
+    `regularizer` (e.g. `workbench.fisher_ewc(...)` or `synaptic_intelligence(...)`) is added to
+    the training loss and recorded in config.yaml, so a resumed run keeps it; the weights it
+    anchors must be trainable here (with LoRA: measured on this adapter, after an earlier task).
+    `track_importance` accumulates synaptic-intelligence importance while training and writes
+    it to `importance/` when the run finishes. `continued_from` (an earlier run, whose
+    `run.model` this trains further) is recorded in config.yaml.
     """
     if run_dir is not None and RunDirectory(run_dir).is_run:
         raise RunDirectoryInUseError(Path(run_dir))
+    if isinstance(continued_from, Run):
+        continued_from = continued_from.run_dir
+    if continued_from is not None and not RunDirectory(continued_from).is_run:
+        raise WorkbenchError(
+            f"`continued_from`={str(continued_from)!r} is not a run directory: pass the earlier "
+            "Run (or its folder) whose model this run trains further."
+        )
     run = _prepare_run(
         model,
         tokenizer,
@@ -62,6 +75,8 @@ def train(
         run_dir=run_dir,
         samples=samples,
         regularizer=regularizer,
+        track_importance=track_importance,
+        continued_from=continued_from,
         resuming=False,
     )
     return run.start() if start else run
@@ -80,14 +95,14 @@ def _prepare_run(
     samples: int,
     regularizer,
     resuming: bool,
+    objective=None,
+    track_importance: bool = False,
+    continued_from: str | Path | None = None,
 ) -> Run:
     """Tokenize, adapt the model, size the batch and build the Run. A new run records its
-    config.yaml and rows; a resumed one reads them and changes nothing."""
-    if regularizer is not None and method.uses_lora:
-        raise WorkbenchError(
-            f"`regularizer` (EWC) with `kind`={method.kind!r}: LoRA leaves the base weights "
-            "frozen, so there is nothing to anchor. Use kind='full' (or 'freeze'), or drop it."
-        )
+    config.yaml and rows; a resumed one reads them and changes nothing. `objective` (e.g.
+    distillation.py's `DistillationObjective`) names the run's `stage`, adds its settings to
+    config.yaml and changes the Trainer's loss through `objective.attach(trainer)`."""
     template = get_template(template, train_data.format)
     train_tokens = _tokens(train_data, template, tokenizer, hp)
     _check_learnable(train_tokens, train_data)
@@ -96,6 +111,15 @@ def _prepare_run(
     has_validation = validation is not None and len(validation) > 0
     val_tokens = _tokens(validation, template, tokenizer, hp) if has_validation else None
     model = _adapt(model, method, hp.seed)
+    if regularizer is not None:  # it must anchor weights that this model trains
+        from workbench.training.regularizers import check_anchored_weights
+
+        check_anchored_weights(regularizer, model)
+    tracker = None
+    if track_importance:
+        from workbench.training.synaptic import ImportanceTracker
+
+        tracker = ImportanceTracker(model)
     hp, fit = _size_batch(model, method, hp, train_tokens)
     run_dir = Path(run_dir) if run_dir else new_run_dir(f"{method.kind}-{_task_label(train_data)}")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -105,8 +129,14 @@ def _prepare_run(
         extra = {"samples": min(samples, len(sample_rows))}
         if regularizer is not None:  # recorded so that a resumed run keeps it
             extra["regularizer"] = regularizer.save(run_dir)
+        if track_importance:  # so that a resumed run goes on tracking
+            extra["track_importance"] = True
+        if continued_from is not None:  # the run whose model this one trains further
+            extra["continued_from"] = str(continued_from)
+        if objective is not None:
+            extra.update(objective.to_config())
         RunDirectory(run_dir).record_run(
-            stage="sft",
+            stage=objective.stage if objective is not None else "sft",
             model=model,
             template=template,
             method=method,
@@ -140,11 +170,16 @@ def _prepare_run(
     )
 
     def build_trainer(run: Run, resuming: bool):  # run.hyperparameters: a resume may extend
-        return _build_trainer(
-            run, run.hyperparameters, train_tokens, val_tokens, resuming, regularizer
+        trainer = _build_trainer(
+            run, run.hyperparameters, train_tokens, val_tokens, resuming, regularizer, tracker
         )
+        if objective is not None:
+            objective.attach(trainer)
+        return trainer
 
     def save_final(folder: Path) -> None:
+        if tracker is not None:  # importance/ first: the adapter marks the run's end
+            tracker.write(run_dir)
         model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
 
@@ -239,7 +274,9 @@ def _warn_findings(train_data, validation, template, tokenizer, hp, train_tokens
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
-def _build_trainer(run: Run, hp: Hyperparameters, train_tokens, val_tokens, resuming, regularizer):
+def _build_trainer(
+    run: Run, hp: Hyperparameters, train_tokens, val_tokens, resuming, regularizer, tracker=None
+):
     """transformers' Trainer (the project's subclass) for an instruction-tuning run."""
     from transformers import EarlyStoppingCallback, PrinterCallback
 
@@ -254,7 +291,8 @@ def _build_trainer(run: Run, hp: Hyperparameters, train_tokens, val_tokens, resu
     )
     if resuming:
         args.eval_on_start = False  # the resumed run already evaluated its start
-    callbacks = [event_bridge(run)]
+    # the importance tracker first: its file joins each checkpoint before the bridge marks it
+    callbacks = ([tracker.callback()] if tracker is not None else []) + [event_bridge(run)]
     if hp.early_stopping_patience and val_tokens is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=hp.early_stopping_patience))
     if hp.compile:
@@ -304,6 +342,9 @@ def resume_run(
     Loads the model named in config.yaml unless `model` and `tokenizer` are given (a fresh,
     un-adapted base model). A finished run is left unchanged (RunFinishedError) unless a larger
     `max_steps` extends it. Nothing in the directory is rewritten except by the training.
+    Runs of the other kinds (continued pre-training, classifier, reward model, GRPO) go to
+    their own resume function, by the `stage` config.yaml records (`RESUMES`); a run that
+    needs something the directory cannot hold (a teacher, a Python reward) says so.
     """
     from workbench.training.models import load_model
     from workbench.training.regularizers import regularizer_from_config
@@ -311,6 +352,9 @@ def resume_run(
     directory = RunDirectory(run_dir)
     config = directory.read_config()
     where = str(directory.file(CONFIG))
+    stage = config.get("stage", "sft")
+    if stage != "sft":
+        return _resume_other(stage, directory.path, model, tokenizer, max_steps, where)
     hp = Hyperparameters.from_dict(config["hyperparameters"], where, key="hyperparameters")
     method = Method.from_dict(config["method"], where, key="method")
     directory.resume_point(max_steps or hp.max_steps, extending=max_steps is not None)
@@ -331,5 +375,41 @@ def resume_run(
             config.get("regularizer"), model, tokenizer, directory.path, template
         ),
         resuming=True,
+        track_importance=bool(config.get("track_importance", False)),
     )
     return run.resume(max_steps)
+
+
+# How a run of each other `stage` resumes: (module, function, whether it takes the model).
+RESUMES = {
+    "pretrain": ("workbench.training.pretraining", "resume_pretraining", True),
+    "classify": ("workbench.training.classification", "resume_classifier", True),
+    "reward": ("workbench.training.reward", "resume_reward_model", False),
+    "grpo": ("workbench.training.reinforcement", "resume_reinforcement", True),
+}
+# Stages that cannot resume from the directory alone: what to do instead.
+NOT_RESUMABLE = {
+    "dpo": "DPO runs cannot be resumed yet: start a new one (`python -m workbench dpo`).",
+    "distill": (
+        "a distillation run needs its teacher, which the directory does not hold: call "
+        "`resume_distillation(path, teacher, tokenizer)` from Python."
+    ),
+}
+
+
+def _resume_other(stage: str, path: Path, model, tokenizer, max_steps, where: str) -> Run:
+    """Resume a run that is not instruction tuning through its own resume function."""
+    import importlib
+
+    if stage in NOT_RESUMABLE:
+        raise WorkbenchError(f"{where}: `stage` is {stage!r}; {NOT_RESUMABLE[stage]}")
+    if stage not in RESUMES:
+        known = ", ".join(["sft", *RESUMES, *NOT_RESUMABLE])
+        raise WorkbenchError(f"{where}: unknown `stage` {stage!r}; this version knows {known}.")
+    module, name, takes_model = RESUMES[stage]
+    resume = getattr(importlib.import_module(module), name)
+    if takes_model:
+        return resume(path, model=model, tokenizer=tokenizer, max_steps=max_steps)
+    if model is not None:
+        raise WorkbenchError(f"{where}: a {stage!r} run loads its own model; drop `model=`.")
+    return resume(path, max_steps=max_steps)

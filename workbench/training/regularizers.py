@@ -6,12 +6,21 @@ Fisher information: the mean squared gradient of the loss, one row at a time). D
 the loss gets `strength / 2 * sum_i F_i * (theta_i - theta*_i) ** 2`, where theta* are the
 weights at the time of measuring. Pass it as `train(..., regularizer=ewc)`.
 
+Sequential use: measured on a model after it trained task A (with LoRA, over the adapter's
+weights, which are then the trainable ones), the same EWC holds those weights while the model goes
+on to task B; `store_tensors=True` keeps the Fisher and the weights in the new run's directory,
+because a resumed run could not measure them again on a fresh model.
+
+Every penalty (EWC, `workbench.training.synaptic.SynapticIntelligence`, ...) offers `penalty(model)`
+(also `__call__`), `last_penalty`, `anchored_weights()` (names; empty for a penalty on outputs),
+`to_config()` and `save(run_dir)`; `REGULARIZER_KINDS` rebuilds each kind from config.yaml.
 `attach_regularizer(trainer, regularizer)` is the one place a penalty joins the training loss.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +33,7 @@ from workbench.tokens.templates import Template, get_template
 from workbench.tokens.tokenizing import tokenize_examples
 
 REFERENCE_FILE = "data/ewc_reference.jsonl"
+TENSORS_FILE = "regularizer/ewc.safetensors"  # the Fisher and reference weights, when stored
 
 
 class ElasticWeightConsolidation:
@@ -41,6 +51,7 @@ class ElasticWeightConsolidation:
         *,
         settings: dict[str, Any] | None = None,
         reference_rows: Examples | None = None,
+        store_tensors: bool = False,
     ) -> None:
         if strength < 0:
             raise WorkbenchError(f"EWC `strength`={strength} must be 0 or more (try 1-1000).")
@@ -50,7 +61,12 @@ class ElasticWeightConsolidation:
         self.fisher, self.reference, self.strength = fisher, reference, float(strength)
         self.settings = settings or {}
         self.reference_rows = reference_rows
+        self.store_tensors = store_tensors  # save() keeps the tensors, not only the rows
         self.last_penalty: float | None = None  # the latest value added to the loss
+
+    def anchored_weights(self) -> list[str]:
+        """The names of the weights the penalty holds near their reference."""
+        return list(self.fisher)
 
     def penalty(self, model):
         """strength/2 * sum F (theta - theta*)^2, as a differentiable scalar tensor."""
@@ -62,12 +78,15 @@ class ElasticWeightConsolidation:
             raise WorkbenchError(
                 f"EWC was measured on a different model: it has no weight `{unknown[0]}` "
                 f"(and {len(unknown) - 1} more). Build the EWC on the model you train "
-                "(full fine-tuning; with LoRA the base stays frozen and needs no EWC)."
+                "(full fine-tuning, or a LoRA model after its earlier task: its adapter)."
             )
         total = torch.zeros((), device=next(model.parameters()).device)
         for name, fisher in self.fisher.items():
             param = params[name]
             if param.requires_grad:
+                if fisher.device != param.device:  # once: the model moved after measuring
+                    self.fisher[name] = fisher = fisher.to(param.device)
+                    self.reference[name] = self.reference[name].to(param.device)
                 total = total + (fisher * (param - self.reference[name]) ** 2).sum()
         value = 0.5 * self.strength * total
         self.last_penalty = float(value.detach())
@@ -80,7 +99,8 @@ class ElasticWeightConsolidation:
         return {"kind": "ewc", "strength": self.strength, **self.settings}
 
     def save(self, run_dir: Path) -> dict[str, Any]:
-        """Write the reference rows into the run directory; returns the config entry."""
+        """Write the reference rows (and, with `store_tensors`, the Fisher and reference weights)
+        into the run directory; returns the config entry."""
         config = self.to_config()
         if self.reference_rows is not None:
             lines = "".join(
@@ -88,7 +108,50 @@ class ElasticWeightConsolidation:
             )
             write_atomic(Path(run_dir) / REFERENCE_FILE, lines)
             config.update(reference=REFERENCE_FILE, format=self.reference_rows.format)
+        if self.store_tensors:
+            from workbench.training.synaptic import save_tensors
+
+            tensors = {f"fisher/{n}": f for n, f in self.fisher.items()}
+            tensors.update({f"reference/{n}": r for n, r in self.reference.items()})
+            save_tensors(Path(run_dir) / TENSORS_FILE, tensors, {"kind": "ewc"})
+            config["tensors"] = TENSORS_FILE
         return config
+
+    @classmethod
+    def from_config(
+        cls, config: dict[str, Any], model, tokenizer, run_dir: str | Path, template: Template
+    ) -> ElasticWeightConsolidation:
+        """The penalty config.yaml records: its stored tensors, else measured again on `model`
+        (the fresh base model of a resumed full fine-tuning run) with the stored rows."""
+        if config.get("tensors"):
+            from workbench.training.synaptic import load_tensors
+
+            path = Path(run_dir) / config["tensors"]
+            state, _ = load_tensors(path, what="run", parts=("fisher", "reference"))
+            settings = {k: v for k, v in config.items() if k not in _NOT_SETTINGS}
+            return cls(
+                state["fisher"],
+                state["reference"],
+                config["strength"],
+                settings=settings,
+                store_tensors=True,
+            )
+        path = Path(run_dir) / config["reference"]
+        rows = load_data(path, format=config.get("format"), verbose=False)
+        return fisher_ewc(
+            model,
+            tokenizer,
+            rows,
+            template if config.get("template") in (None, template.name) else config["template"],
+            strength=config["strength"],
+            max_rows=config.get("max_rows", 32),
+            normalize=config.get("normalize", True),
+            max_length=config.get("max_length", 256),
+            batch_size=config.get("batch_size", 1),
+        )
+
+
+_NOT_SETTINGS = ("kind", "strength", "tensors", "reference", "format")
 
 
 def fisher_diagonal(
@@ -150,11 +213,16 @@ def fisher_ewc(
     normalize: bool = True,
     max_length: int = 256,
     batch_size: int = 1,
+    store_tensors: bool = False,
 ) -> ElasticWeightConsolidation:
     """EWC anchored at the model's current weights, weighted by the Fisher on `reference_rows`.
 
-    `normalize` divides the Fisher by its mean, so `strength` means the same for any model size
-    (raw Fisher values of a language model are tiny, about 1e-8). Keeps a copy of the weights.
+    Covers the model's trainable weights: all of them for full fine-tuning, the LoRA A/B
+    matrices of a PEFT model (e.g. after its first task, for the next one). `normalize` divides
+    the Fisher by its mean, so `strength` means the same for any model size (raw Fisher values
+    of a language model are tiny, about 1e-8). Keeps a copy of the weights. `store_tensors`
+    makes the run it joins keep the Fisher and weights on disk (needed when the weights are not
+    the base model's: a resumed run measures on a freshly loaded model otherwise).
     """
     template = get_template(template, reference_rows.format)
     fisher = fisher_diagonal(
@@ -182,8 +250,33 @@ def fisher_ewc(
     }
     rows = reference_rows.select(range(min(max_rows, len(reference_rows))))
     return ElasticWeightConsolidation(
-        fisher, reference, strength, settings=settings, reference_rows=rows
+        fisher,
+        reference,
+        strength,
+        settings=settings,
+        reference_rows=rows,
+        store_tensors=store_tensors,
     )
+
+
+def _synaptic_from_config(config, model, tokenizer, run_dir, template):
+    from workbench.training.synaptic import SynapticIntelligence
+
+    return SynapticIntelligence.from_config(config, run_dir)
+
+
+def _lwf_from_config(config, model, tokenizer, run_dir, template):
+    from workbench.training.lwf import lwf_from_config
+
+    return lwf_from_config(config, model, tokenizer, run_dir, template)
+
+
+# config.yaml's `regularizer.kind` -> (config, model, tokenizer, run_dir, template) -> penalty
+REGULARIZER_KINDS: dict[str, Callable[..., Any]] = {
+    "ewc": ElasticWeightConsolidation.from_config,
+    "si": _synaptic_from_config,
+    "lwf": _lwf_from_config,
+}
 
 
 def regularizer_from_config(
@@ -192,23 +285,36 @@ def regularizer_from_config(
     """Rebuild the penalty that config.yaml records (None when the run had none)."""
     if not config:
         return None
-    if config.get("kind") != "ewc":
+    build = REGULARIZER_KINDS.get(config.get("kind"))
+    if build is None:
         raise WorkbenchError(
             f"{run_dir}/config.yaml: unknown `regularizer.kind`={config.get('kind')!r}; "
-            "this version knows 'ewc'."
+            f"this version knows {', '.join(repr(k) for k in REGULARIZER_KINDS)}."
         )
-    path = Path(run_dir) / config["reference"]
-    rows = load_data(path, format=config.get("format"), verbose=False)
-    return fisher_ewc(
-        model,
-        tokenizer,
-        rows,
-        template if config.get("template") in (None, template.name) else config["template"],
-        strength=config["strength"],
-        max_rows=config.get("max_rows", 32),
-        normalize=config.get("normalize", True),
-        max_length=config.get("max_length", 256),
-        batch_size=config.get("batch_size", 1),
+    return build(config, model, tokenizer, run_dir, template)
+
+
+def check_anchored_weights(regularizer, model) -> None:
+    """Raise when a penalty anchors weights and none of them is trainable in `model` (e.g. EWC
+    measured on a whole model, then given to a fresh LoRA model): it could hold nothing."""
+    names = regularizer.anchored_weights()
+    if not names:  # a penalty on the outputs (distillation) anchors no weights
+        return
+    params = dict(model.named_parameters())
+    if any(n in params and params[n].requires_grad for n in names):
+        return
+    kind = regularizer.to_config().get("kind", "penalty")
+    lora = hasattr(model, "peft_config")
+    raise WorkbenchError(
+        f"`regularizer` ({kind}) anchors {len(names)} weights (e.g. `{names[0]}`), but none of "
+        "them is trainable in the model being trained"
+        + (
+            " (LoRA trains only its adapter; the base stays frozen). Build it on the model you "
+            "go on training (after its earlier task, its adapter continued), or use "
+            "kind='full' (or 'freeze') with a penalty measured on the whole model."
+            if lora
+            else ". Build it on the model you go on training."
+        )
     )
 
 
