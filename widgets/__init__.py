@@ -14,20 +14,26 @@ if __name__ == "widgets":
         stacklevel=2,
     )
 
+from workbench.widgets.classifier_panel import ClassifierPanel
 from workbench.widgets.compare_view import CompareView
 from workbench.widgets.dataset_preview import DatasetPreview
 from workbench.widgets.lora_form import LoraForm
 from workbench.widgets.preference_panel import PreferencePanel
+from workbench.widgets.pretrain_panel import PretrainPanel
+from workbench.widgets.rl_panel import RLPanel
 from workbench.widgets.run_browser import RunBrowser
 from workbench.widgets.template_editor import TemplateEditor
 from workbench.widgets.training_monitor import TrainingMonitor
 from workbench.widgets.workbench_app import Workbench, WorkbenchApp
 
 __all__ = [
+    "ClassifierPanel",
     "CompareView",
     "DatasetPreview",
     "LoraForm",
     "PreferencePanel",
+    "PretrainPanel",
+    "RLPanel",
     "RunBrowser",
     "TemplateEditor",
     "TrainingMonitor",

@@ -1,7 +1,8 @@
 """WorkbenchApp: the whole fine-tune in one panel, in the order of the work.
 
-Data -> Template -> Method -> Train -> Compare -> Preferences (DPO), as tabs sharing one
-`WorkbenchState`, and Runs, the history of every run directory. The panels are linked by their
+Data -> Template -> Method -> Train -> Compare -> Preferences (DPO, or a reward model + RL), as
+tabs sharing one `WorkbenchState`, Runs, the history of every run directory, and Other
+objectives (a classification head, continued pre-training). The panels are linked by their
 traits when the Workbench is built: the rows loaded in the Data tab flow into the Template tab,
 its template and max_length back into the Data tab's lengths and into the Method tab, whose
 memory prediction follows the training rows as the template tokenizes them. Every step calls
@@ -28,31 +29,44 @@ from workbench.training.hyperparameters import Hyperparameters
 from workbench.training.methods import Method
 from workbench.training.models import model_origin
 from workbench.widgets._common import Panel, ShowsCode
+from workbench.widgets._sequence import SequenceControls
 from workbench.widgets._workbench_state import WorkbenchState
+from workbench.widgets.classifier_panel import ClassifierPanel
 from workbench.widgets.compare_view import CompareView
 from workbench.widgets.dataset_preview import DatasetPreview
 from workbench.widgets.lora_form import LoraForm
 from workbench.widgets.preference_panel import PreferencePanel
+from workbench.widgets.pretrain_panel import PretrainPanel
+from workbench.widgets.rl_panel import RLPanel
 from workbench.widgets.run_browser import RunBrowser
 from workbench.widgets.template_editor import TemplateEditor
 from workbench.widgets.training_monitor import TrainingMonitor
 
-TITLES = ("1 Data", "2 Template", "3 Method", "4 Train", "5 Compare", "6 Preferences", "7 Runs")
-DATA, TEMPLATE, METHOD, TRAIN, COMPARE, PREFERENCES, RUNS = range(7)
+TITLES = (
+    *("1 Data", "2 Template", "3 Method", "4 Train", "5 Compare", "6 Preferences", "7 Runs"),
+    "8 Other objectives",
+)
+DATA, TEMPLATE, METHOD, TRAIN, COMPARE, PREFERENCES, RUNS, OTHER = range(8)
 
 
 class WorkbenchApp(ShowsCode, Panel):
-    """A model bar and seven tabs: Data, Template, Method, Train, Compare, Preferences, Runs.
+    """A model bar and eight tabs: Data, Template, Method, Train, Compare, Preferences, Runs,
+    Other objectives.
 
     Children: `.model_name` (Text), `.load_button`, `.model_status`, `.error_html`, `.tabs`
     (Tab), `.data_path` (Text), `.data_button` ("Load data"), `.data_panel` (DatasetPreview),
     `.template_panel` (TemplateEditor; it says what is missing until a tokenizer and rows
-    exist), `.method_panel` (LoraForm), `.train_button`, `.train_status`, `.monitor`
-    (TrainingMonitor), `.compare_panel` (CompareView; None until a run ends),
-    `.preference_panel` (PreferencePanel: DPO on the trained model), `.run_browser`
-    (RunBrowser), `.copy_button` and `.recipe_button` (the script and the recipe, shown in
-    `.code` and `.recipe`). `.state` is the shared WorkbenchState; `wait()` blocks until the
-    last button's work and the run are done.
+    exist), `.method_panel` (LoraForm), `.train_button`, `.train_status`, `.sequence`
+    (SequenceControls: the run Train continues, a remedy against forgetting, importance
+    tracking), `.monitor` (TrainingMonitor), `.compare_panel` (CompareView; None until a run
+    ends),
+    `.preference_panel` (PreferencePanel: DPO on the trained model) and `.rl_panel` (RLPanel),
+    chosen with `.preference_choice`, `.run_browser` (RunBrowser), `.classifier_panel`
+    (ClassifierPanel, on the Data tab's rows) and `.pretrain_panel` (PretrainPanel), chosen
+    with `.objective_choice` (both load their own copy of the model), `.copy_button` and
+    `.recipe_button` (the script and the recipe, shown in `.code` and `.recipe`). `.state` is
+    the shared WorkbenchState; `wait()` blocks until the last button's work and the run are
+    done.
     """
 
     dom_class = "wb-workbench"
@@ -92,7 +106,18 @@ class WorkbenchApp(ShowsCode, Panel):
         self._build_train_tab()
         self.compare_panel: CompareView | None = None
         self.preference_panel = PreferencePanel(template=self.state.template)
+        self.rl_panel = RLPanel(template=self.state.template)
+        self.preference_choice, self.preference_tab = _choice(
+            {"DPO": self.preference_panel, "reward model + RL": self.rl_panel}
+        )
         self.run_browser = RunBrowser()
+        self.classifier_panel = ClassifierPanel(data=self.data_panel.examples)
+        self.pretrain_panel = PretrainPanel()
+        self.objective_choice, self.objective_tab = _choice(
+            {"classification head": self.classifier_panel, "pre-training": self.pretrain_panel}
+        )
+        if model is not None:
+            self._share_model_name(model)
         self.tabs = widgets.Tab()
         self._show_tabs()
         self._link_panels()
@@ -148,6 +173,7 @@ class WorkbenchApp(ShowsCode, Panel):
         self.train_button = widgets.Button(description="Train", icon="play", button_style="success")
         self.train_status = widgets.HTML("Set up the data, template and method, then Train.")
         self.train_button.on_click(lambda _: self._in_background(self.start_training))
+        self.sequence = SequenceControls()
         self.monitor = TrainingMonitor()
 
     def _show_tabs(self) -> None:
@@ -159,10 +185,13 @@ class WorkbenchApp(ShowsCode, Panel):
             widgets.VBox([widgets.HBox([self.data_path, self.data_button]), self.data_panel]),
             self.template_panel,
             self.method_panel,
-            widgets.VBox([widgets.HBox([self.train_button, self.train_status]), self.monitor]),
+            widgets.VBox(
+                [widgets.HBox([self.train_button, self.train_status]), self.sequence, self.monitor]
+            ),
             compare,
-            self.preference_panel,
+            self.preference_tab,
             self.run_browser,
+            self.objective_tab,
         ]
         ready = " ✓" if self.compare_panel is not None else ""
         self.tabs.titles = TITLES[:COMPARE] + (TITLES[COMPARE] + ready,) + TITLES[PREFERENCES:]
@@ -172,6 +201,7 @@ class WorkbenchApp(ShowsCode, Panel):
         data, editor, form = self.data_panel, self.template_panel, self.method_panel
         # the rows loaded in the Data tab are the ones the Template tab previews
         traitlets.dlink((data, "examples"), (editor, "examples"))
+        traitlets.dlink((data, "examples"), (self.classifier_panel, "examples"))
         # the Data tab measures token lengths as the Template tab tokenizes
         for name in ("tokenizer", "template", "max_length"):
             traitlets.dlink((editor, name), (data, name))
@@ -180,6 +210,7 @@ class WorkbenchApp(ShowsCode, Panel):
         # the template tokenizes them
         form.follow(editor)
         traitlets.dlink((data, "split"), (form, "training_examples"), transform=_train_part)
+        self.sequence.follow(form)  # importance tracking defaults to on for LoRA
         data.observe(self._template_for_format, names="examples")
 
     def _template_for_format(self, change) -> None:
@@ -203,9 +234,12 @@ class WorkbenchApp(ShowsCode, Panel):
         self.model_status.value = f"<i>Loading {html.escape(name)} ...</i>"
         model, tokenizer = workbench.load_model(name, quantization=self.quantization.value)
         self.state.model, self.state.tokenizer = model, tokenizer
+        self.state.stage_runs, self.state.stage_rows = [], []  # a fresh model continues nothing
+        self.sequence.show_previous(None, None)
         if self.quantization.value == "4bit":  # only adapters train on a 4-bit base
             self.method_panel.method_controls["kind"].value = "qlora"
         self.method_panel.set_model(model)
+        self._share_model_name(model)
         self.template_panel.tokenizer = tokenizer  # the Data and Method tabs follow it
         self.model_status.value = self._model_text()
         self.model_name.disabled = self.quantization.disabled = True
@@ -240,10 +274,13 @@ class WorkbenchApp(ShowsCode, Panel):
         return state
 
     def start_training(self) -> None:
-        """Collect the tabs, answer "before" rows for full fine-tuning, then start a run."""
+        """Collect the tabs, plan the stage (after a run: its remedy), answer "before" rows for
+        full fine-tuning, then start a run that continues the previous one's model."""
         state = self.collect()
         if state.run is not None and not state.run.done:
             raise ValueError("A run is still training: stop it (Train tab) before a new one.")
+        self.train_status.value = "<i>Planning the stage ...</i>"  # EWC measures a Fisher
+        plan, rows, continued_from = self.sequence.plan(state), state.train, state.continued_from
         self._set_compare(None)
         state.compare_rows = state.validation.select(range(self._compare_rows(state)))
         state.before = None
@@ -258,17 +295,20 @@ class WorkbenchApp(ShowsCode, Panel):
         run = train(
             state.model,
             state.tokenizer,
-            state.train,
+            plan.train,
             state.validation,
             template=state.template,
             method=state.method,
             hyperparameters=state.hyperparameters,
+            regularizer=plan.regularizer,
+            track_importance=plan.track_importance,
+            continued_from=continued_from,
             start=False,
         )
         state.run = run
         self.monitor.attach(run)
         for event in ("finished", "stopped"):
-            run.add_callback(event, lambda _e: self.guard(self._on_run_end, run))
+            run.add_callback(event, lambda _e: self.guard(self._on_run_end, run, rows))
         run.add_callback("failed", lambda _e: self._on_run_failed(run))
         run.start()
         self.train_status.value = f"Training <code>{html.escape(run.run_dir.name)}</code> ..."
@@ -282,7 +322,10 @@ class WorkbenchApp(ShowsCode, Panel):
         template, method and hyperparameters, train, then compare before and after."""
         state, settings = self._code_settings()
         data, rows = self.data_panel.rows_code(), self._compare_rows(state)
-        return codegen.workbench_script(**settings, data=data, compare_rows=rows)
+        continues = state.continued_from  # the script then trains this last stage alone
+        return codegen.workbench_script(
+            **settings, data=data, compare_rows=rows, continues=continues
+        )
 
     def as_recipe(self) -> str:
         """The same settings as a recipe (YAML) for `python -m workbench train RECIPE.yaml`."""
@@ -297,7 +340,8 @@ class WorkbenchApp(ShowsCode, Panel):
             columns=data.columns,
             drop_invalid=bool(state.examples.dropped),
         )
-        return codegen.recipe_yaml(mapping, compare_rows=self._compare_rows(state))
+        rows, continues = self._compare_rows(state), state.continued_from
+        return codegen.recipe_yaml(mapping, compare_rows=rows, continues=continues)
 
     def _code_settings(self) -> tuple[WorkbenchState, dict[str, Any]]:
         """The tabs read into the state, and the model and settings the code is written with."""
@@ -311,20 +355,24 @@ class WorkbenchApp(ShowsCode, Panel):
             hyperparameters=state.hyperparameters,
         )
 
-    def _on_run_end(self, run) -> None:
-        """A run stopped or finished: its model goes to the Compare tab."""
+    def _on_run_end(self, run, rows: Examples) -> None:
+        """A run stopped or finished: its model goes to the Compare tab, and the next Train
+        continues it (`rows`: the run's own training rows, before any replay)."""
         state = self.state
         state.model = run.model  # a second Train continues from these weights
+        state.stage_runs, state.stage_rows = [*state.stage_runs, run], [*state.stage_rows, rows]
+        self.sequence.show_previous(run, rows)
         view = CompareView(
             run.model, state.tokenizer, state.compare_rows, state.template, before=state.before
         )
         self._set_compare(view)
-        if run.method.uses_lora:  # DPO continues the adapter
+        if run.method.uses_lora:  # DPO and RL continue the adapter
             self.preference_panel.set_model(run.model, state.tokenizer, state.template, run.run_dir)
+            self.rl_panel.set_model(run.model, state.tokenizer, state.template, run.run_dir)
         self.guard(self.run_browser.refresh)
         self.train_status.value = (
             f"Run <code>{html.escape(run.run_dir.name)}</code> {run.status}: compare the "
-            "answers in the Compare tab. Train again continues from these weights."
+            "answers in the Compare tab. Train again continues from these weights (below)."
         )
 
     def _on_run_failed(self, run) -> None:
@@ -341,8 +389,17 @@ class WorkbenchApp(ShowsCode, Panel):
         super().wait(timeout)
         if self.state.run is not None:
             self.state.run.wait(timeout)
-        self.preference_panel.wait(timeout)
+        others = (self.preference_panel, self.rl_panel, self.classifier_panel, self.pretrain_panel)
+        for panel in others:
+            panel.wait(timeout)
         return self
+
+    def _share_model_name(self, model) -> None:
+        """The classification head and pre-training load their own copy of the model by its
+        name, so the model the Train tab trains (and LoRA changes in place) stays as it is."""
+        name, _ = model_origin(model)
+        self.classifier_panel.set_model(model_name=name)
+        self.pretrain_panel.set_model(model_name=name)
 
     # -- plumbing -------------------------------------------------------------------------
     def _in_background(self, fn) -> None:
@@ -386,6 +443,19 @@ class WorkbenchApp(ShowsCode, Panel):
         if self.compare_panel is not None:
             parts.append(self.compare_panel.static_html())
         return "".join(parts)
+
+
+def _choice(panels: dict[str, widgets.Widget]) -> tuple[widgets.ToggleButtons, widgets.VBox]:
+    """ToggleButtons above `panels`, of which only the chosen one is shown."""
+    toggle = widgets.ToggleButtons(options=list(panels))
+
+    def show(change=None) -> None:
+        for name, panel in panels.items():
+            panel.layout.display = None if name == toggle.value else "none"
+
+    show()
+    toggle.observe(show, names="value")
+    return toggle, widgets.VBox([toggle, *panels.values()])
 
 
 def _train_part(split: tuple[Examples, Examples] | None) -> Examples | None:

@@ -17,6 +17,14 @@ from workbench.errors import (
     TemplateError,
     WorkbenchError,
 )
+from workbench.evaluation.choosing import (
+    Candidate,
+    Prices,
+    compare_models,
+    cost_table,
+    measure_candidates,
+)
+from workbench.evaluation.classifying import evaluate_classifier, predict_proba
 from workbench.evaluation.compare import (
     Evaluation,
     TurnScores,
@@ -41,6 +49,7 @@ from workbench.evaluation.prompting import (
     prompting_baselines,
     prompting_table,
 )
+from workbench.evaluation.rewards import held_out_reward, one_of_labels, valid_iso_date
 from workbench.runs.report import save_forgetting, write_report
 from workbench.runs.run import Run
 from workbench.tokens.checks import Finding, check_dataset
@@ -54,12 +63,37 @@ from workbench.tokens.tokenizing import (
     tokenize_examples,
     tokenize_pair,
 )
+from workbench.training.classification import (
+    load_trained_classifier,
+    resume_classifier,
+    train_classifier,
+)
+from workbench.training.distillation import distill, resume_distillation, student_from_teacher
 from workbench.training.finetune import resume_run, train
 from workbench.training.hyperparameters import Hyperparameters
+from workbench.training.lwf import LearningWithoutForgetting
 from workbench.training.memory import MemoryEstimate, count_trainable, estimate_memory
 from workbench.training.methods import Method, ParameterCount, count_parameters, linear_layer_names
 from workbench.training.models import DEFAULT_MODEL, load_model
+from workbench.training.pretraining import (
+    continue_pretraining,
+    perplexity,
+    perplexity_table,
+    read_documents,
+    resume_pretraining,
+)
 from workbench.training.regularizers import ElasticWeightConsolidation, fisher_diagonal, fisher_ewc
+from workbench.training.reinforcement import RLSettings, reinforce, resume_reinforcement
+from workbench.training.reward import (
+    RewardSettings,
+    load_reward_model,
+    pair_accuracy,
+    resume_reward_model,
+    score_responses,
+    train_reward_model,
+)
+from workbench.training.sequence import REMEDIES, SequenceResult, plan_stage, train_sequence
+from workbench.training.synaptic import SynapticIntelligence, synaptic_intelligence
 
 # bitsandbytes warns on every import on CPUs with AVX512-BF16 that an optional kernel package
 # is missing; it falls back to its own kernel, so the warning only alarms users.
@@ -129,4 +163,42 @@ __all__ = [
     "tokenize_pair",
     "train",
     "write_report",
+    # added with the other kinds of training (issues 17 and 18)
+    "Candidate",
+    "Prices",
+    "compare_models",
+    "cost_table",
+    "measure_candidates",
+    "evaluate_classifier",
+    "predict_proba",
+    "held_out_reward",
+    "one_of_labels",
+    "valid_iso_date",
+    "load_trained_classifier",
+    "resume_classifier",
+    "train_classifier",
+    "distill",
+    "resume_distillation",
+    "student_from_teacher",
+    "LearningWithoutForgetting",
+    "continue_pretraining",
+    "perplexity",
+    "perplexity_table",
+    "read_documents",
+    "resume_pretraining",
+    "RLSettings",
+    "reinforce",
+    "resume_reinforcement",
+    "RewardSettings",
+    "load_reward_model",
+    "pair_accuracy",
+    "resume_reward_model",
+    "score_responses",
+    "train_reward_model",
+    "REMEDIES",
+    "SequenceResult",
+    "plan_stage",
+    "train_sequence",
+    "SynapticIntelligence",
+    "synaptic_intelligence",
 ]

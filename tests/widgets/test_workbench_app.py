@@ -14,7 +14,14 @@ from workbench.widgets.compare_view import CompareView
 from workbench.widgets.dataset_preview import DatasetPreview
 from workbench.widgets.lora_form import LoraForm
 from workbench.widgets.template_editor import TemplateEditor
-from workbench.widgets.workbench_app import COMPARE, TEMPLATE, Workbench, WorkbenchApp
+from workbench.widgets.workbench_app import (
+    COMPARE,
+    OTHER,
+    PREFERENCES,
+    TEMPLATE,
+    Workbench,
+    WorkbenchApp,
+)
 
 TICKETS = SAMPLE_DATA / "support_tickets.jsonl"
 
@@ -37,6 +44,7 @@ def test_tabs_come_in_the_order_of_the_work(tiny):
         "Compare",
         "Preferences",
         "Runs",
+        "Other",
     ]
     assert isinstance(app.data_panel, DatasetPreview) and len(app.data_panel.examples) == 320
     assert isinstance(app.template_panel, TemplateEditor) and app.template_panel.valid
@@ -79,6 +87,7 @@ def test_lora_fine_tune_end_to_end_then_compare(tiny):
     assert app.tabs.children[COMPARE] is app.compare_panel
     assert app.preference_panel.model is run.model  # DPO continues this adapter
     assert app.preference_panel.parent == run.run_dir
+    assert app.rl_panel.model is run.model and app.rl_panel.parent == run.run_dir  # RL too
     assert [r.run_dir for r in app.run_browser.records] == [run.run_dir]
 
     compare = app.compare_panel
@@ -283,3 +292,28 @@ def test_a_recipe_needs_rows_from_a_file(tiny):
     namespace: dict = {}
     exec(app.as_code().split("# the template")[0], namespace)  # the rows are in the script
     assert namespace["examples"].rows == rows.rows
+
+
+def test_preferences_offer_dpo_or_rl_and_other_objectives_use_the_data_tab_rows(tiny):
+    model, tokenizer = tiny
+    app = WorkbenchApp(model, tokenizer, TICKETS)
+    preferences, other = app.tabs.children[PREFERENCES], app.tabs.children[OTHER]
+    assert preferences.children == (app.preference_choice, app.preference_panel, app.rl_panel)
+    assert app.preference_panel.layout.display is None and app.rl_panel.layout.display == "none"
+    app.preference_choice.value = "reward model + RL"
+    assert app.preference_panel.layout.display == "none" and app.rl_panel.layout.display is None
+    assert other.children == (app.objective_choice, app.classifier_panel, app.pretrain_panel)
+    assert app.pretrain_panel.layout.display == "none"
+    app.objective_choice.value = "pre-training"
+    assert app.pretrain_panel.layout.display is None
+    assert app.classifier_panel.layout.display == "none"
+
+    classifier = app.classifier_panel
+    assert classifier.examples is app.data_panel.examples and classifier.data_path.value == ""
+    rows = workbench.load_data(TICKETS, verbose=False).select(range(40))
+    app.data_panel.examples = rows  # what loading another file in the Data tab does
+    assert classifier.examples is rows and "40 rows from the Data tab" in classifier.rows_info.value
+    # a copy of the model is loaded by its name: LoRA in the Train tab cannot reach it
+    assert classifier.model is None and classifier.model_name == model.workbench_source
+    assert app.pretrain_panel.model is None
+    assert app.pretrain_panel.model_name == model.workbench_source

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from workbench.data.loading import Examples
 from workbench.errors import WorkbenchError
@@ -67,13 +67,20 @@ def hidden_state_embedder(model, tokenizer, *, layer: int | None = None, batch_s
     return embed
 
 
-def nearest_examples(queries: list[str], pool: list[str], k: int, embed: Embed) -> list[list[int]]:
-    """For each query, the indices of the k most similar pool texts (cosine), nearest first."""
+def nearest_examples(
+    queries: list[str], pool: list[str], k: int, embed: Embed, pool_vectors=None
+) -> list[list[int]]:
+    """For each query, the indices of the k most similar pool texts (cosine), nearest first.
+
+    `pool_vectors` is `embed(pool)` computed beforehand: the pool is embedded once, however
+    many queries are answered (so timing a query does not charge it the whole pool).
+    """
     import torch
 
     if not 1 <= k <= len(pool):
         raise WorkbenchError(f"`k`={k}: choose 1..{len(pool)} (the rows to retrieve from).")
-    pool_vectors = torch.nn.functional.normalize(embed(pool), dim=-1)
+    pool_vectors = embed(pool) if pool_vectors is None else pool_vectors
+    pool_vectors = torch.nn.functional.normalize(pool_vectors, dim=-1)
     query_vectors = torch.nn.functional.normalize(embed(queries), dim=-1)
     similarity = query_vectors @ pool_vectors.T
     return similarity.topk(k, dim=-1).indices.tolist()
@@ -89,6 +96,48 @@ def few_shot_prompt(
         parts.append(prompt + response)
     parts.append(template.render_prompt(row, tokenizer))
     return "\n\n".join(parts)
+
+
+ShotChoice = Literal["fixed", "retrieved"]
+
+
+def few_shot_prompts(
+    rows: list[dict[str, Any]],
+    pool: list[dict[str, Any]],
+    template: Template,
+    tokenizer=None,
+    *,
+    k: int,
+    choose: ShotChoice = "fixed",
+    embed: Embed | None = None,
+    seed: int = 0,
+    pool_vectors=None,
+) -> list[str]:
+    """Each row's prompt after k solved `pool` rows; k=0 gives the zero-shot prompts.
+
+    `fixed`: the same k rows (drawn with `seed`) before every question; `retrieved`: each
+    question's k nearest pool rows by `embed`, nearest last (closest to the question, where
+    the model attends most). `pool_vectors`: `embed` of the pool's query texts, if known.
+    """
+    if k == 0:
+        return [template.render_prompt(r, tokenizer) for r in rows]
+    if not 1 <= k <= len(pool):
+        raise WorkbenchError(f"`k`={k}: the pool has {len(pool)} rows; choose 0..{len(pool)}.")
+    if choose == "fixed":
+        fixed = random.Random(seed).sample(pool, k)
+        return [few_shot_prompt(r, fixed, template, tokenizer) for r in rows]
+    if choose != "retrieved":
+        raise WorkbenchError(f"`choose`={choose!r}: use 'fixed' or 'retrieved'.")
+    if embed is None:
+        raise WorkbenchError(
+            "retrieved examples need `embed` (e.g. hidden_state_embedder(model, tokenizer))."
+        )
+    queries, candidates = [query_text(r) for r in rows], [query_text(s) for s in pool]
+    nearest = nearest_examples(queries, candidates, k, embed, pool_vectors)
+    return [
+        few_shot_prompt(r, [pool[j] for j in reversed(near)], template, tokenizer)
+        for r, near in zip(rows, nearest)
+    ]
 
 
 def answer_prompts(
@@ -131,18 +180,13 @@ def prompting_baselines(
     if not 1 <= k <= len(shots):
         raise WorkbenchError(f"`k`={k}: the pool has {len(shots)} rows; choose 1..{len(shots)}.")
     references = [template.render(r, tokenizer)[1] for r in rows]
-    fixed = random.Random(seed).sample(shots, k)
     embed = embed or hidden_state_embedder(model, tokenizer)
-    queries, candidates = [query_text(r) for r in rows], [query_text(s) for s in shots]
-    nearest = nearest_examples(queries, candidates, k, embed)
     prompt_sets = {
-        "zero-shot": [template.render_prompt(r, tokenizer) for r in rows],
-        f"{k}-shot fixed": [few_shot_prompt(r, fixed, template, tokenizer) for r in rows],
-        f"{k}-shot retrieved": [
-            # nearest last: closest to the question, where the model attends most
-            few_shot_prompt(r, [shots[j] for j in reversed(near)], template, tokenizer)
-            for r, near in zip(rows, nearest)
-        ],
+        "zero-shot": few_shot_prompts(rows, shots, template, tokenizer, k=0),
+        f"{k}-shot fixed": few_shot_prompts(rows, shots, template, tokenizer, k=k, seed=seed),
+        f"{k}-shot retrieved": few_shot_prompts(
+            rows, shots, template, tokenizer, k=k, choose="retrieved", embed=embed
+        ),
     }
     has_adapter = hasattr(model, "disable_adapter")
     return {

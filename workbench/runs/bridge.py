@@ -76,6 +76,7 @@ def _emit_evaluation(run: Run, step: int, metrics: dict, model, decoding: Decodi
         perplexity=perplexity,
         exact_match=_exact_match(answers[:scored], references[:scored]),
         scored_rows=scored,
+        **extra_evaluation_metrics(metrics),
     )
     shown = context.samples_shown
     if answers and shown:
@@ -85,6 +86,25 @@ def _emit_evaluation(run: Run, step: int, metrics: dict, model, decoding: Decodi
         ]
         record = run.emit("samples", step=step, samples=rows)
         run.directory.append_samples(record)
+
+
+# What the Trainer itself adds to every evaluation's metrics: timings, not results.
+TRAINER_EVAL_KEYS = ("eval_runtime", "eval_samples_per_second", "eval_steps_per_second")
+
+
+def extra_evaluation_metrics(metrics: dict) -> dict:
+    """A run type's own `eval_*` results beside the loss (a classifier's `eval_accuracy` and
+    `eval_confusion_matrix`, as its `compute_metrics` returns them), under the Trainer's
+    names: numbers, and lists (a matrix as a list of rows, the labels it is ordered by)."""
+    return {
+        key: value
+        for key, value in metrics.items()
+        if key.startswith("eval_")
+        and key != "eval_loss"
+        and key not in TRAINER_EVAL_KEYS
+        and isinstance(value, (int, float, list))
+        and not isinstance(value, bool)
+    }
 
 
 def _exact_match(answers: list[str], references: list[str]) -> float | None:

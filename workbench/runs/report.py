@@ -97,6 +97,13 @@ LEARNING_RATE, EXACT_MATCH, REWARD_MARGIN = (
     "validation exact match",
     "reward margin (DPO)",
 )
+VALIDATION_ACCURACY = "validation accuracy"
+MEAN_REWARD, HELD_OUT_REWARD, KL, RESPONSE_LENGTH = (
+    "mean reward (RL)",
+    "held-out mean reward (RL)",
+    "KL to the start (RL)",
+    "response length (RL)",
+)
 TRACES = (
     Trace(TRAIN_LOSS, "step", "loss", "rgba(31,119,180,0.35)"),
     Trace(SMOOTHED_LOSS, "step", "loss", "rgb(31,119,180)", smoothed=True),
@@ -104,35 +111,71 @@ TRACES = (
     Trace(LEARNING_RATE, "step", "learning_rate", "rgb(150,150,150)", secondary_y=True, dash="dot"),
     Trace(EXACT_MATCH, "evaluation", "exact_match", "rgb(44,160,44)", row=2, markers=True),
     Trace(REWARD_MARGIN, "step", "reward_margin", "rgb(148,103,189)", optional=True),
+    # runs that score a label per row (a classification head): not an exact match of answers
+    Trace(
+        VALIDATION_ACCURACY,
+        "evaluation",
+        "eval_accuracy",
+        "rgb(255,127,14)",
+        row=2,
+        markers=True,
+        optional=True,
+    ),
+    # reinforcement learning (GRPO): reward and KL below, response length beside the accuracy
+    Trace(MEAN_REWARD, "step", "mean_reward", "rgb(23,190,207)", row=3, optional=True),
+    Trace(
+        HELD_OUT_REWARD,
+        "evaluation",
+        "eval_reward",
+        "rgb(31,119,180)",
+        row=3,
+        markers=True,
+        optional=True,
+    ),
+    Trace(KL, "step", "kl", "rgb(227,119,194)", row=3, secondary_y=True, optional=True),
+    Trace(
+        RESPONSE_LENGTH,
+        "step",
+        "response_length",
+        "rgb(140,86,75)",
+        row=2,
+        secondary_y=True,
+        dash="dot",
+        optional=True,
+    ),
 )
 
 
 def curves_figure(events: list[dict]):
     """A plotly figure of `TRACES`: training loss (raw, smoothed), validation loss, learning
-    rate, and below them validation exact match; DPO runs add the reward margin."""
+    rate, and below them validation exact match; DPO runs add the reward margin, and
+    reinforcement learning its reward, KL and answer length."""
     from plotly.subplots import make_subplots
 
     fig = make_subplots(
-        rows=2,
+        rows=3,
         cols=1,
         shared_xaxes=True,
-        row_heights=[0.72, 0.28],
-        vertical_spacing=0.06,
-        specs=[[{"secondary_y": True}], [{}]],
+        row_heights=[0.56, 0.22, 0.22],
+        vertical_spacing=0.05,
+        specs=[[{"secondary_y": True}], [{"secondary_y": True}], [{"secondary_y": True}]],
     )
     curves = Curves.from_events(events)
     for trace in TRACES:
         fig.add_trace(_scatter(trace, curves), row=trace.row, col=1, secondary_y=trace.secondary_y)
     fig.update_layout(
-        height=480,
+        height=600,
         margin=dict(l=50, r=50, t=30, b=40),
         template="plotly_white",
         legend=dict(orientation="h", y=1.12),
     )
-    fig.update_xaxes(title_text="optimizer step", row=2, col=1)
+    fig.update_xaxes(title_text="optimizer step", row=3, col=1)
     fig.update_yaxes(title_text="loss", secondary_y=False, row=1, col=1)
     fig.update_yaxes(title_text="learning rate", secondary_y=True, showgrid=False, row=1, col=1)
-    fig.update_yaxes(title_text="exact match", range=[-0.05, 1.05], row=2, col=1)
+    fig.update_yaxes(title_text="exact match / accuracy", range=[-0.05, 1.05], row=2, col=1)
+    fig.update_yaxes(title_text="response tokens", secondary_y=True, showgrid=False, row=2, col=1)
+    fig.update_yaxes(title_text="reward", secondary_y=False, row=3, col=1)
+    fig.update_yaxes(title_text="KL", secondary_y=True, showgrid=False, row=3, col=1)
     return fig
 
 

@@ -28,12 +28,19 @@ from workbench.tokens.templates import Template
 
 Status = Literal["created", "running", "stopping", "stopped", "finished", "failed"]
 EVENTS = ("started", "step", "evaluation", "samples", "checkpoint", "stopped", "finished", "failed")
-# Trainer log keys carried into `step` events when present (TRL's DPO trainer logs these).
+# Trainer log keys carried into `step` events when present (TRL's trainers log these).
 STEP_EXTRAS = {
     "rewards/margins": "reward_margin",
     "rewards/chosen": "reward_chosen",
     "rewards/rejected": "reward_rejected",
     "rewards/accuracies": "reward_accuracy",
+    # TRL's RewardTrainer: share of the batch's pairs ranked right, chosen minus rejected score
+    "accuracy": "pair_accuracy",
+    "margin": "score_margin",
+    # TRL's GRPOTrainer: mean reward of the step's answers, KL to the reference, answer tokens
+    "reward": "mean_reward",
+    "kl": "kl",
+    "completions/mean_length": "response_length",
 }
 OOM_ADVICE = (
     "Out of memory. Try, in this order: a smaller `batch_size` (raise `gradient_accumulation` "

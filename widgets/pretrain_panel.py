@@ -1,0 +1,237 @@
+"""PretrainPanel: continued pre-training on raw domain text, from the notebook.
+
+Name the documents (a .jsonl with a `text` column, or a folder of .txt files), held-out domain
+text and general text, the block size, LoRA or full training and the steps, press Train: a
+TrainingMonitor follows the run (loss on the held-out domain text, the model continuing the
+opening of a few documents); afterwards the perplexity table before and after, on the domain
+text (the gain) and on the general text (the forgetting). The run is
+`workbench.training.pretraining.continue_pretraining`; the table is `perplexity_table`, also
+stored in the run's report.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import ipywidgets as widgets
+
+from workbench.training.hyperparameters import Hyperparameters
+from workbench.training.methods import Method
+from workbench.training.pretraining import (
+    Perplexity,
+    continue_pretraining,
+    perplexity,
+    perplexity_table,
+    read_documents,
+)
+from workbench.widgets._common import Panel, heading, html_table, text_table
+from workbench.widgets.training_monitor import TrainingMonitor
+
+DOMAIN = Path(__file__).resolve().parent.parent / "sample_data" / "domain"
+# the step each method tolerates on the sample manual (benchmarks/pretraining.py)
+LEARNING_RATE = {"lora": 5e-4, "full": 5e-5}
+
+
+class PretrainPanel(Panel):
+    """Continued pre-training measured by perplexity on held-out domain and general text.
+
+    `model`/`tokenizer`: the model to train. Without them, `model_name` is loaded with
+    `workbench.load_model` at the first Train (the Workbench passes its model's name, so the
+    model of the Train tab is left as it is). Train again continues the trained model.
+
+    Children: `.documents_path`, `.domain_path` (held-out domain text), `.general_path`,
+    `.block_size`, `.method` ('lora' or 'full'), `.max_steps`, `.learning_rate`,
+    `.batch_size` (blocks per step), `.train_button`, `.status`, `.error_html`, `.monitor`,
+    `.perplexity_html`. Results: `.run`, `.before` (perplexity per set before training) and
+    `.table` (perplexity_table's DataFrame: before, after, change).
+    """
+
+    dom_class = "wb-pretrain-panel"
+
+    def __init__(
+        self,
+        model=None,
+        tokenizer=None,
+        *,
+        model_name: str | None = None,
+        documents: str | Path = DOMAIN / "manual_train.jsonl",
+        held_out: str | Path = DOMAIN / "manual_held_out.jsonl",
+        general: str | Path = DOMAIN / "general_text.jsonl",
+        hyperparameters: Hyperparameters | None = None,
+    ) -> None:
+        super().__init__()
+        self.model, self.tokenizer, self.model_name = model, tokenizer, model_name
+        self.run = None
+        self.before: dict[str, Perplexity] = {}
+        self.table = None
+        hp = hyperparameters or Hyperparameters(max_steps=40, batch_size=4)
+        self._hyperparameters = hp
+        wide = widgets.Layout(width="70%")
+        self.documents_path = widgets.Text(str(documents), description="Documents", layout=wide)
+        self.domain_path = widgets.Text(str(held_out), description="Held out", layout=wide)
+        self.general_path = widgets.Text(str(general), description="General", layout=wide)
+        self.block_size = widgets.BoundedIntText(
+            value=256, min=2, max=32_768, description="block size"
+        )
+        self.method = widgets.ToggleButtons(options=(("LoRA", "lora"), ("full", "full")))
+        self.max_steps = widgets.BoundedIntText(
+            value=hp.max_steps, min=1, max=1_000_000, description="steps"
+        )
+        self.learning_rate = widgets.FloatText(value=LEARNING_RATE["lora"], description="lr")
+        self.batch_size = widgets.BoundedIntText(
+            value=hp.batch_size, min=1, max=4096, description="blocks/step"
+        )
+        self.train_button = widgets.Button(description="Train", icon="play", button_style="success")
+        self.status = widgets.HTML(self._waiting_text())
+        self.monitor = TrainingMonitor()
+        self.perplexity_html = widgets.HTML()
+        self.method.observe(self._on_method, names="value")
+        self.train_button.on_click(
+            lambda _: self.in_background(self.start, disable=(self.train_button,))
+        )
+        self.children = [
+            self.documents_path,
+            self.domain_path,
+            self.general_path,
+            widgets.HBox([self.block_size, self.method]),
+            widgets.HBox([self.max_steps, self.learning_rate, self.batch_size]),
+            widgets.HBox([self.train_button, self.status]),
+            self.error_html,
+            self.monitor,
+            heading("Perplexity before and after (lower: the text is less surprising)"),
+            self.perplexity_html,
+        ]
+
+    def set_model(self, model=None, tokenizer=None, *, model_name: str | None = None) -> None:
+        """The model the next run trains, or the name of one to load at Train."""
+        self.model, self.tokenizer, self.model_name = model, tokenizer, model_name
+        self.status.value = self._waiting_text()
+
+    def _waiting_text(self) -> str:
+        if self.model is not None:
+            return "Ready: training continues the given model."
+        if self.model_name:
+            return f"Ready: <code>{html.escape(self.model_name)}</code> is loaded at Train."
+        return "<i>No model: load one in the model bar (or pass model and tokenizer).</i>"
+
+    def _on_method(self, change) -> None:
+        self.learning_rate.value = LEARNING_RATE[change["new"]]
+
+    @property
+    def hyperparameters(self) -> Hyperparameters:
+        steps = self.max_steps.value
+        return self._hyperparameters.replace(
+            max_steps=steps,
+            learning_rate=self.learning_rate.value,
+            batch_size=self.batch_size.value,
+            eval_every=max(1, steps // 4),
+        )
+
+    def sets(self) -> dict[str, object]:
+        """The named document sets measured before and after: held-out domain, general."""
+        return {
+            "domain": read_documents(self.domain_path.value.strip()),
+            "general": read_documents(self.general_path.value.strip()),
+        }
+
+    # -- the work behind the button -------------------------------------------------------
+    def start(self) -> None:
+        """Read the documents, build the run, measure perplexity before it, start it."""
+        if self.run is not None and not self.run.done:
+            raise ValueError("Pre-training is still running: stop it in the monitor first.")
+        hp, block = self.hyperparameters, self.block_size.value  # checked before any work
+        documents = read_documents(self.documents_path.value.strip())
+        sets = self.sets()
+        model, tokenizer = self._model()
+        self.perplexity_html.value, self.table = "", None
+        run = continue_pretraining(
+            model,
+            tokenizer,
+            documents,
+            sets["domain"],
+            block_size=block,
+            method=Method(kind=self.method.value),
+            hyperparameters=hp,
+            start=False,
+        )
+        # measured on the run's model before it trains: right for LoRA and full alike, and
+        # for a second run that continues the first
+        self.status.value = "<i>Measuring perplexity before training ...</i>"
+        self.before = {
+            name: perplexity(run.model, tokenizer, docs, block_size=block)
+            for name, docs in sets.items()
+        }
+        self.run = run
+        self.monitor.attach(run)
+        for event in ("finished", "stopped"):
+            run.add_callback(event, lambda _e: self.guard(self._on_end, run, sets))
+        run.start()
+        self.status.value = f"Training <code>{html.escape(run.run_dir.name)}</code> ..."
+
+    def _model(self):
+        """(model, tokenizer): the given ones, or `model_name` loaded once."""
+        if self.model is None and self.model_name:
+            from workbench.training.models import load_model
+
+            self.status.value = f"<i>Loading {html.escape(self.model_name)} ...</i>"
+            self.model, self.tokenizer = load_model(self.model_name)
+        if self.model is None:
+            raise ValueError(
+                "No model: load one in the model bar (Workbench), or pass model and tokenizer "
+                "to PretrainPanel."
+            )
+        return self.model, self.tokenizer
+
+    def _on_end(self, run, sets: dict) -> None:
+        """The run ended: perplexity after, beside before, also stored in the run's report;
+        the next Train continues this model."""
+        self.model = run.model
+        self.table = perplexity_table(
+            run.model,
+            run.tokenizer,
+            sets,
+            block_size=self.block_size.value,
+            before=self.before,
+            run_dir=run.run_dir,
+        )
+        self.perplexity_html.value = html_table(*self.perplexity_rows())
+        self.status.value = (
+            f"Run <code>{html.escape(run.run_dir.name)}</code> {run.status}; Train again "
+            "continues this model."
+        )
+
+    def perplexity_rows(self) -> tuple[list[str], list[list[str]]]:
+        """(headers, rows) of the perplexity table, numbers to two decimals."""
+        rows = [
+            [
+                name,
+                *(
+                    f"{value:+.2f}" if column == "change" else f"{value:.2f}"
+                    for column, value in values.items()
+                ),
+            ]
+            for name, values in self.table.to_dict(orient="index").items()
+        ]
+        return ["metric", *self.table.columns], rows
+
+    def wait(self, timeout: float | None = None) -> PretrainPanel:
+        """Block until the button's work, the run and the measurement are done."""
+        super().wait(timeout)
+        if self.run is not None:
+            self.run.wait(timeout)
+        return self
+
+    # -- without a widget frontend (StaticFallback) ----------------------------------------
+    def static_text(self) -> str:
+        run = f"{self.run.run_dir.name} ({self.run.status})" if self.run else "not started"
+        lines = [f"PretrainPanel: pre-training run {run}"]
+        if self.table is not None:
+            lines.append(text_table(*self.perplexity_rows()))
+        return "\n".join([*lines, *self.errors[-5:]])
+
+    def static_html(self) -> str:
+        parts = ["<div><b>PretrainPanel</b></div>", self.error_html.value]
+        if self.run is not None:
+            parts.append(self.monitor.static_html())
+        return "".join([*parts, self.perplexity_html.value])

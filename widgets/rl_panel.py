@@ -1,0 +1,345 @@
+"""RLPanel: reinforcement learning (GRPO) after instruction tuning, from the notebook.
+
+Choose the reward: a verifiable Python check of the answer ("answer is one of the labels",
+"valid ISO date") or a reward model trained first on preference pairs (its held-out pair
+accuracy before and after is shown, then it scores the answers). Pick the prompts, the steps
+and GRPO's settings, press Train RL: a TrainingMonitor follows the run (mean reward, KL to the
+starting model, answer length per step); afterwards the held-out mean reward before and after
+and a CompareView of the SFT answers beside the SFT+RL answers. The experiment itself is
+`workbench.evaluation.rewards.rl_experiment`; the runs are `train_reward_model` and `reinforce`.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import ipywidgets as widgets
+
+from workbench.data.loading import load_data
+from workbench.data.splits import split_data
+from workbench.evaluation.generation import Decoding
+from workbench.evaluation.rewards import (
+    RLExperiment,
+    labels_in,
+    one_of_labels,
+    rl_experiment,
+    valid_iso_date,
+)
+from workbench.tokens.templates import Template, get_template
+from workbench.training.reinforcement import RLSettings
+from workbench.training.reward import RewardSettings, train_reward_model
+from workbench.widgets._common import Panel, heading
+from workbench.widgets.compare_view import CompareView
+from workbench.widgets.training_monitor import TrainingMonitor
+
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_data"
+# each reward source, and the sample prompts it suits
+REWARDS = {
+    "labels": ("answer is one of the labels", SAMPLES / "support_tickets.jsonl"),
+    "iso_date": ("valid ISO date", SAMPLES / "date_rewrite.jsonl"),
+    "reward_model": ("reward model (trained on pairs first)", SAMPLES / "preferences.jsonl"),
+}
+
+
+class RLPanel(Panel):
+    """GRPO on top of an instruction-tuned model, with a verifiable reward or a reward model.
+
+    Children: `.reward_source` (Dropdown: 'labels', 'iso_date', 'reward_model'), `.labels`
+    (comma-separated; empty: the prompt rows' answers), `.pairs_path` and `.reward_steps` (the
+    reward model's pairs and steps), `.prompts_path`, `.held_out`, `.max_steps`,
+    `.learning_rate`, `.batch_size` (answers per step), `.num_generations`, `.beta`,
+    `.train_button`, `.status`, `.error_html`, `.monitor` (the reward model's run, then the RL
+    run), `.reward_model_html`, `.reward_html`, `.compare_box`. Results: `.reward_run` (the
+    reward model's Run, or None), `.experiment` (the library's RLExperiment), `.run`,
+    `.compare_panel`, `.pair_accuracy` and `.rewards` (before, after).
+    """
+
+    dom_class = "wb-rl-panel"
+    compare_rows = 8  # held-out prompts answered in full by SFT and SFT+RL
+    reward_max_length = 512  # prompt + reply of a preference pair, in tokens
+
+    def __init__(
+        self,
+        model=None,
+        tokenizer=None,
+        *,
+        template: Template | str = "alpaca",
+        parent: str | Path | None = None,
+        settings: RLSettings | None = None,
+    ) -> None:
+        settings = settings or RLSettings(max_steps=16, batch_size=16, learning_rate=2e-4)
+        super().__init__()
+        self.model, self.tokenizer, self.parent = model, tokenizer, parent
+        self.template = get_template(template)
+        self.reward_run = None
+        self.experiment: RLExperiment | None = None
+        self.compare_panel: CompareView | None = None
+        self.decoding = Decoding(max_new_tokens=settings.max_completion_length)
+        self._build_reward_controls(settings)
+        self._build_run_controls(settings)
+        self.train_button = widgets.Button(
+            description="Train RL", icon="play", button_style="success"
+        )
+        self.status = widgets.HTML(self._waiting_text())
+        self.monitor = TrainingMonitor()
+        self.reward_model_html = widgets.HTML()
+        self.reward_html = widgets.HTML()
+        self.compare_box = widgets.VBox()
+        self.train_button.on_click(
+            lambda _: self.in_background(self.start, disable=(self.train_button,))
+        )
+        self.reward_source.observe(self._on_source, names="value")
+        self._on_source({"old": None, "new": self.reward_source.value})
+        self.children = [
+            widgets.HBox([self.reward_source, self.labels]),
+            self.reward_model_box,
+            self.prompts_path,
+            widgets.HBox([self.held_out, self.max_steps, self.learning_rate]),
+            widgets.HBox([self.batch_size, self.num_generations, self.beta]),
+            widgets.HBox([self.train_button, self.status]),
+            self.error_html,
+            self.reward_model_html,
+            self.monitor,
+            self.reward_html,
+            heading("SFT against SFT+RL on held-out prompts"),
+            self.compare_box,
+        ]
+
+    def _build_reward_controls(self, settings: RLSettings) -> None:
+        self.reward_source = widgets.Dropdown(
+            options=[(label, key) for key, (label, _) in REWARDS.items()],
+            value="labels",
+            description="Reward",
+            style={"description_width": "initial"},
+        )
+        self.labels = widgets.Text(
+            description="labels",
+            placeholder="comma-separated; empty: the answers in the prompt rows",
+            layout=widgets.Layout(width="50%"),
+        )
+        self.pairs_path = widgets.Text(
+            value=str(REWARDS["reward_model"][1]),
+            description="Pairs",
+            layout=widgets.Layout(width="70%"),
+        )
+        self.reward_steps = widgets.BoundedIntText(
+            value=2 * settings.max_steps, min=1, max=100_000, description="RM steps"
+        )
+        self.reward_model_box = widgets.HBox([self.pairs_path, self.reward_steps])
+
+    def _build_run_controls(self, settings: RLSettings) -> None:
+        self.prompts_path = widgets.Text(
+            value=str(REWARDS["labels"][1]),
+            description="Prompts",
+            layout=widgets.Layout(width="70%"),
+        )
+        self.held_out = widgets.BoundedIntText(value=16, min=1, max=10_000, description="held out")
+        self.max_steps = widgets.BoundedIntText(
+            value=settings.max_steps, min=1, max=100_000, description="steps"
+        )
+        self.learning_rate = widgets.FloatText(value=settings.learning_rate, description="lr")
+        self.batch_size = widgets.BoundedIntText(
+            value=settings.batch_size, min=1, max=4096, description="answers/step"
+        )
+        self.num_generations = widgets.BoundedIntText(
+            value=settings.num_generations, min=1, max=256, description="per prompt"
+        )
+        self.beta = widgets.BoundedFloatText(
+            value=settings.beta, min=0, max=10, step=0.01, description="beta (KL)"
+        )
+        self._max_completion_length = settings.max_completion_length
+
+    def set_model(self, model, tokenizer, template: Template | str, parent=None) -> None:
+        """The instruction-tuned model (e.g. a finished run's `run.model`) that RL continues."""
+        self.model, self.tokenizer, self.parent = model, tokenizer, parent
+        self.template = get_template(template)
+        self.status.value = self._waiting_text()
+
+    def _waiting_text(self) -> str:
+        if self.model is None:
+            return "<i>Train an instruction-tuned model first (Train tab); RL continues it.</i>"
+        return "Ready: RL continues the instruction-tuned adapter."
+
+    def _on_source(self, change) -> None:
+        """Show the controls of the chosen reward; the prompts follow it while they are one of
+        the sample files (a path the user typed is kept)."""
+        source = change["new"]
+        self.labels.layout.display = None if source == "labels" else "none"
+        self.reward_model_box.layout.display = None if source == "reward_model" else "none"
+        samples = {str(path) for _, path in REWARDS.values()}
+        if self.prompts_path.value in samples:
+            self.prompts_path.value = str(REWARDS[source][1])
+
+    @property
+    def settings(self) -> RLSettings:
+        """GRPO's settings as the controls say (an invalid combination raises, named)."""
+        steps = self.max_steps.value
+        return RLSettings(
+            max_steps=steps,
+            learning_rate=self.learning_rate.value,
+            batch_size=self.batch_size.value,
+            num_generations=self.num_generations.value,
+            beta=self.beta.value,
+            max_completion_length=self._max_completion_length,
+            eval_every=max(1, steps // 4),
+        )
+
+    @property
+    def run(self):
+        """The RL Run, once started (None before)."""
+        return self.experiment.run if self.experiment is not None else None
+
+    @property
+    def rewards(self) -> list[float | None]:
+        """The held-out mean reward (greedy answers) before and after RL."""
+        if self.experiment is None:
+            return [None, None]
+        after = self.experiment.reward_after
+        return [self.experiment.reward_before.mean, after.mean if after else None]
+
+    @property
+    def pair_accuracy(self) -> list[float | None]:
+        """The reward model's held-out pair accuracy at its start and at its end."""
+        if self.reward_run is None:
+            return [None, None]
+        accuracies = [
+            e["eval_accuracy"]
+            for e in self.reward_run.events
+            if e["event"] == "evaluation" and e.get("eval_accuracy") is not None
+        ]
+        return [accuracies[0], accuracies[-1]] if accuracies else [None, None]
+
+    # -- the work behind the button -------------------------------------------------------
+    def start(self) -> None:
+        """Train the reward model first when it is the reward, then start the library's RL
+        experiment on the prompts with the SFT model."""
+        if self.model is None:
+            raise ValueError("No instruction-tuned model yet: train one in the Train tab first.")
+        if self.run is not None and not self.run.done:
+            raise ValueError("RL is still training: stop it in the monitor first.")
+        settings = self.settings  # checked before any work starts
+        prompts = load_data(self.prompts_path.value.strip(), verbose=False)
+        self.compare_box.children = []
+        self.reward_html.value = self.reward_model_html.value = ""
+        reward = self._reward(prompts, settings.seed)
+        self.status.value = "<i>Answering held-out prompts with the SFT model ...</i>"
+        experiment = rl_experiment(
+            prompts,
+            held_out=self.held_out.value,
+            model=self.model,
+            tokenizer=self.tokenizer,
+            reward=reward,
+            template=self.template,
+            settings=settings,
+            parent=self.parent,
+            answer_rows=self.compare_rows,
+            decoding=self.decoding,
+            start=False,
+        )
+        self.experiment, run = experiment, experiment.run
+        self.monitor.attach(run)
+        for event in ("finished", "stopped"):
+            run.add_callback(event, lambda _e: self.guard(self._on_end, experiment))
+        run.start()
+        self.status.value = f"RL <code>{html.escape(run.run_dir.name)}</code> ..."
+
+    def _reward(self, prompts, seed: int):
+        """What scores the answers: a verifiable function, or a reward model trained here."""
+        source = self.reward_source.value
+        if source == "iso_date":
+            return valid_iso_date
+        if source == "labels":
+            typed = [label.strip() for label in self.labels.value.split(",") if label.strip()]
+            return one_of_labels(typed or labels_in(prompts))
+        return self._train_reward_model(seed)
+
+    def _train_reward_model(self, seed: int):
+        """Train the reward model on the pairs (held-out pairs measure it), follow it in the
+        monitor and wait for it: RL needs it finished. The held-out pairs are split as the
+        held-out prompts are, so prompts from the same file stay unseen by both."""
+        pairs = load_data(self.pairs_path.value.strip(), verbose=False)
+        steps = self.reward_steps.value
+        train_pairs, held_pairs = split_data(pairs, self.held_out.value, seed=seed)
+        self.reward_run = train_reward_model(
+            self.model,
+            self.tokenizer,
+            train_pairs,
+            held_pairs,
+            settings=RewardSettings(
+                max_steps=steps, eval_every=steps, max_length=self.reward_max_length
+            ),
+            template=self.template,
+            parent=self.parent,
+            start=False,
+        )
+        self.monitor.attach(self.reward_run)
+        self.status.value = "<i>Training the reward model ...</i>"
+        run = self.reward_run.start().wait()
+        before, after = self.pair_accuracy
+        if run.status != "finished" or after is None:
+            raise ValueError(
+                f"The reward model's run {run.run_dir.name} ended {run.status!r} "
+                f"({run.error or 'stopped before its last evaluation'}): RL was not started. "
+                "Press Train RL again to train a new one."
+            )
+        self.reward_model_html.value = html.escape(
+            f"Reward model {run.run_dir.name}: held-out pair accuracy {before:.2f} → "
+            f"{after:.2f} over {len(held_pairs)} pairs (chosen scored above rejected)."
+        )
+        return run
+
+    def _on_end(self, experiment: RLExperiment) -> None:
+        """The run ended: the held-out reward after RL, and SFT against SFT+RL side by side.
+        The next Train RL continues this model: `run.model` (PEFT wraps the given model and
+        changes it in place, so only the wrapper is a whole model to go on from), this run
+        its parent."""
+        run = experiment.run
+        self.model, self.parent = run.model, run.run_dir
+        experiment.measure_after()
+        self.reward_html.value = html.escape(experiment.summary())
+        if experiment.answers_before is not None:
+            view = CompareView(
+                run.model,
+                self.tokenizer,
+                experiment.answer_rows,
+                self.template,
+                before=experiment.answers_before,
+                after=experiment.answers_after,
+                titles=("SFT", "SFT+RL"),
+                decoding=self.decoding,
+            )
+            self.compare_panel = view
+            self.compare_box.children = [view]
+        self.status.value = (
+            f"RL <code>{html.escape(run.run_dir.name)}</code> {run.status}; Train RL again "
+            "continues this model."
+        )
+
+    def wait(self, timeout: float | None = None) -> RLPanel:
+        """Block until the button's work, the run and the comparison are done."""
+        super().wait(timeout)
+        if self.run is not None:
+            self.run.wait(timeout)
+        return self
+
+    # -- without a widget frontend (StaticFallback) ----------------------------------------
+    def static_text(self) -> str:
+        run = f"{self.run.run_dir.name} ({self.run.status})" if self.run else "not started"
+        lines = [f"RLPanel: RL run {run}"]
+        if self.experiment is not None:
+            lines.append(self.experiment.summary())
+        return "\n".join([*lines, *self.errors[-5:]])
+
+    def static_html(self) -> str:
+        parts = [
+            "<div><b>RLPanel</b></div>",
+            self.error_html.value,
+            self.reward_model_html.value,
+            self.reward_html.value,
+        ]
+        if self.run is not None or self.reward_run is not None:
+            parts.append(self.monitor.static_html())
+        if self.compare_panel is not None:
+            parts.append(self.compare_panel.static_html())
+        return "".join(parts)

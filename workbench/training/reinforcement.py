@@ -1,0 +1,379 @@
+"""Reinforcement learning after instruction tuning: GRPO with TRL's GRPOTrainer.
+
+`reinforce(model, tokenizer, prompts, reward=...)` samples several answers to each prompt,
+scores them with the reward (a Python function of prompt and answer, or a trained reward
+model) and moves the model towards the answers that beat their group's average, with a KL
+penalty that keeps it near where it started. It returns a `Run` whose `step` events carry
+`mean_reward`, `kl` and `response_length`, and whose `evaluation` events carry the held-out
+prompts' mean reward (`eval_reward`) at the start and at every evaluation.
+
+The model trains a LoRA adapter; the starting point (the SFT adapter, or none) stays as a frozen
+copy (`ref`) on the same model, so the KL needs no second model. PPO is not offered: TRL 1.16
+ships no PPOTrainer (neither in `trl` nor in `trl.experimental`); GRPO keeps PPO's clipped
+objective and replaces its value model by the group's average reward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from workbench.data.loading import Examples
+from workbench.errors import RunDirectoryInUseError, WorkbenchError
+from workbench.evaluation.rewards import IN_MEMORY, Reward, as_reward
+from workbench.runs.bridge import event_bridge
+from workbench.runs.directory import CONFIG, TENSORBOARD, RunDirectory, new_run_dir
+from workbench.runs.run import Run, RunContext
+from workbench.tokens.templates import Template, get_template
+from workbench.training.hyperparameters import Hyperparameters, direct_trackers
+from workbench.training.methods import Method, apply_method, count_parameters
+from workbench.training.preference import SFT_ONLY
+
+ALGORITHMS = ("grpo", "ppo")
+
+
+@dataclass
+class RLSettings(Hyperparameters):
+    """How GRPO runs: the instruction-tuning `Hyperparameters` (same fields, meanings and
+    checks) with GRPO's defaults, plus its own.
+
+    Sampling: `num_generations` answers per prompt, each at most `max_completion_length`
+    tokens, at `temperature`. A step trains on `batch_size` answers, so `batch_size /
+    num_generations` prompts. The objective: `beta` weighs the KL to the starting model,
+    `epsilon` clips the policy ratio as PPO does. Evaluation: `eval_generations` answers per
+    held-out prompt. `max_length` bounds the prompts. The settings in `SFT_ONLY` do not apply.
+    """
+
+    learning_rate: float = field(
+        default=1e-4, metadata={"help": "LoRA: 5e-5..5e-4 (higher learns faster, drifts more)"}
+    )
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = field(
+        default="constant", metadata={"help": "how the rate decays"}
+    )
+    warmup: float = field(default=0.0, metadata={"help": "fraction (<1) or steps (>=1)"})
+    batch_size: int = field(
+        default=8, metadata={"help": "answers per step: prompts per step x num_generations"}
+    )
+    eval_every: int = field(default=10, metadata={"help": "held-out mean reward every N steps"})
+    keep_checkpoints: int = field(default=1, metadata={"help": "newest checkpoints kept"})
+    packing: bool = field(default=False, metadata={"help": "not used by GRPO"})
+    eval_metric_rows: int = field(default=0, metadata={"help": "not used by GRPO"})
+    num_generations: int = field(
+        default=4, metadata={"help": "answers compared per prompt: more, a steadier baseline"}
+    )
+    max_completion_length: int = field(
+        default=16, metadata={"help": "longest sampled answer in tokens: the biggest CPU cost"}
+    )
+    temperature: float = field(
+        default=1.0, metadata={"help": "sampling temperature: lower explores less"}
+    )
+    beta: float = field(
+        default=0.04,
+        metadata={"help": "KL penalty to the starting model: 0 turns it (and its curve) off"},
+    )
+    epsilon: float = field(default=0.2, metadata={"help": "clip range of the policy ratio"})
+    eval_generations: int = field(
+        default=2, metadata={"help": "answers sampled per held-out prompt at each evaluation"}
+    )
+
+    def __post_init__(self) -> None:
+        self.check_values()
+        problems = [
+            f"`{name}`={getattr(self, name)!r} does not apply to GRPO: leave it at {value!r}."
+            for name, value in SFT_ONLY.items()
+            if getattr(self, name) != value
+        ]
+        if self.num_generations < 2:
+            problems.append(
+                f"`num_generations`={self.num_generations}: GRPO compares answers to the same "
+                "prompt, so it needs at least 2 (4-8 is usual)."
+            )
+        for name in ("num_generations", "eval_generations"):
+            if getattr(self, name) >= 1 and self.batch_size % getattr(self, name):
+                problems.append(
+                    f"`batch_size`={self.batch_size} must be a multiple of `{name}`="
+                    f"{getattr(self, name)} (whole groups of answers per step)."
+                )
+        if self.max_completion_length < 1 or self.eval_generations < 1:
+            problems.append("`max_completion_length` and `eval_generations` must be positive.")
+        if self.temperature <= 0:
+            problems.append(f"`temperature`={self.temperature} must be positive (1.0 is usual).")
+        if self.beta < 0 or self.epsilon <= 0:
+            problems.append("`beta` must be 0 or more and `epsilon` positive (0.04 and 0.2).")
+        if problems:
+            raise WorkbenchError("Invalid RL settings:\n  - " + "\n  - ".join(problems))
+        super().__post_init__()
+
+
+def prompt_texts(prompts: Examples, template: Template, tokenizer) -> list[str]:
+    """Each row's prompt as the model sees it: `instruction`/`input` or `messages` through the
+    template, a `prompt` field as it is."""
+    texts = []
+    for i, row in enumerate(prompts.rows):
+        if row.get("instruction") or row.get("messages"):
+            texts.append(template.render_prompt(row, tokenizer, where=prompts.where(i)))
+        elif row.get("prompt"):
+            texts.append(row["prompt"])
+        else:
+            raise WorkbenchError(
+                f"{prompts.where(i)}: no prompt (`instruction`, `messages` or `prompt`) to "
+                "answer: reinforcement learning needs rows with one."
+            )
+    return texts
+
+
+def _check_lengths(prompts: Examples, texts: list[str], tokenizer, max_length: int) -> None:
+    too_long = [
+        prompts.where(i)
+        for i, text in enumerate(texts)
+        if len(tokenizer(text=text)["input_ids"]) > max_length
+    ]
+    if too_long:
+        raise WorkbenchError(
+            f"{len(too_long)} prompt(s) are longer than `max_length`={max_length} tokens: "
+            f"{', '.join(too_long[:5])}. Raise max_length or shorten them."
+        )
+
+
+def _policy(model, method: Method | None, seed: int):
+    """(model, method): the model's own adapter (an SFT run's), or a fresh one from `method`."""
+    if hasattr(model, "peft_config"):
+        if "ref" in model.peft_config:  # left by an earlier DPO or GRPO run on this model
+            model.delete_adapter("ref")
+        if method is None:
+            config = model.peft_config["default"]
+            method = Method(kind="lora", r=config.r, alpha=config.lora_alpha)
+        return model, method
+    from transformers import set_seed
+
+    method = method or Method()
+    if not method.uses_lora:
+        raise WorkbenchError(
+            f"`method.kind`={method.kind!r}: GRPO here trains a LoRA adapter (the KL reference "
+            "is the same model with its starting adapter frozen). Use kind='lora' or 'qlora'."
+        )
+    set_seed(seed)
+    return apply_method(model, method), method
+
+
+def reinforce(
+    model,
+    tokenizer,
+    prompts: Examples,
+    *,
+    reward,
+    algorithm: Literal["grpo", "ppo"] = "grpo",
+    held_out: Examples | None = None,
+    settings: RLSettings | None = None,
+    method: Method | None = None,
+    template: Template | str = "alpaca",
+    parent: str | Path | None = None,
+    run_dir: str | Path | None = None,
+    samples: int = 2,
+    start: bool = True,
+) -> Run:
+    """Start reinforcement learning on `prompts` and return the Run at once.
+
+    `model` is normally an instruction-tuned model (a finished run's `run.model`, or the
+    embedded instruct model); its adapter goes on learning, a frozen copy is the reference.
+    `reward`: a function of (prompt, completion) (see workbench.evaluation.rewards), a reward
+    model's Run or run directory. `held_out` prompts are answered at the start and at every
+    evaluation (`eval_reward`); the first `samples` of them are shown as sample answers.
+    """
+    if algorithm not in ALGORITHMS:
+        raise WorkbenchError(f"`algorithm`={algorithm!r}: use 'grpo'.")
+    if algorithm == "ppo":
+        raise WorkbenchError(
+            "`algorithm`='ppo' is not available: TRL 1.16 ships no PPOTrainer (neither in trl "
+            "nor in trl.experimental). Use algorithm='grpo': the same clipped objective, with "
+            "the group's average reward in place of PPO's value model."
+        )
+    if run_dir is not None and RunDirectory(run_dir).is_run:
+        raise RunDirectoryInUseError(Path(run_dir))
+    settings = settings or RLSettings()
+    scorer = as_reward(reward)
+    model, method = _policy(model, method, settings.seed)
+    run = _rl_run(
+        model,
+        tokenizer,
+        prompts,
+        held_out,
+        scorer,
+        settings=settings,
+        method=method,
+        template=get_template(template),
+        stage=algorithm,
+        parent=parent,
+        run_dir=run_dir,
+        samples=samples,
+        resuming=False,
+    )
+    return run.start() if start else run
+
+
+def _rl_run(
+    model,
+    tokenizer,
+    prompts,
+    held_out,
+    reward: Reward,
+    *,
+    settings,
+    method,
+    template,
+    stage,
+    parent,
+    run_dir,
+    samples,
+    resuming,
+) -> Run:
+    """The Run of a reinforcement-learning run; a new one records config.yaml and its rows."""
+    texts = prompt_texts(prompts, template, tokenizer)
+    held_texts = prompt_texts(held_out, template, tokenizer) if held_out is not None else None
+    _check_lengths(prompts, texts, tokenizer, settings.max_length)
+    task = next(iter(prompts.tasks), "prompts")
+    run_dir = Path(run_dir) if run_dir else new_run_dir(f"{stage}-{task}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resuming:
+        RunDirectory(run_dir).record_run(
+            stage=stage,
+            model=model,
+            template=template,
+            method=method,
+            hyperparameters=settings,
+            train=prompts,
+            validation=held_out,
+            reward=reward.record,
+            samples=samples,
+            parent=str(parent) if parent else None,
+        )
+    shown = (held_texts or texts)[:samples]
+    shown_rows = (held_out if held_out is not None else prompts).rows[:samples]
+    context = RunContext(
+        model=model,
+        tokenizer=tokenizer,
+        template=template,
+        method=method,
+        hyperparameters=settings,
+        parameters=count_parameters(model),
+        sample_prompts=shown,
+        references=[r.get("output") or r.get("completion") or "" for r in shown_rows],
+        samples_shown=len(shown),
+        sample_max_new_tokens=settings.max_completion_length,
+    )
+
+    def build_trainer(run: Run, resuming: bool):  # run.hyperparameters: a resume may extend
+        return _build_grpo_trainer(run, run.hyperparameters, reward, texts, held_texts, resuming)
+
+    def save_final(folder: Path) -> None:  # the trained adapter, not TRL's frozen `ref` copy
+        model.save_pretrained(folder, selected_adapters=["default"])
+        tokenizer.save_pretrained(folder)
+
+    return Run(run_dir, context, build_trainer, save_final=save_final)
+
+
+def resume_reinforcement(
+    run_dir: str | Path,
+    *,
+    reward=None,
+    model=None,
+    tokenizer=None,
+    max_steps: int | None = None,
+) -> Run:
+    """Continue a stopped, failed or killed GRPO run from its newest complete checkpoint.
+
+    Loads the base model config.yaml names (or takes `model` and `tokenizer`, un-adapted); the
+    checkpoint holds the trained adapter and the reference. A reward model recorded in
+    config.yaml is loaded again; a Python reward function cannot be stored, so pass it again
+    as `reward`.
+    """
+    from workbench.training.models import load_model
+
+    directory = RunDirectory(run_dir)
+    config = directory.read_config()
+    where = str(directory.file(CONFIG))
+    if config.get("stage") not in ALGORITHMS:
+        raise WorkbenchError(f"{where}: `stage` is {config.get('stage')!r}, not 'grpo'.")
+    recorded = config.get("reward") or {}
+    if reward is None:
+        reward = recorded.get("reward_model")
+        if reward is None or reward == IN_MEMORY:
+            what = recorded.get("function") or "a reward model held in memory"
+            raise WorkbenchError(
+                f"{where}: the run's reward, {what}, cannot be stored in config.yaml: pass it "
+                "again, resume_reinforcement(path, reward=...)."
+            )
+    settings = RLSettings.from_dict(config["hyperparameters"], where, key="hyperparameters")
+    directory.resume_point(max_steps or settings.max_steps, extending=max_steps is not None)
+    if model is None:
+        model, tokenizer = load_model(config["model"], quantization=config.get("quantization"))
+    method = Method.from_dict(config["method"], where, key="method")
+    model, method = _policy(model, method, settings.seed)  # the checkpoint overwrites it
+    run = _rl_run(
+        model,
+        tokenizer,
+        directory.load_rows("train"),
+        directory.load_rows("validation"),
+        as_reward(reward),
+        settings=settings,
+        method=method,
+        template=Template(**config["template"]),
+        stage=config["stage"],
+        parent=config.get("parent"),
+        run_dir=directory.path,
+        samples=config.get("samples", 2),
+        resuming=True,
+    )
+    return run.resume(max_steps)
+
+
+def _grpo_config(settings: RLSettings, output_dir: Path, model, has_validation: bool):
+    """TRL's GRPOConfig: the Trainer settings as for instruction tuning, plus GRPO's own."""
+    from trl import GRPOConfig
+
+    parameter = next(model.parameters())
+    return settings.to_training_args(
+        str(output_dir),
+        device=str(parameter.device).split(":")[0],
+        dtype=parameter.dtype,
+        has_validation=has_validation,
+        args_class=GRPOConfig,
+        num_generations=settings.num_generations,
+        num_generations_eval=settings.eval_generations,
+        max_completion_length=settings.max_completion_length,
+        temperature=settings.temperature,
+        beta=settings.beta,
+        epsilon=settings.epsilon,
+    )
+
+
+def _build_grpo_trainer(run: Run, settings, reward: Reward, texts, held_texts, resuming: bool):
+    """TRL's GRPOTrainer with the Run's event bridge.
+
+    On a resume TRL adds its `ref` adapter again (a copy of the trained one); loading the
+    checkpoint then restores both adapters, `ref` from the checkpoint's `ref/` folder, so the
+    reference stays the starting model."""
+    import datasets
+    from transformers import PrinterCallback
+    from trl import GRPOTrainer
+
+    if resuming and "ref" in run.model.peft_config:
+        run.model.delete_adapter("ref")
+    args = _grpo_config(settings, run.directory.checkpoints_dir, run.model, held_texts is not None)
+    if resuming:
+        args.eval_on_start = False  # the resumed run already measured its start
+    trainer = GRPOTrainer(
+        model=run.model,
+        reward_funcs=reward.for_trl(),
+        args=args,
+        train_dataset=datasets.Dataset.from_list([{"prompt": t} for t in texts]),
+        eval_dataset=(
+            datasets.Dataset.from_list([{"prompt": t} for t in held_texts]) if held_texts else None
+        ),
+        processing_class=run.tokenizer,
+        callbacks=[event_bridge(run)],
+    )
+    trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; events replace it
+    direct_trackers(trainer, run.directory.file(TENSORBOARD))
+    return trainer
