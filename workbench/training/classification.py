@@ -191,11 +191,9 @@ def _build_trainer(run: Run, hp: Hyperparameters, train_set, val_set, labels, re
         Trainer,
     )
 
-    parameter = next(run.model.parameters())
-    args = hp.to_training_args(
-        str(run.directory.checkpoints_dir),
-        device=str(parameter.device).split(":")[0],
-        dtype=parameter.dtype,
+    args = hp.run_arguments(
+        run.directory.checkpoints_dir,
+        run.model,
         has_validation=val_set is not None,
         include_num_input_tokens_seen="non_padding",  # tokens/s in the step events
         label_names=["labels"],

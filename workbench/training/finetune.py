@@ -282,11 +282,9 @@ def _build_trainer(
 
     model, tokenizer = run.model, run.tokenizer
 
-    device = str(next(model.parameters()).device).split(":")[0]
-    args = hp.to_training_args(
-        str(run.directory.checkpoints_dir),
-        device=device,
-        dtype=next(model.parameters()).dtype,
+    args = hp.run_arguments(
+        run.directory.checkpoints_dir,
+        model,
         has_validation=val_tokens is not None,
     )
     if resuming:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from workbench.errors import WorkbenchError
 from workbench.settings import Settings
@@ -159,6 +159,29 @@ class Hyperparameters(Settings):
             )
         if problems:
             raise WorkbenchError("Invalid hyperparameters:\n  - " + "\n  - ".join(problems))
+
+    def run_arguments(self, output_dir, model, *, has_validation: bool, args_class=None, **extra):
+        """`to_training_args` for `model`: the device and dtype read from its weights. Every
+        kind of run (instruction tuning, DPO, reward model, GRPO, classifier, pre-training)
+        builds its Trainer's arguments here."""
+        parameter = next(model.parameters())
+        return self.to_training_args(
+            str(output_dir),
+            device=str(parameter.device).split(":")[0],
+            dtype=parameter.dtype,
+            has_validation=has_validation,
+            args_class=args_class,
+            **extra,
+        )
+
+    def not_applicable(self, defaults: dict[str, Any], what: str) -> list[str]:
+        """A problem for each setting of `defaults` (name: the only value it may have) that
+        `what` (e.g. "DPO") does not use but was changed."""
+        return [
+            f"`{name}`={getattr(self, name)!r} does not apply to {what}: leave it at {value!r}."
+            for name, value in defaults.items()
+            if getattr(self, name) != value
+        ]
 
     def to_training_args(
         self,

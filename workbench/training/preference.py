@@ -60,11 +60,7 @@ class PreferenceSettings(Hyperparameters):
 
     def __post_init__(self) -> None:
         self.check_values()
-        problems = [
-            f"`{name}`={getattr(self, name)!r} does not apply to DPO: leave it at {value!r}."
-            for name, value in SFT_ONLY.items()
-            if getattr(self, name) != value
-        ]
+        problems = self.not_applicable(SFT_ONLY, "DPO")
         if self.beta <= 0:
             problems.append(f"`beta`={self.beta} must be positive (0.1 is usual).")
         if problems:
@@ -104,11 +100,9 @@ def _dpo_config(settings: PreferenceSettings, output_dir: Path, model, has_valid
     """TRL's DPOConfig: the Trainer settings as for instruction tuning, plus DPO's own."""
     from trl import DPOConfig
 
-    parameter = next(model.parameters())
-    return settings.to_training_args(
-        str(output_dir),
-        device=str(parameter.device).split(":")[0],
-        dtype=parameter.dtype,
+    return settings.run_arguments(
+        output_dir,
+        model,
         has_validation=has_validation,
         args_class=DPOConfig,
         beta=settings.beta,

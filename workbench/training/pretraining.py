@@ -246,11 +246,9 @@ def _build_trainer(run: Run, hp: Hyperparameters, train_blocks, val_blocks, resu
     from workbench.training.loss import workbench_trainer_class
 
     model = run.model
-    parameter = next(model.parameters())
-    args = hp.to_training_args(
-        str(run.directory.checkpoints_dir),
-        device=str(parameter.device).split(":")[0],
-        dtype=parameter.dtype,
+    args = hp.run_arguments(
+        run.directory.checkpoints_dir,
+        model,
         has_validation=val_blocks is not None,
     )
     if resuming:

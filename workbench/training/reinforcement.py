@@ -79,11 +79,7 @@ class RLSettings(Hyperparameters):
 
     def __post_init__(self) -> None:
         self.check_values()
-        problems = [
-            f"`{name}`={getattr(self, name)!r} does not apply to GRPO: leave it at {value!r}."
-            for name, value in SFT_ONLY.items()
-            if getattr(self, name) != value
-        ]
+        problems = self.not_applicable(SFT_ONLY, "GRPO")
         if self.num_generations < 2:
             problems.append(
                 f"`num_generations`={self.num_generations}: GRPO compares answers to the same "
@@ -332,11 +328,9 @@ def _grpo_config(settings: RLSettings, output_dir: Path, model, has_validation: 
     """TRL's GRPOConfig: the Trainer settings as for instruction tuning, plus GRPO's own."""
     from trl import GRPOConfig
 
-    parameter = next(model.parameters())
-    return settings.to_training_args(
-        str(output_dir),
-        device=str(parameter.device).split(":")[0],
-        dtype=parameter.dtype,
+    return settings.run_arguments(
+        output_dir,
+        model,
         has_validation=has_validation,
         args_class=GRPOConfig,
         num_generations=settings.num_generations,

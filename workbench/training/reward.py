@@ -56,12 +56,7 @@ class RewardSettings(Hyperparameters):
 
     def __post_init__(self) -> None:
         self.check_values()
-        problems = [
-            f"`{name}`={getattr(self, name)!r} does not apply to a reward model: leave it at "
-            f"{value!r}."
-            for name, value in SFT_ONLY.items()
-            if getattr(self, name) != value
-        ]
+        problems = self.not_applicable(SFT_ONLY, "a reward model")
         if self.center_rewards < 0:
             problems.append(f"`center_rewards`={self.center_rewards} must be 0 (off) or more.")
         if problems:
@@ -224,11 +219,9 @@ def _build_reward_trainer(run: Run, settings: RewardSettings, train_rows, val_ro
     from transformers import PrinterCallback
     from trl import RewardConfig, RewardTrainer
 
-    parameter = next(run.model.parameters())
-    args = settings.to_training_args(
-        str(run.directory.checkpoints_dir),
-        device=str(parameter.device).split(":")[0],
-        dtype=parameter.dtype,
+    args = settings.run_arguments(
+        run.directory.checkpoints_dir,
+        run.model,
         has_validation=val_rows is not None,
         args_class=RewardConfig,
         max_length=settings.max_length,
