@@ -118,3 +118,110 @@ def test_report_shows_learned_and_retained(tiny, ticket_split, probe_rows):
     page = write_report(run.run_dir).read_text()
     assert "Learned and retained" in page
     assert "retained" in page and "capital" in page and "antonym" in page
+
+
+# --- teacher-forced scoring, seeds, the trade-off plot --------------------------------------
+def _tickets_tuned(tiny_model_dir, ticket_split):
+    """The tiny model after 40 steps on ticket topics: it answers with a label, and stops."""
+    model, tokenizer = workbench.load_model(str(tiny_model_dir))
+    run = train(
+        model,
+        tokenizer,
+        ticket_split[0],
+        method=workbench.Method(kind="full", dropout=0.0),
+        hyperparameters=quick(max_steps=40, learning_rate=1e-2, eval_every=100),
+    ).wait()
+    assert run.status == "finished", run.error
+    return run.model, tokenizer
+
+
+def test_teacher_forced_exact_match_is_greedy_decodings_verdict(tiny_model_dir, ticket_split):
+    from workbench.evaluation.compare import validation_loss
+    from workbench.evaluation.forgetting import teacher_forced_scores
+
+    model, tokenizer = _tickets_tuned(tiny_model_dir, ticket_split)
+    rows = ticket_split[0].select(range(16))  # trained rows: the model gets some of them right
+    prompts = [workbench.get_template("alpaca").render(r, tokenizer)[0] for r in rows.rows]
+    answers, longer = (
+        workbench.generate(model, tokenizer, prompts, workbench.Decoding(max_new_tokens=n))
+        for n in (8, 16)
+    )
+    stopped = [a == b for a, b in zip(answers, longer)]  # ended with end-of-turn, not cut
+    assert any(stopped)
+    # the model's own greedy answers as references are right; with a word added, wrong
+    places = list(range(len(rows)))
+    own = [r | {"output": a} for r, a, s in zip(rows.rows, answers, stopped) if s]
+    own = workbench.Examples(own, "alpaca", "own", places[: len(own)])
+    mine = teacher_forced_scores(model, tokenizer, own, "alpaca")
+    assert [row["exact_match"] for row in mine.per_row] == [1.0] * len(own)
+    wrong = [r | {"output": a + " x"} for r, a in zip(rows.rows, answers)]
+    wrong = workbench.Examples(wrong, "alpaca", "wrong", places)
+    assert teacher_forced_scores(model, tokenizer, wrong, "alpaca").scores["exact_match"] == 0
+    # on the real references, right exactly where greedy decoding writes them and stops
+    real = teacher_forced_scores(model, tokenizer, rows, "alpaca")
+    verdicts = [s and a == r["output"] for a, s, r in zip(answers, stopped, rows.rows)]
+    assert [row["exact_match"] == 1.0 for row in real.per_row] == verdicts
+    assert 0 < sum(verdicts) < len(rows)  # both kinds of verdict were checked
+    stock = validation_loss(model, tokenizer, rows, "alpaca")
+    assert real.scores["validation_loss"] == pytest.approx(stock, rel=1e-4)
+
+
+def test_probe_scores_teacher_forced_tasks_without_generating(tiny, ticket_split, probe_rows):
+    model, tokenizer = tiny
+    probe = ForgettingProbe(
+        target=ticket_split[1],
+        probe=probe_rows,
+        rows_per_task=4,
+        decoding=SHORT,
+        teacher_forced=["ticket_topic"],
+    )
+    scores = probe.measure(model, tokenizer, "tiny")
+    assert scores.metric["ticket_topic"] == "exact answer (teacher-forced)"
+    assert scores.evaluations["ticket_topic"].answers == []  # nothing was generated
+    assert len(scores.evaluations["capital"].answers) == 4
+    with pytest.raises(workbench.WorkbenchError, match="teacher_forced"):
+        ForgettingProbe(target=ticket_split[1], probe=probe_rows, teacher_forced=["dates"])
+
+
+def _records():
+    rows = []
+    for seed, shift in enumerate((0.0, 0.2)):
+        rows.append({"remedy": "none", "strength": None, "seed": seed, "kept": 0.1 + shift})
+        for strength in (10.0, 1.0):
+            kept = 0.3 + shift + strength / 100
+            rows.append({"remedy": "ewc", "strength": strength, "seed": seed, "kept": kept})
+    return [r | {"learned": 1 - r["kept"]} for r in rows]
+
+
+def test_seeds_summarise_to_mean_and_spread_per_setting():
+    from workbench.evaluation.forgetting import mean_spread, summarize_seeds
+
+    summary = summarize_seeds(_records())
+    assert list(summary.index.get_level_values("remedy")) == ["none", "ewc", "ewc"]
+    assert list(summary.index.get_level_values("strength"))[1:] == [10.0, 1.0]  # as first seen
+    none = summary.iloc[0]
+    assert none["kept"] == pytest.approx(0.2) and none["kept sd"] == pytest.approx(0.1414, abs=1e-4)
+    assert none["seeds"] == 2
+    assert summary.loc[("ewc", 10.0), "learned"] == pytest.approx(0.5)
+    text = mean_spread(summary, ["kept"])
+    assert text.iloc[0]["kept"] == "0.20 ± 0.14"
+    single = summarize_seeds(_records()[:3])
+    assert mean_spread(single, ["kept"]).iloc[0]["kept"] == "0.10"  # one seed: no spread
+    with pytest.raises(workbench.WorkbenchError, match="setting"):
+        summarize_seeds(_records(), by=("setting",))
+
+
+def test_tradeoff_figure_draws_each_remedy_across_its_strengths():
+    from workbench.evaluation.forgetting import summarize_seeds, tradeoff_figure
+
+    summary = summarize_seeds(_records())
+    figure = tradeoff_figure(summary, x="learned", ys=("kept",))
+    names = [trace.name for trace in figure.data]
+    assert names == ["none", "ewc"]
+    ewc = figure.data[1]
+    assert list(ewc.text) == ["1", "10"]  # ordered by strength
+    assert list(ewc.y) == pytest.approx([0.41, 0.5])
+    assert list(ewc.error_y.array) == pytest.approx([0.1414, 0.1414], abs=1e-4)
+    assert figure.data[0].marker.symbol == "star"
+    two = tradeoff_figure(summary, ys=("kept", "learned"), x="learned")
+    assert len(two.data) == 4 and [t.showlegend for t in two.data] == [True, True, False, False]
