@@ -131,6 +131,20 @@ def test_an_ewc_sequence_anchors_the_adapter_and_stores_its_tensors(
     assert "regularizer" not in yaml.safe_load((result.runs[0].run_dir / "config.yaml").read_text())
 
 
+def test_an_lwf_sequence_holds_the_second_stage_to_the_first_stages_outputs(
+    tiny_model_dir, stages, tmp_path
+):
+    result = _sequence(
+        tiny_model_dir, stages, tmp_path, remedy="lwf", strength=2.0, options={"lwf_rows": 4}
+    )
+    config = yaml.safe_load((result.runs[1].run_dir / "config.yaml").read_text())
+    assert config["regularizer"]["kind"] == "lwf" and config["regularizer"]["strength"] == 2.0
+    first_stage = {r["input"] for r in stages[0].rows}
+    saved = (result.runs[1].run_dir / config["regularizer"]["reference"]).read_text().splitlines()
+    assert len(saved) == 4 and all(yaml.safe_load(line)["input"] in first_stage for line in saved)
+    assert "regularizer" not in yaml.safe_load((result.runs[0].run_dir / "config.yaml").read_text())
+
+
 def test_a_new_remedy_joins_through_the_remedies_table(
     tiny_model_dir, stages, tmp_path, monkeypatch
 ):

@@ -125,12 +125,35 @@ def si_remedy(context: StageContext) -> StagePlan:
     return StagePlan(context.rows, regularizer=penalty, track_importance=True)
 
 
+def lwf_remedy(context: StageContext) -> StagePlan:
+    """Each stage after the first is held by learning without forgetting: a KL penalty toward
+    the outputs the model gave, before this stage, on rows of the earlier stages (up to
+    `options["lwf_rows"]`, default 32; the adapter switched off for LoRA, a frozen copy for
+    full fine-tuning)."""
+    from workbench.training.lwf import LearningWithoutForgetting
+
+    if not context.earlier:
+        return StagePlan(context.rows)
+    max_rows = int(context.options.get("lwf_rows", 32))
+    reference = _spread(context.earlier, max_rows, seed=context.seed)
+    penalty = LearningWithoutForgetting(
+        context.model,
+        context.tokenizer,
+        reference,
+        context.template,
+        strength=1.0 if context.strength is None else context.strength,
+        max_rows=len(reference),
+    )
+    return StagePlan(context.rows, regularizer=penalty)
+
+
 Remedy = Callable[[StageContext], StagePlan]
 REMEDIES: dict[str | None, Remedy] = {
     None: no_remedy,
     "replay": replay_remedy,
     "ewc": ewc_remedy,
     "si": si_remedy,
+    "lwf": lwf_remedy,
 }
 
 
