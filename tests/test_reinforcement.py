@@ -1,6 +1,6 @@
 """GRPO on a tiny model: a reward function's mean reward rises, the run carries reward, KL and
 answer length per step, lists, reports and resumes with its reference intact; the verifiable
-rewards score what they promise; PPO and bad input are refused with the reason."""
+rewards score what they promise; bad input is refused with the reason. PPO: tests/test_ppo.py."""
 
 from __future__ import annotations
 
@@ -230,15 +230,41 @@ def test_held_out_reward_scores_the_greedy_answers(tiny_tokenizer):
 def test_ppo_and_bad_input_are_refused_with_the_reason(tiny_tokenizer, ticket_split):
     model = build_tiny_model(tiny_tokenizer)
     prompts, _ = question_prompts(24)
-    with pytest.raises(WorkbenchError, match="TRL 1.16 ships no PPOTrainer"):
-        reinforce(model, tiny_tokenizer, prompts, reward=share_of_e, algorithm="ppo")
+    with pytest.raises(WorkbenchError, match="GRPO compares answers .* needs at least 2"):
+        reinforce(
+            model,
+            tiny_tokenizer,
+            prompts,
+            reward=share_of_e,
+            settings=RLSettings(num_generations=1, batch_size=8),
+        )
+    with pytest.raises(WorkbenchError, match="PPO takes one step per minibatch"):
+        reinforce(
+            model,
+            tiny_tokenizer,
+            prompts,
+            reward=share_of_e,
+            algorithm="ppo",
+            settings=RLSettings(gradient_accumulation=2),
+        )
+    with pytest.raises(
+        WorkbenchError, match=r"4 prompts x `num_generations`=4 .*\(`batch_size`=32\)"
+    ):
+        reinforce(
+            model,
+            tiny_tokenizer,
+            prompts.select(range(4)),
+            reward=share_of_e,
+            algorithm="ppo",
+            settings=RLSettings(batch_size=32),
+        )
     with pytest.raises(WorkbenchError, match="`algorithm`='a2c'"):
         reinforce(model, tiny_tokenizer, prompts, reward=share_of_e, algorithm="a2c")
     with pytest.raises(WorkbenchError, match="`reward` is a int"):
         reinforce(model, tiny_tokenizer, prompts, reward=42)
     with pytest.raises(WorkbenchError, match="trains a LoRA adapter"):
         reinforce(model, tiny_tokenizer, prompts, reward=share_of_e, method=Method(kind="full"))
-    no_prompt = workbench.load_data([{"text": "just text"}], verbose=False)
+    no_prompt = workbench.load_data([{"text": f"text {i}"} for i in range(8)], verbose=False)
     with pytest.raises(WorkbenchError, match=r"list:1: no prompt"):
         reinforce(model, tiny_tokenizer, no_prompt, reward=share_of_e)
     with pytest.raises(WorkbenchError, match=r"longer than `max_length`=8 .*support_tickets"):
@@ -251,8 +277,10 @@ def test_ppo_and_bad_input_are_refused_with_the_reason(tiny_tokenizer, ticket_sp
         )
     with pytest.raises(WorkbenchError, match="multiple of `num_generations`=4"):
         RLSettings(batch_size=6)
-    with pytest.raises(WorkbenchError, match="at least 2"):
-        RLSettings(num_generations=1, batch_size=8)
+    with pytest.raises(WorkbenchError, match="multiple of `minibatches`=3"):
+        RLSettings(batch_size=8, minibatches=3)
+    with pytest.raises(WorkbenchError, match="`gae_lambda` must be in"):
+        RLSettings(gae_lambda=1.5)
 
 
 def test_rl_experiment_measures_held_out_prompts_before_and_after_the_run(tiny_tokenizer):

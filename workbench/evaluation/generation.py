@@ -81,27 +81,33 @@ def generate(model, tokenizer, prompts: list[str], decoding: Decoding | None = N
     if decoding.do_sample:
         torch.manual_seed(decoding.seed)
     answers: list[str] = []
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"  # so every prompt ends where generation starts
-    try:
-        with eval_mode(model), torch.no_grad(), eager(model):
-            for start in range(0, len(prompts), decoding.batch_size):
-                answers.extend(
-                    _generate_batch(
-                        model, tokenizer, prompts[start : start + decoding.batch_size], decoding
-                    )
+    with eval_mode(model), torch.no_grad(), eager(model):
+        for start in range(0, len(prompts), decoding.batch_size):
+            answers.extend(
+                _generate_batch(
+                    model, tokenizer, prompts[start : start + decoding.batch_size], decoding
                 )
-    finally:
-        tokenizer.padding_side = side
+            )
     return answers
 
 
-def _generate_batch(model, tokenizer, prompts: list[str], decoding: Decoding) -> list[str]:
+def prompt_batch(tokenizer, prompts: list[str], device):
+    """The prompts as one left-padded batch of tensors on `device` (every prompt ends where
+    generation starts); the tokenizer's BOS is added unless the prompts already carry it."""
     bos = getattr(tokenizer, "bos_token", None)
     add_special = not (bos and all(p.startswith(bos) for p in prompts))
-    batch = tokenizer(
-        prompts, return_tensors="pt", padding=True, add_special_tokens=add_special
-    ).to(model.device)
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    try:
+        batch = tokenizer(
+            prompts, return_tensors="pt", padding=True, add_special_tokens=add_special
+        )
+    finally:
+        tokenizer.padding_side = side
+    return batch.to(device)
+
+
+def _generate_batch(model, tokenizer, prompts: list[str], decoding: Decoding) -> list[str]:
+    batch = prompt_batch(tokenizer, prompts, model.device)
     kwargs = dict(
         max_new_tokens=decoding.max_new_tokens,
         do_sample=decoding.do_sample,

@@ -24,7 +24,7 @@ RunStatus = Literal[
 ]
 END_EVENTS = ("stopped", "finished", "failed")
 # Stages whose runs `resume_run` continues from their directory (see training/finetune.py).
-RESUMABLE_STAGES = ("sft", "pretrain", "classify", "reward", "grpo")
+RESUMABLE_STAGES = ("sft", "pretrain", "classify", "reward", "grpo", "ppo")
 # The settings shown in a listing (flattened config.yaml keys), in this order.
 KEY_SETTINGS = (
     "hyperparameters.learning_rate",
@@ -66,12 +66,12 @@ class RunRecord:
     @property
     def resumable(self) -> bool:
         """Not finished, with a complete checkpoint, of a kind `resume_run` can continue from
-        the directory alone (DPO runs restart instead; distillation needs its teacher; GRPO
+        the directory alone (DPO runs restart instead; distillation needs its teacher; RL
         with a Python reward function needs it again)."""
         ended_early = self.status in ("stopped", "failed", "interrupted")
         if not ended_early or self.checkpoint is None:
             return False
-        if self.stage == "grpo":
+        if self.stage in ("grpo", "ppo"):
             recorded = self.settings.get("reward.reward_model")  # a folder, or "(in memory)"
             return bool(recorded) and not str(recorded).startswith("(")
         return self.stage in RESUMABLE_STAGES

@@ -41,6 +41,9 @@ STEP_EXTRAS = {
     "reward": "mean_reward",
     "kl": "kl",
     "completions/mean_length": "response_length",
+    # the project's PPO: the value head's squared error, share of answer tokens clipped
+    "value_loss": "value_loss",
+    "clip_fraction": "clip_fraction",
 }
 OOM_ADVICE = (
     "Out of memory. Try, in this order: a smaller `batch_size` (raise `gradient_accumulation` "

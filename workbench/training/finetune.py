@@ -384,6 +384,7 @@ RESUMES = {
     "classify": ("workbench.training.classification", "resume_classifier", True),
     "reward": ("workbench.training.reward", "resume_reward_model", False),
     "grpo": ("workbench.training.reinforcement", "resume_reinforcement", True),
+    "ppo": ("workbench.training.reinforcement", "resume_reinforcement", True),
 }
 # Stages that cannot resume from the directory alone: what to do instead.
 NOT_RESUMABLE = {

@@ -1,16 +1,17 @@
-"""Reinforcement learning after instruction tuning: GRPO with TRL's GRPOTrainer.
+"""Reinforcement learning after instruction tuning: GRPO (TRL's GRPOTrainer) or PPO.
 
-`reinforce(model, tokenizer, prompts, reward=...)` samples several answers to each prompt,
-scores them with the reward (a Python function of prompt and answer, or a trained reward
-model) and moves the model towards the answers that beat their group's average, with a KL
-penalty that keeps it near where it started. It returns a `Run` whose `step` events carry
-`mean_reward`, `kl` and `response_length`, and whose `evaluation` events carry the held-out
-prompts' mean reward (`eval_reward`) at the start and at every evaluation.
+`reinforce(model, tokenizer, prompts, reward=..., algorithm="grpo" | "ppo")` samples answers
+to the prompts, scores them with the reward (a Python function of prompt and answer, or a
+trained reward model) and moves the model towards the better ones, with a KL penalty that
+keeps it near where it started. GRPO compares several answers to the same prompt (the group's
+average reward is the baseline); PPO learns a value head as the baseline and trains several
+clipped updates on each batch of answers (training/ppo.py: TRL 1.16 ships no PPOTrainer). Both
+return a `Run` whose `step` events carry `mean_reward`, `kl` and `response_length`, and whose
+`evaluation` events carry the held-out prompts' mean reward (`eval_reward`) at the start and at
+every evaluation.
 
 The model trains a LoRA adapter; the starting point (the SFT adapter, or none) stays as a frozen
-copy (`ref`) on the same model, so the KL needs no second model. PPO is not offered: TRL 1.16
-ships no PPOTrainer (neither in `trl` nor in `trl.experimental`); GRPO keeps PPO's clipped
-objective and replaces its value model by the group's average reward.
+copy (`ref`) on the same model, so the KL needs no second model.
 """
 
 from __future__ import annotations
@@ -35,14 +36,17 @@ ALGORITHMS = ("grpo", "ppo")
 
 @dataclass
 class RLSettings(Hyperparameters):
-    """How GRPO runs: the instruction-tuning `Hyperparameters` (same fields, meanings and
-    checks) with GRPO's defaults, plus its own.
+    """How reinforcement learning runs: the instruction-tuning `Hyperparameters` (same
+    fields, meanings and checks) with RL's defaults, plus its own.
 
     Sampling: `num_generations` answers per prompt, each at most `max_completion_length`
-    tokens, at `temperature`. A step trains on `batch_size` answers, so `batch_size /
+    tokens, at `temperature`; `batch_size` answers at a time, so `batch_size /
     num_generations` prompts. The objective: `beta` weighs the KL to the starting model,
-    `epsilon` clips the policy ratio as PPO does. Evaluation: `eval_generations` answers per
-    held-out prompt. `max_length` bounds the prompts. The settings in `SFT_ONLY` do not apply.
+    `epsilon` clips the policy ratio. GRPO trains one step on each batch of answers and
+    evaluates `eval_generations` sampled answers per held-out prompt. PPO trains
+    `ppo_epochs x minibatches` steps on each batch (a step is one minibatch), its value head
+    weighed by `value_coef`, advantages by GAE with `gae_lambda`, and evaluates greedy answers.
+    `max_length` bounds the prompts. The settings in `SFT_ONLY` do not apply.
     """
 
     learning_rate: float = field(
@@ -74,22 +78,29 @@ class RLSettings(Hyperparameters):
     )
     epsilon: float = field(default=0.2, metadata={"help": "clip range of the policy ratio"})
     eval_generations: int = field(
-        default=2, metadata={"help": "answers sampled per held-out prompt at each evaluation"}
+        default=2, metadata={"help": "GRPO: answers sampled per held-out prompt per evaluation"}
+    )
+    ppo_epochs: int = field(default=2, metadata={"help": "PPO: passes over each batch of answers"})
+    minibatches: int = field(
+        default=2, metadata={"help": "PPO: steps per pass (batch_size / minibatches answers each)"}
+    )
+    gae_lambda: float = field(
+        default=0.95, metadata={"help": "PPO: 1 trusts rewards, 0 trusts the value head"}
+    )
+    value_coef: float = field(default=0.1, metadata={"help": "PPO: weight of the value loss"})
+    value_learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "PPO: the value head's rate (None: learning_rate)"},
     )
 
     def __post_init__(self) -> None:
         self.check_values()
-        problems = self.not_applicable(SFT_ONLY, "GRPO")
-        if self.num_generations < 2:
-            problems.append(
-                f"`num_generations`={self.num_generations}: GRPO compares answers to the same "
-                "prompt, so it needs at least 2 (4-8 is usual)."
-            )
-        for name in ("num_generations", "eval_generations"):
+        problems = self.not_applicable(SFT_ONLY, "reinforcement learning")
+        for name in ("num_generations", "eval_generations", "minibatches"):
             if getattr(self, name) >= 1 and self.batch_size % getattr(self, name):
                 problems.append(
                     f"`batch_size`={self.batch_size} must be a multiple of `{name}`="
-                    f"{getattr(self, name)} (whole groups of answers per step)."
+                    f"{getattr(self, name)} (whole groups of answers)."
                 )
         if self.max_completion_length < 1 or self.eval_generations < 1:
             problems.append("`max_completion_length` and `eval_generations` must be positive.")
@@ -97,9 +108,28 @@ class RLSettings(Hyperparameters):
             problems.append(f"`temperature`={self.temperature} must be positive (1.0 is usual).")
         if self.beta < 0 or self.epsilon <= 0:
             problems.append("`beta` must be 0 or more and `epsilon` positive (0.04 and 0.2).")
+        if self.ppo_epochs < 1 or self.minibatches < 1:
+            problems.append("`ppo_epochs` and `minibatches` must be at least 1 (2 and 2).")
+        if self.value_learning_rate is not None and not self.value_learning_rate > 0:
+            problems.append("`value_learning_rate` must be positive, or None for learning_rate.")
+        if not 0 <= self.gae_lambda <= 1 or self.value_coef < 0:
+            problems.append("`gae_lambda` must be in [0, 1] and `value_coef` 0 or more.")
         if problems:
             raise WorkbenchError("Invalid RL settings:\n  - " + "\n  - ".join(problems))
         super().__post_init__()
+
+    def check_for(self, algorithm: str) -> None:
+        """Raise when a setting does not suit `algorithm` ('grpo' or 'ppo')."""
+        if algorithm == "grpo" and self.num_generations < 2:
+            raise WorkbenchError(
+                f"`num_generations`={self.num_generations}: GRPO compares answers to the same "
+                "prompt, so it needs at least 2 (4-8 is usual; PPO works with 1)."
+            )
+        if algorithm == "ppo" and self.gradient_accumulation != 1:
+            raise WorkbenchError(
+                f"`gradient_accumulation`={self.gradient_accumulation}: PPO takes one step per "
+                "minibatch; leave it at 1 and raise `minibatches` or `ppo_epochs` instead."
+            )
 
 
 def prompt_texts(prompts: Examples, template: Template, tokenizer) -> list[str]:
@@ -146,8 +176,9 @@ def _policy(model, method: Method | None, seed: int):
     method = method or Method()
     if not method.uses_lora:
         raise WorkbenchError(
-            f"`method.kind`={method.kind!r}: GRPO here trains a LoRA adapter (the KL reference "
-            "is the same model with its starting adapter frozen). Use kind='lora' or 'qlora'."
+            f"`method.kind`={method.kind!r}: reinforcement learning here trains a LoRA adapter "
+            "(the KL reference is the same model with its starting adapter frozen). Use "
+            "kind='lora' or 'qlora'."
         )
     set_seed(seed)
     return apply_method(model, method), method
@@ -178,16 +209,17 @@ def reinforce(
     evaluation (`eval_reward`); the first `samples` of them are shown as sample answers.
     """
     if algorithm not in ALGORITHMS:
-        raise WorkbenchError(f"`algorithm`={algorithm!r}: use 'grpo'.")
-    if algorithm == "ppo":
-        raise WorkbenchError(
-            "`algorithm`='ppo' is not available: TRL 1.16 ships no PPOTrainer (neither in trl "
-            "nor in trl.experimental). Use algorithm='grpo': the same clipped objective, with "
-            "the group's average reward in place of PPO's value model."
-        )
+        raise WorkbenchError(f"`algorithm`={algorithm!r}: use 'grpo' or 'ppo'.")
     if run_dir is not None and RunDirectory(run_dir).is_run:
         raise RunDirectoryInUseError(Path(run_dir))
     settings = settings or RLSettings()
+    settings.check_for(algorithm)
+    if len(prompts) * settings.num_generations < settings.batch_size:
+        raise WorkbenchError(
+            f"{len(prompts)} prompts x `num_generations`={settings.num_generations} answers is "
+            f"fewer than one batch (`batch_size`={settings.batch_size}): give more prompts or "
+            "lower `batch_size`."
+        )
     scorer = as_reward(reward)
     model, method = _policy(model, method, settings.seed)
     run = _rl_run(
@@ -259,8 +291,10 @@ def _rl_run(
         sample_max_new_tokens=settings.max_completion_length,
     )
 
+    build = _build_ppo_trainer if stage == "ppo" else _build_grpo_trainer
+
     def build_trainer(run: Run, resuming: bool):  # run.hyperparameters: a resume may extend
-        return _build_grpo_trainer(run, run.hyperparameters, reward, texts, held_texts, resuming)
+        return build(run, run.hyperparameters, reward, texts, held_texts, resuming)
 
     def save_final(folder: Path) -> None:  # the trained adapter, not TRL's frozen `ref` copy
         model.save_pretrained(folder, selected_adapters=["default"])
@@ -277,7 +311,8 @@ def resume_reinforcement(
     tokenizer=None,
     max_steps: int | None = None,
 ) -> Run:
-    """Continue a stopped, failed or killed GRPO run from its newest complete checkpoint.
+    """Continue a stopped, failed or killed GRPO or PPO run from its newest complete
+    checkpoint.
 
     Loads the base model config.yaml names (or takes `model` and `tokenizer`, un-adapted); the
     checkpoint holds the trained adapter and the reference. A reward model recorded in
@@ -290,7 +325,7 @@ def resume_reinforcement(
     config = directory.read_config()
     where = str(directory.file(CONFIG))
     if config.get("stage") not in ALGORITHMS:
-        raise WorkbenchError(f"{where}: `stage` is {config.get('stage')!r}, not 'grpo'.")
+        raise WorkbenchError(f"{where}: `stage` is {config.get('stage')!r}, not 'grpo' or 'ppo'.")
     recorded = config.get("reward") or {}
     if reward is None:
         reward = recorded.get("reward_model")
@@ -369,5 +404,42 @@ def _build_grpo_trainer(run: Run, settings, reward: Reward, texts, held_texts, r
         callbacks=[event_bridge(run)],
     )
     trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; events replace it
+    direct_trackers(trainer, run.directory.file(TENSORBOARD))
+    return trainer
+
+
+def _build_ppo_trainer(run: Run, settings, reward: Reward, texts, held_texts, resuming: bool):
+    """The project's PPO Trainer (training/ppo.py) with the Run's event bridge. The frozen
+    reference adapter is made from the starting adapter; a resume's checkpoint loads the
+    stored one over it."""
+    import datasets
+    from transformers import PrinterCallback
+
+    from workbench.training.ppo import add_reference, ppo_trainer_class
+
+    add_reference(run.model)
+    args = settings.run_arguments(
+        run.directory.checkpoints_dir,
+        run.model,
+        has_validation=held_texts is not None,
+        per_device_train_batch_size=settings.batch_size // settings.num_generations,
+    )
+    if resuming:
+        args.eval_on_start = False  # the resumed run already measured its start
+    trainer = ppo_trainer_class()(
+        settings=settings,
+        reward=reward,
+        held_out_prompts=held_texts,
+        model=run.model,
+        args=args,
+        train_dataset=datasets.Dataset.from_list([{"prompt": t} for t in texts]),
+        eval_dataset=(
+            datasets.Dataset.from_list([{"prompt": t} for t in held_texts]) if held_texts else None
+        ),
+        data_collator=lambda rows: {"prompt": [row["prompt"] for row in rows]},
+        processing_class=run.tokenizer,
+        callbacks=[event_bridge(run)],
+    )
+    trainer.remove_callback(PrinterCallback)
     direct_trackers(trainer, run.directory.file(TENSORBOARD))
     return trainer
