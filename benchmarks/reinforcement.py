@@ -2,10 +2,12 @@
 
     OMP_NUM_THREADS=1 flock /tmp/wb-measure.lock python -m benchmarks.reinforcement --part reward
     OMP_NUM_THREADS=1 flock /tmp/wb-measure.lock python -m benchmarks.reinforcement --part grpo
-    (about 6 minutes each; the second adds its figures to the first one's JSON of the day)
+    OMP_NUM_THREADS=1 flock /tmp/wb-measure.lock python -m benchmarks.reinforcement --part ppo
+    (about 6-9 minutes each; a later part adds its figures to the day's JSON when the settings
+    the earlier parts used are unchanged)
     python -m benchmarks.reinforcement --model PATH --quick --out /tmp/q.json   # a tiny model
 
-Two measurements on SmolLM2-135M-Instruct (the embedded default), each on rows it never trains on:
+Three measurements on SmolLM2-135M-Instruct (the embedded default), each on rows it never trains on:
 
 - `reward`: a LoRA reward model trained on `sample_data/preferences.jsonl` (TRL's
   RewardTrainer through `train_reward_model`); the share of held-out pairs it ranks right,
@@ -15,6 +17,8 @@ Two measurements on SmolLM2-135M-Instruct (the embedded default), each on rows i
   mean reward of greedy answers to held-out prompts before and after, how many of those answers
   are also the right date (the reward checks the format only), and every answer side by side.
   The settings below raise it well within the time the issue allows (about 10 minutes).
+- `ppo`: the same prompts, reward and held-out measure with PPO (`algorithm="ppo"`): one
+  sampled answer per prompt, a value head as the baseline, several clipped updates per batch.
 
 The JSON (benchmarks/results/<date>-cpu-reinforcement.json) holds the date, device, threads,
 every setting, timings and figures.
@@ -57,6 +61,13 @@ class Plan:
     beta: float = 0.04  # KL to the instruct model
     max_completion_length: int = 16  # an ISO date is 10 digit and dash tokens, plus EOS
     temperature: float = 1.0
+    # PPO: 16 prompts a rollout, one answer each, 2 passes x 2 minibatches of 8 answers
+    ppo_rollouts: int = 16  # as many sampled answers as GRPO's 16 steps x 16
+    ppo_batch_size: int = 16
+    ppo_epochs: int = 2
+    ppo_minibatches: int = 2
+    ppo_learning_rate: float = 2e-4
+    ppo_value_learning_rate: float = 2e-4
 
 
 def quick_plan(model: str) -> Plan:
@@ -70,6 +81,8 @@ def quick_plan(model: str) -> Plan:
         rl_steps=2,
         rl_batch_size=8,
         max_completion_length=4,
+        ppo_rollouts=2,
+        ppo_batch_size=8,
     )
 
 
@@ -116,12 +129,45 @@ def measure_reward_model(plan: Plan, run_root: Path) -> dict:
     }
 
 
-def measure_grpo(plan: Plan, run_root: Path) -> dict:
+def rl_settings(plan: Plan, algorithm: str):
+    """The RLSettings of the GRPO or the PPO measurement."""
+    from workbench.training.reinforcement import RLSettings
+
+    shared = dict(
+        beta=plan.beta,
+        max_completion_length=plan.max_completion_length,
+        temperature=plan.temperature,
+        seed=plan.seed,
+    )
+    if algorithm == "grpo":
+        return RLSettings(
+            max_steps=plan.rl_steps,
+            batch_size=plan.rl_batch_size,
+            num_generations=plan.num_generations,
+            learning_rate=plan.rl_learning_rate,
+            eval_every=plan.rl_steps,
+            **shared,
+        )
+    steps = plan.ppo_rollouts * plan.ppo_epochs * plan.ppo_minibatches
+    return RLSettings(
+        max_steps=steps,
+        batch_size=plan.ppo_batch_size,
+        num_generations=1,
+        ppo_epochs=plan.ppo_epochs,
+        minibatches=plan.ppo_minibatches,
+        learning_rate=plan.ppo_learning_rate,
+        value_learning_rate=plan.ppo_value_learning_rate,
+        eval_every=steps,
+        **shared,
+    )
+
+
+def measure_rl(plan: Plan, run_root: Path, algorithm: str) -> dict:
     import workbench as wb
     from workbench.evaluation.rewards import held_out_reward, valid_iso_date
     from workbench.tokens.templates import get_template
     from workbench.training.methods import Method
-    from workbench.training.reinforcement import RLSettings, prompt_texts, reinforce
+    from workbench.training.reinforcement import prompt_texts, reinforce
 
     model, tokenizer = wb.load_model(plan.model, device="cpu")
     dates = wb.load_data(SAMPLE_DATA / "date_rewrite.jsonl", verbose=False)
@@ -132,31 +178,22 @@ def measure_grpo(plan: Plan, run_root: Path) -> dict:
     started = time.perf_counter()
     before = held_out_reward(model, tokenizer, prompts, valid_iso_date, decoding)
     measure_s = time.perf_counter() - started
-    settings = RLSettings(
-        max_steps=plan.rl_steps,
-        batch_size=plan.rl_batch_size,
-        num_generations=plan.num_generations,
-        learning_rate=plan.rl_learning_rate,
-        beta=plan.beta,
-        max_completion_length=plan.max_completion_length,
-        temperature=plan.temperature,
-        eval_every=plan.rl_steps,
-        seed=plan.seed,
-    )
+    settings = rl_settings(plan, algorithm)
     started = time.perf_counter()
     run = reinforce(
         model,
         tokenizer,
         train_rows,
         reward=valid_iso_date,
+        algorithm=algorithm,
         settings=settings,
         method=Method(r=plan.rl_lora_r, alpha=2 * plan.rl_lora_r),
         template=template,
-        run_dir=run_root / "grpo",
+        run_dir=run_root / algorithm,
     ).wait()
     train_s = time.perf_counter() - started
     if run.status != "finished":
-        raise RuntimeError(f"the GRPO run ended {run.status}: {run.error}")
+        raise RuntimeError(f"the {algorithm} run ended {run.status}: {run.error}")
     after = held_out_reward(run.model, tokenizer, prompts, valid_iso_date, decoding)
     steps = [e for e in run.events if e["event"] == "step"]
     references = [row["output"] for row in held_out.rows]
@@ -169,7 +206,9 @@ def measure_grpo(plan: Plan, run_root: Path) -> dict:
         "correct_before": share_equal(before.answers, references),
         "correct_after": share_equal(after.answers, references),
         "per_step": {
-            key: [e.get(key) for e in steps] for key in ("mean_reward", "kl", "response_length")
+            key: [e.get(key) for e in steps]
+            for key in ("mean_reward", "kl", "response_length", "value_loss", "clip_fraction")
+            if any(e.get(key) is not None for e in steps)
         },
         "answers": [
             {"input": row["input"], "reference": row["output"], "before": b, "after": a}
@@ -177,7 +216,12 @@ def measure_grpo(plan: Plan, run_root: Path) -> dict:
         ],
         "train_s": round(train_s, 1),
         "held_out_measure_s": round(measure_s, 1),
-        "steps": plan.rl_steps,
+        "steps": settings.max_steps,
+        "sampled_answers": (
+            plan.ppo_rollouts * plan.ppo_batch_size
+            if algorithm == "ppo"
+            else plan.rl_steps * plan.rl_batch_size
+        ),
     }
 
 
@@ -210,7 +254,7 @@ def environment() -> dict:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--part", choices=("all", "reward", "grpo"), default="all")
+    p.add_argument("--part", choices=("all", "reward", "grpo", "ppo"), default="all")
     p.add_argument("--model", default=None, help="default: the embedded SmolLM2-135M-Instruct")
     p.add_argument("--quick", action="store_true", help="a few steps each (a tiny --model)")
     p.add_argument("--out", default=None, help="default: benchmarks/results/<date>-cpu-...")
@@ -227,18 +271,21 @@ def main(argv=None) -> None:
     report = {"environment": environment(), "settings": asdict(plan)}
     if args.part != "all" and out.is_file():  # the other part, measured earlier today
         earlier = json.loads(out.read_text(encoding="utf-8"))
-        if earlier.get("settings") == report["settings"]:
-            report = {**earlier, "environment": report["environment"]}
+        settings = earlier.get("settings", {})
+        if all(report["settings"].get(key) == value for key, value in settings.items()):
+            report = {**earlier, **report}  # the new settings hold the earlier ones
     with tempfile.TemporaryDirectory(prefix="wb-reinforcement-") as folder:
         if args.part in ("all", "reward"):
             report["reward_model"] = measure_reward_model(plan, Path(folder))
             report["reward_model"]["peak_memory_gib"] = peak_memory_gib()
             print("reward model:", json.dumps(report["reward_model"]))
-        if args.part in ("all", "grpo"):
-            report["grpo"] = measure_grpo(plan, Path(folder))
-            report["grpo"]["peak_memory_gib"] = peak_memory_gib()  # of the process so far
-            grpo = {k: v for k, v in report["grpo"].items() if k not in ("answers", "per_step")}
-            print("GRPO:", json.dumps(grpo))
+        for algorithm in ("grpo", "ppo"):
+            if args.part in ("all", algorithm):
+                report[algorithm] = measure_rl(plan, Path(folder), algorithm)
+                report[algorithm]["peak_memory_gib"] = peak_memory_gib()  # of the process
+                figures = report[algorithm]
+                shown = {k: v for k, v in figures.items() if k not in ("answers", "per_step")}
+                print(f"{algorithm}:", json.dumps(shown))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"wrote {out}")

@@ -50,7 +50,12 @@ EXPECTED = {
     "06_runs_export_dpo": ["settings that differ", "max |logit difference|", "SFT+DPO"],
     "07_four_ways": ["head only", "head + LoRA", "generative LoRA", "cpu-four-ways.json"],
     "08_continued_pretraining": ["labels carry loss", "general perplexity", "pretrain"],
-    "09_reward_model_and_rl": ["held-out pair accuracy", "SFT+RL", "cpu-reinforcement.json"],
+    "09_reward_model_and_rl": [
+        "held-out pair accuracy",
+        "SFT+RL",
+        "PPO finished",
+        "cpu-reinforcement.json",
+    ],
     "10_distillation": ["cpu-distillation.json (committed)", "student, distilled", "LoRA + LwF"],
 }
 
@@ -477,8 +482,25 @@ def check_reward_model_and_rl(printed, frames, loss_ceiling):
     )
     for share in (right_before, right_after):
         assert_share(float(share), HELD_OUT)
+    ((status, before, after, count, steps, answers),) = matches(
+        r"PPO (\w+); held-out mean reward \(valid ISO dates, greedy\): ([\d.]+) -> ([\d.]+) "
+        r"over (\d+) prompts, after (\d+) steps \((\d+) sampled answers\)",
+        printed,
+        1,
+    )
+    assert status == "finished" and int(count) == HELD_OUT
+    assert float(before) == pytest.approx(float(instruct), abs=0.005)
+    assert_share(float(after), HELD_OUT)
+    assert (int(steps), int(answers)) == (4 * STEPS, 16 * STEPS)  # GRPO's answers, 4x steps
+    ppo_steps = frame_with(frames, "step", "mean_reward", "kl", "value_loss", "clip_fraction")
+    assert [int(row["step"]) for row in ppo_steps.values()] == list(range(1, 4 * STEPS + 1))
+    rollouts = [row for row in ppo_steps.values() if not math.isnan(row["mean_reward"])]
+    assert [int(row["step"]) for row in rollouts] == list(range(1, 4 * STEPS + 1, 4))
+    for row in ppo_steps.values():
+        assert row["value_loss"] >= 0 and 0 <= row["clip_fraction"] <= 1
+    assert all(row["clip_fraction"] == 0 for row in rollouts)  # the sampling policy's update
     committed = frame_with(frames, "before", "after", "steps", "training minutes")
-    assert len(committed) == 3
+    assert len(committed) == 5
     for name, row in committed.items():  # the committed measurement on the embedded model
         assert_share(row["before"])
         assert_share(row["after"])

@@ -1,11 +1,13 @@
-"""RLPanel: reinforcement learning (GRPO) after instruction tuning, from the notebook.
+"""RLPanel: reinforcement learning (GRPO or PPO) after instruction tuning, from the notebook.
 
 Choose the reward: a verifiable Python check of the answer ("answer is one of the labels",
 "valid ISO date") or a reward model trained first on preference pairs (its held-out pair
-accuracy before and after is shown, then it scores the answers). Pick the prompts, the steps
-and GRPO's settings, press Train RL: a TrainingMonitor follows the run (mean reward, KL to the
-starting model, answer length per step); afterwards the held-out mean reward before and after
-and a CompareView of the SFT answers beside the SFT+RL answers. The experiment itself is
+accuracy before and after is shown, then it scores the answers). Pick the algorithm (GRPO:
+several answers per prompt against their average; PPO: a value head as the baseline and several
+updates per batch of answers), the prompts, the steps and the settings, press Train RL: a
+TrainingMonitor follows the run (mean reward, KL to the starting model, answer length per
+step); afterwards the held-out mean reward before and after and a CompareView of the SFT
+answers beside the SFT+RL answers. The experiment itself is
 `workbench.evaluation.rewards.rl_experiment`; the runs are `train_reward_model` and `reinforce`.
 """
 
@@ -43,9 +45,11 @@ REWARDS = {
 
 
 class RLPanel(Panel):
-    """GRPO on top of an instruction-tuned model, with a verifiable reward or a reward model.
+    """GRPO or PPO on top of an instruction-tuned model, with a verifiable reward or a reward
+    model.
 
-    Children: `.reward_source` (Dropdown: 'labels', 'iso_date', 'reward_model'), `.labels`
+    Children: `.algorithm` (Dropdown: 'grpo', 'ppo'; PPO shows `.ppo_epochs` and
+    `.minibatches`), `.reward_source` (Dropdown: 'labels', 'iso_date', 'reward_model'), `.labels`
     (comma-separated; empty: the prompt rows' answers), `.pairs_path` and `.reward_steps` (the
     reward model's pairs and steps), `.prompts_path`, `.held_out`, `.max_steps`,
     `.learning_rate`, `.batch_size` (answers per step), `.num_generations`, `.beta`,
@@ -91,12 +95,15 @@ class RLPanel(Panel):
         )
         self.reward_source.observe(self._on_source, names="value")
         self._on_source({"old": None, "new": self.reward_source.value})
+        self.algorithm.observe(self._on_algorithm, names="value")
+        self._on_algorithm({"old": None, "new": self.algorithm.value})
         self.children = [
-            widgets.HBox([self.reward_source, self.labels]),
+            widgets.HBox([self.algorithm, self.reward_source, self.labels]),
             self.reward_model_box,
             self.prompts_path,
             widgets.HBox([self.held_out, self.max_steps, self.learning_rate]),
             widgets.HBox([self.batch_size, self.num_generations, self.beta]),
+            self.ppo_box,
             widgets.HBox([self.train_button, self.status]),
             self.error_html,
             self.reward_model_html,
@@ -129,6 +136,25 @@ class RLPanel(Panel):
         self.reward_model_box = widgets.HBox([self.pairs_path, self.reward_steps])
 
     def _build_run_controls(self, settings: RLSettings) -> None:
+        self.algorithm = widgets.Dropdown(
+            options=[("GRPO", "grpo"), ("PPO", "ppo")], value="grpo", description="Algorithm"
+        )
+        self.ppo_epochs = widgets.BoundedIntText(
+            value=settings.ppo_epochs, min=1, max=64, description="PPO epochs"
+        )
+        self.minibatches = widgets.BoundedIntText(
+            value=settings.minibatches, min=1, max=256, description="minibatches"
+        )
+        self.ppo_box = widgets.HBox(
+            [
+                self.ppo_epochs,
+                self.minibatches,
+                widgets.HTML(
+                    "<small>PPO: a step is one minibatch; each batch of answers trains "
+                    "PPO epochs x minibatches steps.</small>"
+                ),
+            ]
+        )
         self.prompts_path = widgets.Text(
             value=str(REWARDS["labels"][1]),
             description="Prompts",
@@ -171,11 +197,20 @@ class RLPanel(Panel):
         if self.prompts_path.value in samples:
             self.prompts_path.value = str(REWARDS[source][1])
 
+    def _on_algorithm(self, change) -> None:
+        """PPO's own controls show with PPO; answers per prompt follow the algorithm's usual
+        value (GRPO needs a group, PPO usually samples one) unless the user changed it."""
+        ppo = change["new"] == "ppo"
+        self.ppo_box.layout.display = None if ppo else "none"
+        usual = {"grpo": RLSettings.num_generations, "ppo": 1}
+        if change["old"] in usual and self.num_generations.value == usual[change["old"]]:
+            self.num_generations.value = usual[change["new"]]
+
     @property
     def settings(self) -> RLSettings:
-        """GRPO's settings as the controls say (an invalid combination raises, named)."""
+        """The settings as the controls say (an invalid combination raises, named)."""
         steps = self.max_steps.value
-        return RLSettings(
+        settings = RLSettings(
             max_steps=steps,
             learning_rate=self.learning_rate.value,
             batch_size=self.batch_size.value,
@@ -183,7 +218,11 @@ class RLPanel(Panel):
             beta=self.beta.value,
             max_completion_length=self._max_completion_length,
             eval_every=max(1, steps // 4),
+            ppo_epochs=self.ppo_epochs.value,
+            minibatches=self.minibatches.value,
         )
+        settings.check_for(self.algorithm.value)
+        return settings
 
     @property
     def run(self):
@@ -232,6 +271,7 @@ class RLPanel(Panel):
             reward=reward,
             template=self.template,
             settings=settings,
+            algorithm=self.algorithm.value,
             parent=self.parent,
             answer_rows=self.compare_rows,
             decoding=self.decoding,

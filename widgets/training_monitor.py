@@ -279,9 +279,12 @@ class TrainingMonitor(ShowsCode, Panel):
             parts.append(f"reward margin {last['reward_margin']:.3g}")
         if self._curves.evaluations:
             last_evaluation = self._curves.evaluations[-1]
-            parts.append(f"validation {last_evaluation['eval_loss']:.4g}")
+            if last_evaluation.get("eval_loss") is not None:
+                parts.append(f"validation {last_evaluation['eval_loss']:.4g}")
             if last_evaluation.get("exact_match") is not None:
                 parts.append(f"exact match {last_evaluation['exact_match']:.0%}")
+            if last_evaluation.get("eval_reward") is not None:
+                parts.append(f"held-out reward {last_evaluation['eval_reward']:.3g}")
         return " · ".join(parts)
 
     def as_code(self) -> str:

@@ -1,5 +1,5 @@
-"""RLPanel: GRPO on a tiny model by setting controls and clicking, with a verifiable reward and
-with a reward model trained first."""
+"""RLPanel: GRPO and PPO on a tiny model by setting controls and clicking, with a verifiable
+reward and with a reward model trained first."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from conftest import SAMPLE_DATA
 from workbench.evaluation.generation import Decoding
 from workbench.evaluation.rewards import held_out_reward, one_of_labels
 from workbench.runs.report import HELD_OUT_REWARD, KL, MEAN_REWARD, RESPONSE_LENGTH
+from workbench.training.reinforcement import RLSettings
 from workbench.widgets.compare_view import CompareView
 from workbench.widgets.rl_panel import RLPanel
 
@@ -71,6 +72,30 @@ def test_grpo_with_the_labels_reward_measures_before_after_and_compares_sft_with
     for row, answer in zip(view.after.per_row, view.after.answers):
         assert row["reward"] == topics("", answer)  # each answer's reward, per row
     assert "RL run" in panel._repr_mimebundle_()["text/plain"]
+
+
+def test_ppo_is_chosen_in_the_panel_and_runs_with_its_own_settings(tiny):
+    model, tokenizer = tiny
+    panel = quick_panel(RLPanel(model, tokenizer))
+    assert panel.ppo_box.layout.display == "none"  # GRPO first: PPO's controls hidden
+    panel.num_generations.value = RLSettings.num_generations  # the usual value follows
+    panel.algorithm.value = "ppo"
+    assert panel.ppo_box.layout.display is None and panel.num_generations.value == 1
+    panel.ppo_epochs.value, panel.minibatches.value = 2, 2
+    panel.train_button.click()
+    panel.wait()
+    run = panel.run
+    assert panel.errors == [] and run.status == "finished", (run and run.error, panel.errors)
+    hyperparameters = config_of(run)["hyperparameters"]
+    assert config_of(run)["stage"] == "ppo"
+    assert (hyperparameters["ppo_epochs"], hyperparameters["minibatches"]) == (2, 2)
+    assert hyperparameters["num_generations"] == 1
+    # 4 steps are 4 minibatch updates of one batch of answers: one rollout, sampled at step 1
+    assert list(panel.monitor.trace(MEAN_REWARD).x) == [1]
+    assert list(panel.monitor.trace(HELD_OUT_REWARD).x) == [0, 1, 2, 3, 4]
+    assert None not in panel.rewards and isinstance(panel.compare_panel, CompareView)
+    panel.algorithm.value = "grpo"
+    assert panel.num_generations.value == RLSettings.num_generations
 
 
 def test_a_second_run_with_a_reward_model_trains_it_first_and_uses_it_as_the_reward(tiny):

@@ -229,13 +229,15 @@ def rl_experiment(
     reward,
     template="alpaca",
     settings=None,
+    algorithm: str = "grpo",
     parent: str | Path | None = None,
     answer_rows: int = 0,
     decoding: Decoding | None = None,
     start: bool = True,
 ) -> RLExperiment:
     """Keep `held_out` prompt rows (a count, or a share below 1) out of training, measure the
-    greedy answers' mean reward on them, and start `reinforce` on the rest.
+    greedy answers' mean reward on them, and start `reinforce` on the rest (`algorithm`:
+    'grpo' or 'ppo').
 
     `model` is the instruction-tuned starting model (e.g. a finished run's `run.model`);
     `reward` is what `reinforce` takes (a function, a reward model's Run or directory; a
@@ -257,6 +259,7 @@ def rl_experiment(
         tokenizer,
         train_prompts,
         reward=reward,
+        algorithm=algorithm,
         held_out=kept,
         settings=settings,
         template=template,

@@ -32,7 +32,7 @@ class Curves:
     run redoes, so no step is plotted twice."""
 
     steps: list[dict] = field(default_factory=list)
-    evaluations: list[dict] = field(default_factory=list)  # those with a validation loss
+    evaluations: list[dict] = field(default_factory=list)  # a trace takes those with its key
     samples: list[dict] = field(default_factory=list)
     started: dict | None = None
     end: dict | None = None
@@ -55,7 +55,7 @@ class Curves:
         elif kind == "step":
             float(event["loss"])  # a step without a loss cannot be plotted: say so
             self.steps.append(event)
-        elif kind == "evaluation" and event.get("eval_loss") is not None:
+        elif kind == "evaluation":
             self.evaluations.append(event)
         elif kind == "samples":
             self.samples.append(event)

@@ -195,6 +195,8 @@ def ppo_trainer_class():
             order = torch.randperm(answers, generator=generator).view(self.ppo.minibatches, -1)
             rows = order[minibatch].to(rollout.input_ids.device)
             mask = rollout.mask[rows]
+            # tokens through the model this step (prompt and answer): the monitor's tokens/s
+            self.state.num_input_tokens_seen += int(rollout.attention_mask[rows].sum())
             with eval_mode(model):
                 logprobs, values = self.forward(
                     model,
