@@ -327,3 +327,31 @@ def test_labels_in_takes_the_rows_answers_and_says_when_there_are_none(ticket_sp
     no_answers = workbench.load_data([{"text": "just text"}], verbose=False)
     with pytest.raises(WorkbenchError, match="type the labels"):
         labels_in(no_answers)
+
+
+def test_a_run_with_a_project_reward_resumes_from_its_directory_alone(tiny_tokenizer):
+    prompts, _ = question_prompts()
+    reward = one_of_labels(["billing", "Shipping"])
+    run = reinforce(
+        peaked_tiny_model(tiny_tokenizer),
+        tiny_tokenizer,
+        prompts,
+        reward=reward,
+        settings=rl_settings(max_steps=4, eval_every=2),
+        method=LORA,
+        template="plain",
+        start=False,
+    )
+    run.add_callback("step", lambda e: run.stop() if e["step"] == 1 else None)
+    assert run.start().wait().status == "stopped"
+    config = yaml.safe_load((run.run_dir / "config.yaml").read_text())
+    assert config["reward"] == {
+        "function": "workbench.evaluation.rewards.one_of_labels",
+        "labels": ["billing", "shipping"],
+    }
+    assert read_run(run.run_dir).resumable  # no Python function to pass again
+    resumed = workbench.resume_run(
+        run.run_dir, model=peaked_tiny_model(tiny_tokenizer), tokenizer=tiny_tokenizer
+    ).wait()
+    assert resumed.status == "finished", resumed.error
+    assert [e["step"] for e in resumed.events if e["event"] == "step"] == [3, 4]

@@ -43,7 +43,10 @@ def test_grpo_with_the_labels_reward_measures_before_after_and_compares_sft_with
     config = config_of(run)  # what the library was given
     assert config["stage"] == "grpo" and config["hyperparameters"]["max_steps"] == 4
     assert config["hyperparameters"]["num_generations"] == 4
-    assert config["reward"] == {"function": "workbench.evaluation.rewards.one_of_labels"}
+    assert config["reward"] == {  # the labels taken from the prompt rows, recorded
+        "function": "workbench.evaluation.rewards.one_of_labels",
+        "labels": TOPICS,
+    }
     assert config["data"]["rows"] == {"train": 312, "validation": 8}
     steps = [e for e in run.events if e["event"] == "step"]
     assert [e["step"] for e in steps] == [1, 2, 3, 4]

@@ -42,6 +42,8 @@ def one_of_labels(labels: Iterable[str]) -> RewardFunction:
     def one_of_labels(prompt: str, completion: str) -> float:
         return float(completion.strip(_LABEL_DECORATION).lower() in allowed)
 
+    one_of_labels.labels = sorted(allowed)  # config.yaml records them: a resume rebuilds it
+    one_of_labels.__qualname__ = "one_of_labels"  # recorded as this factory's name
     return one_of_labels
 
 
@@ -149,7 +151,40 @@ def as_reward(reward) -> Reward:
         )
     name = getattr(reward, "__name__", type(reward).__name__)  # a callable object: its class
     module = getattr(reward, "__module__", None)  # functools.partial has none
-    return Reward(reward, name, {"function": f"{module}.{name}" if module else name})
+    where = getattr(reward, "__qualname__", name)  # `outer.<locals>.name` for a local function
+    record: dict[str, Any] = {"function": f"{module}.{where}" if module else where}
+    if isinstance(getattr(reward, "labels", None), list):  # one_of_labels(labels)
+        record["labels"] = list(reward.labels)
+    return Reward(reward, name, record)
+
+
+# The project's reward functions a config.yaml record rebuilds: (name, needs labels).
+RESTORABLE = {
+    f"{__name__}.valid_iso_date": False,
+    f"{__name__}.one_of_labels": True,
+}
+
+
+def restorable(record: dict[str, Any]) -> bool:
+    """Whether a run's `reward` record alone gives its reward back (`reward_from_record`)."""
+    model = record.get("reward_model")
+    if model:
+        return model != IN_MEMORY
+    function = record.get("function")
+    return function in RESTORABLE and (not RESTORABLE[function] or bool(record.get("labels")))
+
+
+def reward_from_record(record: dict[str, Any]):
+    """The reward a run's `reward` record names, rebuilt: a reward model's directory,
+    `valid_iso_date`, or `one_of_labels` with the recorded labels; None when the record cannot
+    rebuild it (a function of your own, a reward model that was only in memory)."""
+    if not restorable(record):
+        return None
+    if record.get("reward_model"):
+        return record["reward_model"]
+    if record["function"].endswith(".one_of_labels"):
+        return one_of_labels(record["labels"])
+    return valid_iso_date
 
 
 def labels_in(rows) -> list[str]:

@@ -234,16 +234,16 @@ def run_code(
     hyperparameters: Hyperparameters | None = None,
 ) -> str:
     """The script that starts the run in `run_dir` again: its model, the rows it stored under
-    `data/`, its template and settings (given, or read from its config.yaml)."""
+    `data/`, its template and settings (given, or read from its config.yaml). A run of another
+    stage than instruction tuning gets its own call (runs/stage_code.py), from config.yaml."""
     from workbench.runs.directory import RunDirectory
 
     directory = RunDirectory(run_dir)
     config = directory.read_config()
-    if config.get("stage", "sft") != "sft":
-        raise ValueError(
-            f"{directory.file('config.yaml')}: a {config['stage']!r} run; code is written for "
-            "instruction-tuning (sft) runs only."
-        )
+    if config.get("stage", "sft") != "sft":  # its own library call, from its directory alone
+        from workbench.runs.stage_code import stage_run_code
+
+        return stage_run_code(directory.path, config)
     data = config["data"]
     lines = [model_code(config["model"], config.get("quantization"))]
     for split in ("train", "validation"):

@@ -67,13 +67,16 @@ class RunRecord:
     def resumable(self) -> bool:
         """Not finished, with a complete checkpoint, of a kind `resume_run` can continue from
         the directory alone (DPO runs restart instead; distillation needs its teacher; RL
-        with a Python reward function needs it again)."""
+        with a reward function of your own needs it again)."""
         ended_early = self.status in ("stopped", "failed", "interrupted")
         if not ended_early or self.checkpoint is None:
             return False
         if self.stage in ("grpo", "ppo"):
-            recorded = self.settings.get("reward.reward_model")  # a folder, or "(in memory)"
-            return bool(recorded) and not str(recorded).startswith("(")
+            from workbench.evaluation.rewards import restorable
+
+            prefix = "reward."
+            record = {k[len(prefix) :]: v for k, v in self.settings.items() if k.startswith(prefix)}
+            return restorable(record)
         return self.stage in RESUMABLE_STAGES
 
     @property

@@ -22,7 +22,7 @@ from typing import Literal
 
 from workbench.data.loading import Examples
 from workbench.errors import RunDirectoryInUseError, WorkbenchError
-from workbench.evaluation.rewards import IN_MEMORY, Reward, as_reward
+from workbench.evaluation.rewards import Reward, as_reward, reward_from_record
 from workbench.runs.bridge import event_bridge
 from workbench.runs.directory import CONFIG, TENSORBOARD, RunDirectory, new_run_dir
 from workbench.runs.run import Run, RunContext
@@ -316,8 +316,9 @@ def resume_reinforcement(
 
     Loads the base model config.yaml names (or takes `model` and `tokenizer`, un-adapted); the
     checkpoint holds the trained adapter and the reference. A reward model recorded in
-    config.yaml is loaded again; a Python reward function cannot be stored, so pass it again
-    as `reward`.
+    config.yaml is loaded again, and the project's reward functions are rebuilt from their
+    record (`valid_iso_date`, `one_of_labels` with its labels); a function of your own cannot
+    be stored, so pass it again as `reward`.
     """
     from workbench.training.models import load_model
 
@@ -328,8 +329,8 @@ def resume_reinforcement(
         raise WorkbenchError(f"{where}: `stage` is {config.get('stage')!r}, not 'grpo' or 'ppo'.")
     recorded = config.get("reward") or {}
     if reward is None:
-        reward = recorded.get("reward_model")
-        if reward is None or reward == IN_MEMORY:
+        reward = reward_from_record(recorded)
+        if reward is None:
             what = recorded.get("function") or "a reward model held in memory"
             raise WorkbenchError(
                 f"{where}: the run's reward, {what}, cannot be stored in config.yaml: pass it "
