@@ -13,6 +13,7 @@ import yaml
 from conftest import SAMPLE_DATA, build_tiny_model, quick
 
 import workbench
+from workbench.runs.report import DISTILL_CE, DISTILL_KL
 from workbench.training.distillation import (
     DistillationObjective,
     _layers_to_keep,
@@ -24,6 +25,7 @@ from workbench.training.distillation import (
 from workbench.training.finetune import train
 from workbench.training.lwf import LearningWithoutForgetting, lwf_from_config
 from workbench.training.methods import Method, apply_method, count_parameters
+from workbench.widgets import TrainingMonitor
 
 FULL = Method(kind="full", dropout=0.0)
 
@@ -226,6 +228,12 @@ def test_a_distillation_run_trains_the_student_through_a_run(teacher_dir, ticket
     kinds = [e["event"] for e in run.events]
     assert kinds[0] == "started" and kinds[-1] == "finished"
     assert kinds.count("step") == 4 and "evaluation" in kinds
+    for step in (e for e in run.events if e["event"] == "step"):  # both terms of each step
+        mixed = 0.3 * step["distill_ce"] + 0.7 * 3.0**2 * step["distill_kl"]
+        assert step["loss"] == pytest.approx(mixed, rel=1e-3, abs=1e-4)
+        assert step["distill_kl"] > 0  # two of four layers kept: the student differs
+    monitor = TrainingMonitor.from_run_dir(run.run_dir)
+    assert len(monitor.trace(DISTILL_CE).y) == len(monitor.trace(DISTILL_KL).y) == 4
     config = yaml.safe_load((run.run_dir / "config.yaml").read_text())
     assert config["stage"] == "distill"
     assert config["distillation"] == {

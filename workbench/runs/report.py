@@ -98,6 +98,7 @@ LEARNING_RATE, EXACT_MATCH, REWARD_MARGIN = (
     "reward margin (DPO)",
 )
 VALIDATION_ACCURACY = "validation accuracy"
+DISTILL_CE, DISTILL_KL = "CE on the labels (distillation)", "KL to the teacher (distillation)"
 MEAN_REWARD, HELD_OUT_REWARD, KL, RESPONSE_LENGTH = (
     "mean reward (RL)",
     "held-out mean reward (RL)",
@@ -111,6 +112,18 @@ TRACES = (
     Trace(LEARNING_RATE, "step", "learning_rate", "rgb(150,150,150)", secondary_y=True, dash="dot"),
     Trace(EXACT_MATCH, "evaluation", "exact_match", "rgb(44,160,44)", row=2, markers=True),
     Trace(REWARD_MARGIN, "step", "reward_margin", "rgb(148,103,189)", optional=True),
+    # distillation: the loss's two terms beside it (the KL below, on the RL row's KL axis)
+    Trace(DISTILL_CE, "step", "distill_ce", "rgb(188,189,34)", dash="dash", optional=True),
+    Trace(
+        DISTILL_KL,
+        "step",
+        "distill_kl",
+        "rgb(227,119,194)",
+        row=3,
+        secondary_y=True,
+        dash="dash",
+        optional=True,
+    ),  # fmt: skip
     # runs that score a label per row (a classification head): not an exact match of answers
     Trace(
         VALIDATION_ACCURACY,

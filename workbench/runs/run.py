@@ -44,6 +44,9 @@ STEP_EXTRAS = {
     # the project's PPO: the value head's squared error, share of answer tokens clipped
     "value_loss": "value_loss",
     "clip_fraction": "clip_fraction",
+    # distillation: the two terms of the loss, cross-entropy on the labels and KL to the teacher
+    "distill_ce": "distill_ce",
+    "distill_kl": "distill_kl",
 }
 OOM_ADVICE = (
     "Out of memory. Try, in this order: a smaller `batch_size` (raise `gradient_accumulation` "

@@ -62,9 +62,10 @@ class DistillationObjective:
 
     `attach(trainer)` makes the trainer's training loss `(1 - alpha) * CE + alpha * T^2 * KL`;
     the evaluation loss stays the plain CE on the labels, so a distilled run and one trained on
-    labels alone report comparable `eval_loss`. `last_kl` and `last_cross_entropy` hold the
-    latest micro-batch's terms (0-d tensors: reading them is left to the caller, so that
-    training needs no device sync for them)."""
+    labels alone report comparable `eval_loss`. Each logged step also carries both terms,
+    averaged over the micro-batches since the last log (`distill_ce`, `distill_kl`: `step`
+    events, the monitor's curves). `last_kl` and `last_cross_entropy` hold the latest
+    micro-batch's terms (0-d tensors, read only when logged: no device sync per batch)."""
 
     teacher: Any = field(repr=False)
     alpha: float = field(default=0.5, metadata={"help": "share of the teacher's term, 0-1"})
@@ -130,11 +131,23 @@ class DistillationObjective:
             if args.average_tokens_across_devices and num_items_in_batch is not None:
                 kl = kl * args.world_size  # as the project's CE: DDP averages over processes
             self.last_kl, self.last_cross_entropy = kl.detach(), cross_entropy.detach()
+            sums.append((self.last_cross_entropy, self.last_kl))
             soft = self.alpha * self.temperature**2 * kl
             loss = (1.0 - self.alpha) * cross_entropy + soft.to(cross_entropy.dtype)
             return (loss, outputs) if return_outputs else loss
 
         trainer.compute_loss = compute_distilled_loss
+        sums: list = []  # (CE, KL) of each training micro-batch since the last log
+        log = trainer.log
+
+        def log_with_terms(logs, start_time=None):
+            if "loss" in logs and sums:  # a training step's log: both terms beside the loss
+                terms = torch.stack([torch.stack(pair).float() for pair in sums]).mean(0)
+                logs = {**logs, "distill_ce": float(terms[0]), "distill_kl": float(terms[1])}
+                sums.clear()
+            return log(logs, start_time)
+
+        trainer.log = log_with_terms
 
     def teacher_logits(self, inputs: dict[str, Any]):
         """The teacher's logits at the positions the student's loss uses."""
