@@ -19,7 +19,14 @@ import ipywidgets as widgets
 
 from workbench.runs import code as codegen
 from workbench.runs.directory import RunDirectory
-from workbench.runs.report import Curves, curves_figure, finite, update_curves
+from workbench.runs.report import (
+    Curves,
+    curves_figure,
+    figure_rows,
+    finite,
+    stage_of,
+    update_curves,
+)
 from workbench.widgets._common import Panel, ShowsCode, html_table
 
 
@@ -44,7 +51,8 @@ class TrainingMonitor(ShowsCode, Panel):
         self.run_dir: Path | None = None
         self._lock = threading.RLock()
         self._reset()
-        self.figure = go.FigureWidget(curves_figure([]))
+        self.figure = go.FigureWidget(curves_figure([]))  # 3 rows until a run says its kind
+        self._rows = 3
         self.progress = widgets.IntProgress(value=0, min=0, max=1, description="Step")
         self.progress_label = widgets.HTML()
         self.stop_button = widgets.Button(
@@ -83,6 +91,7 @@ class TrainingMonitor(ShowsCode, Panel):
             )
         monitor = cls()
         monitor.run_dir = directory.path
+        monitor._fit_rows(directory)
         monitor._guarded(monitor._take, events, force=True)
         return monitor
 
@@ -95,6 +104,7 @@ class TrainingMonitor(ShowsCode, Panel):
             if self.run_dir is None or Path(run.run_dir) != self.run_dir:
                 self._reset()  # another run; the same directory keeps its history (resume)
             self.run, self.run_dir = run, Path(run.run_dir)
+            self._fit_rows(run.directory)
             # subscribe first, then replay: an event emitted in between waits for the lock
             # and is recognised as already replayed
             run.add_callback("*", lambda event: self._on_event(run, event))
@@ -103,6 +113,18 @@ class TrainingMonitor(ShowsCode, Panel):
             self._take(replayed, force=True)
         self._refresh_code()  # another run: another script
         return self
+
+    def _fit_rows(self, directory: RunDirectory) -> None:
+        """Give the plot the rows this kind of run draws (the reward and KL row only for RL
+        and distillation); the figure is replaced only when the count changes."""
+        import plotly.graph_objects as go
+
+        rows = figure_rows(stage_of(directory))
+        if self._rows == rows:
+            return
+        figure = go.FigureWidget(curves_figure([], rows))
+        self.children = tuple(figure if c is self.figure else c for c in self.children)
+        self.figure, self._rows = figure, rows
 
     def trace(self, name: str):
         """The plot's trace called `name` (one of `workbench.runs.report.TRACES`)."""

@@ -13,6 +13,7 @@ import workbench
 from workbench.runs.report import (
     EXACT_MATCH,
     LEARNING_RATE,
+    MEAN_REWARD,
     SMOOTHED_LOSS,
     TRAIN_LOSS,
     VALIDATION_LOSS,
@@ -47,6 +48,10 @@ def test_curves_grow_with_each_step_and_get_the_evaluations(tiny, ticket_split):
     assert "step 6/6" in monitor.progress_label.value
     assert "finished" in monitor.status.value
     assert monitor.stop_button.disabled and monitor.resume_button.disabled
+    # instruction tuning has no reward or KL: two rows, in the panel and in the report
+    assert MEAN_REWARD not in {t.name for t in monitor.figure.data}
+    assert monitor.figure in monitor.children and "yaxis5" not in monitor.figure.layout
+    assert MEAN_REWARD not in (run.run_dir / "report.html").read_text()
     samples = [e for e in run.events if e["event"] == "samples"]
     assert monitor.curves.samples == samples and len(samples) == 3
     answers = [s["answer"] for e in samples for s in e["samples"]]

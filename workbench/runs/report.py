@@ -159,36 +159,59 @@ TRACES = (
 )
 
 
-def curves_figure(events: list[dict]):
+# The runs whose curves need the third row (reward and KL): RL, and distillation's KL.
+THIRD_ROW_STAGES = ("grpo", "ppo", "distill")
+
+
+def figure_rows(stage: str | None) -> int:
+    """How many rows a run's figure has: 3 for reinforcement learning and distillation (the
+    reward and KL row), 2 for the others (loss; exact match or accuracy)."""
+    return 3 if stage in THIRD_ROW_STAGES else 2
+
+
+def stage_of(directory: RunDirectory) -> str | None:
+    """The `stage` a run directory's config.yaml records (None without a readable one)."""
+    try:
+        return directory.read_config().get("stage", "sft")
+    except (OSError, ValueError):
+        return None
+
+
+def curves_figure(events: list[dict], rows: int = 3):
     """A plotly figure of `TRACES`: training loss (raw, smoothed), validation loss, learning
-    rate, and below them validation exact match; DPO runs add the reward margin, and
-    reinforcement learning its reward, KL and answer length."""
+    rate, and below them validation exact match; DPO runs add the reward margin, and with
+    `rows=3` reinforcement learning its reward, KL and answer length (the traces of a row the
+    figure does not have are left out)."""
     from plotly.subplots import make_subplots
 
     fig = make_subplots(
-        rows=3,
+        rows=rows,
         cols=1,
         shared_xaxes=True,
-        row_heights=[0.56, 0.22, 0.22],
+        row_heights=[0.56, 0.22, 0.22] if rows == 3 else [0.7, 0.3],
         vertical_spacing=0.05,
-        specs=[[{"secondary_y": True}], [{"secondary_y": True}], [{"secondary_y": True}]],
+        specs=[[{"secondary_y": True}]] * rows,
     )
     curves = Curves.from_events(events)
     for trace in TRACES:
-        fig.add_trace(_scatter(trace, curves), row=trace.row, col=1, secondary_y=trace.secondary_y)
+        if trace.row <= rows:
+            fig.add_trace(
+                _scatter(trace, curves), row=trace.row, col=1, secondary_y=trace.secondary_y
+            )
     fig.update_layout(
-        height=600,
+        height=600 if rows == 3 else 500,
         margin=dict(l=50, r=50, t=30, b=40),
         template="plotly_white",
         legend=dict(orientation="h", y=1.12),
     )
-    fig.update_xaxes(title_text="optimizer step", row=3, col=1)
+    fig.update_xaxes(title_text="optimizer step", row=rows, col=1)
     fig.update_yaxes(title_text="loss", secondary_y=False, row=1, col=1)
     fig.update_yaxes(title_text="learning rate", secondary_y=True, showgrid=False, row=1, col=1)
     fig.update_yaxes(title_text="exact match / accuracy", range=[-0.05, 1.05], row=2, col=1)
     fig.update_yaxes(title_text="response tokens", secondary_y=True, showgrid=False, row=2, col=1)
-    fig.update_yaxes(title_text="reward", secondary_y=False, row=3, col=1)
-    fig.update_yaxes(title_text="KL", secondary_y=True, showgrid=False, row=3, col=1)
+    if rows == 3:
+        fig.update_yaxes(title_text="reward", secondary_y=False, row=3, col=1)
+        fig.update_yaxes(title_text="KL", secondary_y=True, showgrid=False, row=3, col=1)
     return fig
 
 
@@ -198,6 +221,8 @@ def update_curves(fig, curves: Curves) -> None:
     by_name = {t.name: t for t in fig.data}
     with fig.batch_update():
         for trace in TRACES:
+            if trace.name not in by_name:  # a row this figure does not have
+                continue
             x, y = trace.points(curves)
             shown = by_name[trace.name]
             shown.x, shown.y = x, y
@@ -277,7 +302,8 @@ def write_report(run_dir: str | Path) -> Path:
             + "</p>"
         )
     parts.append("<h2>Loss and validation</h2>")
-    parts.append(pio.to_html(curves_figure(events), include_plotlyjs=True, full_html=False))
+    figure = curves_figure(events, figure_rows(stage_of(directory)))
+    parts.append(pio.to_html(figure, include_plotlyjs=True, full_html=False))
     parts.append(_evaluations_html(events))
     data = directory.read_json(FORGETTING)
     if data is not None:
