@@ -11,6 +11,8 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from workbench.tokens.templates import Template, get_template
+
 ERROR_STYLE = (
     "color:#9b1c1c;background:#fdecec;border-left:4px solid #d33;padding:4px 8px;"
     "white-space:pre-wrap;font-family:monospace;font-size:12px"
@@ -203,6 +205,112 @@ class Panel(StaticFallback, widgets.VBox):
         if self._worker is not None:
             self._worker.join(timeout)
         return self
+
+
+class RunPanel(Panel):
+    """A panel whose button starts training runs, one at a time (`run`: the newest, None
+    before): `wait()` waits for the button's work and then for the run it started."""
+
+    run = None  # set by the panel (an attribute, or a property over its experiment)
+
+    def wait(self, timeout: float | None = None) -> RunPanel:
+        """Block until the button's work, the run and what follows it are done."""
+        super().wait(timeout)
+        if self.run is not None:
+            self.run.wait(timeout)
+        return self
+
+    def run_summary(self) -> str:
+        """`<run id> (<status>)`, or `not started`: the static text's line."""
+        return f"{self.run.run_dir.name} ({self.run.status})" if self.run else "not started"
+
+
+class ContinuesTuning(RunPanel):
+    """A run panel that continues an instruction-tuned model (DPO, RL): `set_model(model,
+    tokenizer, template, parent)` is called once one is trained; `continues` names what."""
+
+    continues = "training"
+    experiment: Any = None  # the library's experiment (its run, before/after measurements)
+
+    @property
+    def run(self):
+        """The run, once started (None before)."""
+        return self.experiment.run if self.experiment is not None else None
+
+    def _check_ready(self) -> None:
+        """Raise, saying what to do, when there is no model yet or a run is still going."""
+        if self.model is None:
+            raise ValueError("No instruction-tuned model yet: train one in the Train tab first.")
+        if self.run is not None and not self.run.done:
+            raise ValueError(f"{self.continues} is still training: stop it in the monitor first.")
+
+    def _follow(self, experiment) -> None:
+        """Show the experiment's run in the monitor, call `_on_end(experiment)` when it ends
+        (finished or stopped), and start it."""
+        self.experiment, run = experiment, experiment.run
+        self.monitor.attach(run)
+        for event in ("finished", "stopped"):
+            run.add_callback(event, lambda _e: self.guard(self._on_end, experiment))
+        run.start()
+        self.status.value = f"{self.continues} <code>{html.escape(run.run_dir.name)}</code> ..."
+
+    def set_model(self, model, tokenizer, template: Template | str, parent=None) -> None:
+        """The instruction-tuned model (e.g. a finished run's `run.model`) to continue."""
+        self.model, self.tokenizer, self.parent = model, tokenizer, parent
+        self.template = get_template(template)
+        self.status.value = self._waiting_text()
+
+    def _waiting_text(self) -> str:
+        if self.model is None:
+            return (
+                "<i>Train an instruction-tuned model first (Train tab); "
+                f"{self.continues} continues it.</i>"
+            )
+        return f"Ready: {self.continues} continues the instruction-tuned adapter."
+
+
+class TakesModel(RunPanel):
+    """A run panel given a model, or the name of one it loads at Train (the model bar's):
+    `ready` and `named` (with `{}` for the name) say which, in its status line."""
+
+    ready = "Ready: training continues the given model."
+    named = "Ready: <code>{}</code> is loaded at Train."
+
+    def set_model(self, model=None, tokenizer=None, *, model_name: str | None = None) -> None:
+        """The model the next run starts from, or the name of one to load at Train."""
+        self.model, self.tokenizer, self.model_name = model, tokenizer, model_name
+        self.status.value = self._waiting_text()
+
+    def _model(self):
+        """(model, tokenizer): the given ones, or `model_name` loaded once."""
+        if self.model is None and self.model_name:
+            from workbench.training.models import load_model
+
+            self.status.value = f"<i>Loading {html.escape(self.model_name)} ...</i>"
+            self.model, self.tokenizer = load_model(self.model_name)
+        if self.model is None:
+            raise ValueError(
+                "No model: load one in the model bar (Workbench), or pass model and tokenizer "
+                f"to {type(self).__name__}."
+            )
+        return self.model, self.tokenizer
+
+    def _follow(self, run, *measured) -> None:
+        """Show `run` in the monitor, call `_on_end(run, *measured)` when it ends (finished or
+        stopped), and start it."""
+        self.run = run
+        self.monitor.attach(run)
+        for event in ("finished", "stopped"):
+            run.add_callback(event, lambda _e: self.guard(self._on_end, run, *measured))
+        run.start()
+        self.status.value = f"Training <code>{html.escape(run.run_dir.name)}</code> ..."
+
+    def _waiting_text(self) -> str:
+        if self.model is not None:
+            return self.ready
+        if self.model_name:
+            return self.named.format(html.escape(self.model_name))
+        return "<i>No model: load one in the model bar (or pass model and tokenizer).</i>"
 
 
 class CodeArea(widgets.Textarea):

@@ -23,14 +23,14 @@ from workbench.evaluation.classifying import ClassifierEvaluation, evaluate_clas
 from workbench.training.classification import DEFAULT_LEARNING_RATE, train_classifier
 from workbench.training.heads import ClassifierFields
 from workbench.training.hyperparameters import Hyperparameters
-from workbench.widgets._common import Panel, heading, html_table, text_table
+from workbench.widgets._common import TakesModel, heading, html_table, text_table
 from workbench.widgets.training_monitor import TrainingMonitor
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data" / "support_tickets.jsonl"
 METHODS = (("head only", "head"), ("head + LoRA", "head+lora"))
 
 
-class ClassifierPanel(Panel):
+class ClassifierPanel(TakesModel):
     """A classification head trained on labelled rows, measured on rows kept out.
 
     `model`/`tokenizer`: the causal LM the head goes on (its body is shared, not copied). Without
@@ -46,6 +46,8 @@ class ClassifierPanel(Panel):
     (ClassifierEvaluation of the held-out rows with the untrained and the trained head).
     """
 
+    ready = "Ready: the head goes on the given model."
+    named = "Ready: the head goes on <code>{}</code>."
     dom_class = "wb-classifier-panel"
     examples = traitlets.Instance(Examples, allow_none=True, help="rows, e.g. the Data tab's")
     shown_rows = 20  # held-out rows listed with their probabilities
@@ -115,18 +117,6 @@ class ClassifierPanel(Panel):
             description="Train classifier", icon="play", button_style="success"
         )
 
-    def set_model(self, model=None, tokenizer=None, *, model_name: str | None = None) -> None:
-        """The causal LM the next head goes on, or the name of one to load at Train."""
-        self.model, self.tokenizer, self.model_name = model, tokenizer, model_name
-        self.status.value = self._waiting_text()
-
-    def _waiting_text(self) -> str:
-        if self.model is not None:
-            return "Ready: the head goes on the given model."
-        if self.model_name:
-            return f"Ready: the head goes on <code>{html.escape(self.model_name)}</code>."
-        return "<i>No model: load one in the model bar (or pass model and tokenizer).</i>"
-
     def _on_method(self, change) -> None:
         """A fresh head needs a larger step than LoRA: the library's default for each."""
         self.learning_rate.value = DEFAULT_LEARNING_RATE[change["new"]]
@@ -187,25 +177,11 @@ class ClassifierPanel(Panel):
         texts, labels = fields.texts(held_out), fields.labels(held_out)
         cut = hp.max_length  # texts are cut as training cuts them
         self.before = evaluate_classifier(run.model, tokenizer, texts, labels, max_length=cut)
-        self.run = run
-        self.monitor.attach(run)
-        for event in ("finished", "stopped"):
-            run.add_callback(event, lambda _e: self.guard(self._on_end, run, texts, labels))
-        run.start()
-        self.status.value = f"Training <code>{html.escape(run.run_dir.name)}</code> ..."
+        self._follow(run, texts, labels)
 
     def _model(self):
-        """(model, tokenizer): the given ones, or `model_name` loaded once."""
-        if self.model is None and self.model_name:
-            from workbench.training.models import load_model
-
-            self.status.value = f"<i>Loading {html.escape(self.model_name)} ...</i>"
-            self.model, self.tokenizer = load_model(self.model_name)
-        if self.model is None:
-            raise ValueError(
-                "No model: load one in the model bar (Workbench), or pass model and tokenizer "
-                "to ClassifierPanel."
-            )
+        """(model, tokenizer) as `TakesModel` gives them, refused when an adapter is on it."""
+        super()._model()
         if hasattr(self.model, "peft_config"):  # PEFT changed it in place: not a plain body
             raise ValueError(
                 "The model carries a LoRA adapter from an earlier run: a head goes on a plain "
@@ -243,17 +219,9 @@ class ClassifierPanel(Panel):
         ]
         return headers, rows[: self.shown_rows]
 
-    def wait(self, timeout: float | None = None) -> ClassifierPanel:
-        """Block until the button's work, the run and the scoring are done."""
-        super().wait(timeout)
-        if self.run is not None:
-            self.run.wait(timeout)
-        return self
-
     # -- without a widget frontend (StaticFallback) ----------------------------------------
     def static_text(self) -> str:
-        run = f"{self.run.run_dir.name} ({self.run.status})" if self.run else "not started"
-        lines = [f"ClassifierPanel: classifier run {run}"]
+        lines = [f"ClassifierPanel: classifier run {self.run_summary()}"]
         if self.after is not None:
             lines += [
                 f"held-out accuracy {self.after.accuracy:.2f}",

@@ -19,14 +19,14 @@ from workbench.evaluation.generation import Decoding
 from workbench.evaluation.preferences import PreferenceExperiment, preference_experiment
 from workbench.tokens.templates import Template, get_template
 from workbench.training.preference import PreferenceSettings
-from workbench.widgets._common import Panel, heading
+from workbench.widgets._common import ContinuesTuning, heading
 from workbench.widgets.compare_view import CompareView
 from workbench.widgets.training_monitor import TrainingMonitor
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data" / "preferences.jsonl"
 
 
-class PreferencePanel(Panel):
+class PreferencePanel(ContinuesTuning):
     """DPO on top of an instruction-tuned model.
 
     Children: `.data_path`, `.held_out` (pairs kept out of training), `.beta`,
@@ -36,6 +36,7 @@ class PreferencePanel(Panel):
     `.margins` (held-out margin before, after) hold results.
     """
 
+    continues = "DPO"
     dom_class = "wb-preference-panel"
     compare_rows = 8  # held-out prompts answered by SFT and SFT+DPO
     decoding = Decoding(max_new_tokens=32)  # how those answers are generated
@@ -91,17 +92,6 @@ class PreferencePanel(Panel):
             self.compare_box,
         ]
 
-    def set_model(self, model, tokenizer, template: Template | str, parent=None) -> None:
-        """The instruction-tuned model (e.g. a finished run's `run.model`) that DPO continues."""
-        self.model, self.tokenizer, self.parent = model, tokenizer, parent
-        self.template = get_template(template)
-        self.status.value = self._waiting_text()
-
-    def _waiting_text(self) -> str:
-        if self.model is None:
-            return "<i>Train an instruction-tuned model first (Train tab); DPO continues it.</i>"
-        return "Ready: DPO continues the instruction-tuned adapter."
-
     @property
     def settings(self) -> PreferenceSettings:
         steps = self.max_steps.value
@@ -115,11 +105,6 @@ class PreferencePanel(Panel):
         )
 
     @property
-    def run(self):
-        """The DPO Run, once started (None before)."""
-        return self.experiment.run if self.experiment is not None else None
-
-    @property
     def margins(self) -> list[float | None]:
         """The held-out margin (chosen minus rejected log-probability) before and after DPO."""
         if self.experiment is None:
@@ -129,10 +114,7 @@ class PreferencePanel(Panel):
 
     def start(self) -> None:
         """Start the library's preference experiment on the chosen pairs with the SFT model."""
-        if self.model is None:
-            raise ValueError("No instruction-tuned model yet: train one in the Train tab first.")
-        if self.run is not None and not self.run.done:
-            raise ValueError("DPO is still training: stop it in the monitor first.")
+        self._check_ready()
         self.status.value = "<i>Answering held-out prompts with the SFT model ...</i>"
         self.compare_box.children = []
         experiment = preference_experiment(
@@ -147,12 +129,7 @@ class PreferencePanel(Panel):
             decoding=self.decoding,
             start=False,
         )
-        self.experiment, run = experiment, experiment.run
-        self.monitor.attach(run)
-        for event in ("finished", "stopped"):
-            run.add_callback(event, lambda _e: self.guard(self._on_end, experiment))
-        run.start()
-        self.status.value = f"DPO <code>{html.escape(run.run_dir.name)}</code> ..."
+        self._follow(experiment)
 
     def _on_end(self, experiment: PreferenceExperiment) -> None:
         """The run ended: the margin after DPO, and SFT against SFT+DPO side by side."""
@@ -173,16 +150,8 @@ class PreferencePanel(Panel):
         self.compare_box.children = [view]
         self.status.value = f"DPO <code>{html.escape(run.run_dir.name)}</code> {run.status}."
 
-    def wait(self, timeout: float | None = None) -> PreferencePanel:
-        """Block until the button's work, the run and the comparison are done."""
-        super().wait(timeout)
-        if self.run is not None:
-            self.run.wait(timeout)
-        return self
-
     def static_text(self) -> str:
-        run = f"{self.run.run_dir.name} ({self.run.status})" if self.run else "not started"
-        return "\n".join([f"PreferencePanel: DPO run {run}", *self.errors[-5:]])
+        return "\n".join([f"PreferencePanel: DPO run {self.run_summary()}", *self.errors[-5:]])
 
     def static_html(self) -> str:
         parts = ["<div><b>PreferencePanel</b></div>", self.error_html.value, self.margin_html.value]

@@ -25,7 +25,7 @@ from workbench.training.pretraining import (
     perplexity_table,
     read_documents,
 )
-from workbench.widgets._common import Panel, heading, html_table, text_table
+from workbench.widgets._common import TakesModel, heading, html_table, text_table
 from workbench.widgets.training_monitor import TrainingMonitor
 
 DOMAIN = Path(__file__).resolve().parent.parent / "sample_data" / "domain"
@@ -33,7 +33,7 @@ DOMAIN = Path(__file__).resolve().parent.parent / "sample_data" / "domain"
 LEARNING_RATE = {"lora": 5e-4, "full": 5e-5}
 
 
-class PretrainPanel(Panel):
+class PretrainPanel(TakesModel):
     """Continued pre-training measured by perplexity on held-out domain and general text.
 
     `model`/`tokenizer`: the model to train. Without them, `model_name` is loaded with
@@ -103,18 +103,6 @@ class PretrainPanel(Panel):
             self.perplexity_html,
         ]
 
-    def set_model(self, model=None, tokenizer=None, *, model_name: str | None = None) -> None:
-        """The model the next run trains, or the name of one to load at Train."""
-        self.model, self.tokenizer, self.model_name = model, tokenizer, model_name
-        self.status.value = self._waiting_text()
-
-    def _waiting_text(self) -> str:
-        if self.model is not None:
-            return "Ready: training continues the given model."
-        if self.model_name:
-            return f"Ready: <code>{html.escape(self.model_name)}</code> is loaded at Train."
-        return "<i>No model: load one in the model bar (or pass model and tokenizer).</i>"
-
     def _on_method(self, change) -> None:
         self.learning_rate.value = LEARNING_RATE[change["new"]]
 
@@ -162,26 +150,7 @@ class PretrainPanel(Panel):
             name: perplexity(run.model, tokenizer, docs, block_size=block)
             for name, docs in sets.items()
         }
-        self.run = run
-        self.monitor.attach(run)
-        for event in ("finished", "stopped"):
-            run.add_callback(event, lambda _e: self.guard(self._on_end, run, sets))
-        run.start()
-        self.status.value = f"Training <code>{html.escape(run.run_dir.name)}</code> ..."
-
-    def _model(self):
-        """(model, tokenizer): the given ones, or `model_name` loaded once."""
-        if self.model is None and self.model_name:
-            from workbench.training.models import load_model
-
-            self.status.value = f"<i>Loading {html.escape(self.model_name)} ...</i>"
-            self.model, self.tokenizer = load_model(self.model_name)
-        if self.model is None:
-            raise ValueError(
-                "No model: load one in the model bar (Workbench), or pass model and tokenizer "
-                "to PretrainPanel."
-            )
-        return self.model, self.tokenizer
+        self._follow(run, sets)
 
     def _on_end(self, run, sets: dict) -> None:
         """The run ended: perplexity after, beside before, also stored in the run's report;
@@ -215,17 +184,9 @@ class PretrainPanel(Panel):
         ]
         return ["metric", *self.table.columns], rows
 
-    def wait(self, timeout: float | None = None) -> PretrainPanel:
-        """Block until the button's work, the run and the measurement are done."""
-        super().wait(timeout)
-        if self.run is not None:
-            self.run.wait(timeout)
-        return self
-
     # -- without a widget frontend (StaticFallback) ----------------------------------------
     def static_text(self) -> str:
-        run = f"{self.run.run_dir.name} ({self.run.status})" if self.run else "not started"
-        lines = [f"PretrainPanel: pre-training run {run}"]
+        lines = [f"PretrainPanel: pre-training run {self.run_summary()}"]
         if self.table is not None:
             lines.append(text_table(*self.perplexity_rows()))
         return "\n".join([*lines, *self.errors[-5:]])

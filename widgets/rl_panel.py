@@ -31,7 +31,7 @@ from workbench.evaluation.rewards import (
 from workbench.tokens.templates import Template, get_template
 from workbench.training.reinforcement import RLSettings
 from workbench.training.reward import RewardSettings, train_reward_model
-from workbench.widgets._common import Panel, heading
+from workbench.widgets._common import ContinuesTuning, heading
 from workbench.widgets.compare_view import CompareView
 from workbench.widgets.training_monitor import TrainingMonitor
 
@@ -44,7 +44,7 @@ REWARDS = {
 }
 
 
-class RLPanel(Panel):
+class RLPanel(ContinuesTuning):
     """GRPO or PPO on top of an instruction-tuned model, with a verifiable reward or a reward
     model.
 
@@ -59,6 +59,7 @@ class RLPanel(Panel):
     `.compare_panel`, `.pair_accuracy` and `.rewards` (before, after).
     """
 
+    continues = "RL"
     dom_class = "wb-rl-panel"
     compare_rows = 8  # held-out prompts answered in full by SFT and SFT+RL
     reward_max_length = 512  # prompt + reply of a preference pair, in tokens
@@ -176,17 +177,6 @@ class RLPanel(Panel):
         )
         self._max_completion_length = settings.max_completion_length
 
-    def set_model(self, model, tokenizer, template: Template | str, parent=None) -> None:
-        """The instruction-tuned model (e.g. a finished run's `run.model`) that RL continues."""
-        self.model, self.tokenizer, self.parent = model, tokenizer, parent
-        self.template = get_template(template)
-        self.status.value = self._waiting_text()
-
-    def _waiting_text(self) -> str:
-        if self.model is None:
-            return "<i>Train an instruction-tuned model first (Train tab); RL continues it.</i>"
-        return "Ready: RL continues the instruction-tuned adapter."
-
     def _on_source(self, change) -> None:
         """Show the controls of the chosen reward; the prompts follow it while they are one of
         the sample files (a path the user typed is kept)."""
@@ -225,11 +215,6 @@ class RLPanel(Panel):
         return settings
 
     @property
-    def run(self):
-        """The RL Run, once started (None before)."""
-        return self.experiment.run if self.experiment is not None else None
-
-    @property
     def rewards(self) -> list[float | None]:
         """The held-out mean reward (greedy answers) before and after RL."""
         if self.experiment is None:
@@ -253,10 +238,7 @@ class RLPanel(Panel):
     def start(self) -> None:
         """Train the reward model first when it is the reward, then start the library's RL
         experiment on the prompts with the SFT model."""
-        if self.model is None:
-            raise ValueError("No instruction-tuned model yet: train one in the Train tab first.")
-        if self.run is not None and not self.run.done:
-            raise ValueError("RL is still training: stop it in the monitor first.")
+        self._check_ready()
         settings = self.settings  # checked before any work starts
         prompts = load_data(self.prompts_path.value.strip(), verbose=False)
         self.compare_box.children = []
@@ -277,12 +259,7 @@ class RLPanel(Panel):
             decoding=self.decoding,
             start=False,
         )
-        self.experiment, run = experiment, experiment.run
-        self.monitor.attach(run)
-        for event in ("finished", "stopped"):
-            run.add_callback(event, lambda _e: self.guard(self._on_end, experiment))
-        run.start()
-        self.status.value = f"RL <code>{html.escape(run.run_dir.name)}</code> ..."
+        self._follow(experiment)
 
     def _reward(self, prompts, seed: int):
         """What scores the answers: a verifiable function, or a reward model trained here."""
@@ -356,17 +333,9 @@ class RLPanel(Panel):
             "continues this model."
         )
 
-    def wait(self, timeout: float | None = None) -> RLPanel:
-        """Block until the button's work, the run and the comparison are done."""
-        super().wait(timeout)
-        if self.run is not None:
-            self.run.wait(timeout)
-        return self
-
     # -- without a widget frontend (StaticFallback) ----------------------------------------
     def static_text(self) -> str:
-        run = f"{self.run.run_dir.name} ({self.run.status})" if self.run else "not started"
-        lines = [f"RLPanel: RL run {run}"]
+        lines = [f"RLPanel: RL run {self.run_summary()}"]
         if self.experiment is not None:
             lines.append(self.experiment.summary())
         return "\n".join([*lines, *self.errors[-5:]])
