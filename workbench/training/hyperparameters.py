@@ -243,6 +243,47 @@ class Hyperparameters(Settings):
         return (args_class or TrainingArguments)(**{**arguments, **extra})
 
 
+# Settings that only instruction tuning uses: a run of another objective keeps their values.
+SFT_ONLY = {
+    "packing": False,
+    "completion_only": True,
+    "eval_metric_rows": 0,
+    "auto_batch": False,
+    "compile": False,
+    "early_stopping_patience": 0,
+}
+
+
+@dataclass
+class ObjectiveSettings(Hyperparameters):
+    """The settings of a run on TRL's trainers or the project's PPO (DPO, a reward model, RL):
+    instruction tuning's `Hyperparameters` (same fields, meanings and checks) with the defaults
+    those runs share. The settings in `SFT_ONLY` do not apply to them and must keep their
+    values. A subclass names its run (`what`, `title`) and adds its own problems in
+    `own_problems()`."""
+
+    what = "this run"  # e.g. "DPO": "`packing`=True does not apply to DPO"
+    title = "settings"  # e.g. "preference settings": "Invalid preference settings: ..."
+
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = field(
+        default="linear", metadata={"help": "how the rate decays"}
+    )
+    warmup: float = field(default=0.0, metadata={"help": "fraction (<1) or steps (>=1)"})
+    keep_checkpoints: int = field(default=1, metadata={"help": "newest checkpoints kept"})
+    packing: bool = field(default=False, metadata={"help": "not used by this kind of run"})
+    eval_metric_rows: int = field(default=0, metadata={"help": "not used by this kind of run"})
+
+    def own_problems(self) -> list[str]:
+        return []
+
+    def __post_init__(self) -> None:
+        self.check_values()
+        problems = self.not_applicable(SFT_ONLY, self.what) + self.own_problems()
+        if problems:
+            raise WorkbenchError(f"Invalid {self.title}:\n  - " + "\n  - ".join(problems))
+        super().__post_init__()
+
+
 # The package each tracker needs (transformers only reports to those installed).
 TRACKER_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from workbench.data.loading import Examples
 from workbench.errors import WorkbenchError
@@ -20,52 +20,33 @@ from workbench.runs.bridge import event_bridge
 from workbench.runs.directory import TENSORBOARD, RunDirectory, new_run_dir
 from workbench.runs.run import Run, RunContext
 from workbench.tokens.templates import Template, get_template
-from workbench.training.hyperparameters import Hyperparameters, direct_trackers
+from workbench.training.hyperparameters import ObjectiveSettings, direct_trackers
 from workbench.training.methods import Method, apply_method, count_parameters
 
 # Hyperparameters that only instruction tuning uses: DPO keeps them at these values.
-SFT_ONLY = {
-    "packing": False,
-    "completion_only": True,
-    "eval_metric_rows": 0,
-    "auto_batch": False,
-    "compile": False,
-    "early_stopping_patience": 0,
-}
 
 
 @dataclass
-class PreferenceSettings(Hyperparameters):
+class PreferenceSettings(ObjectiveSettings):
     """How DPO runs: the instruction-tuning `Hyperparameters` (same fields, meanings and checks)
     with DPO's defaults, plus `beta`, how far the model may move from the SFT reference (lower
     moves further). `max_length` counts prompt + answer. The settings in `SFT_ONLY` do not
     apply to DPO and must keep their values.
     """
 
+    what, title = "DPO", "preference settings"
+
     learning_rate: float = field(
         default=5e-5, metadata={"help": "DPO wants ~10x less than SFT: 5e-6 full, 5e-5 LoRA"}
     )
-    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = field(
-        default="linear", metadata={"help": "how the rate decays"}
-    )
-    warmup: float = field(default=0.0, metadata={"help": "fraction (<1) or steps (>=1)"})
     batch_size: int = field(default=4, metadata={"help": "pairs per forward pass"})
     eval_every: int = field(default=10, metadata={"help": "evaluate every N steps"})
-    keep_checkpoints: int = field(default=1, metadata={"help": "newest checkpoints kept"})
-    packing: bool = field(default=False, metadata={"help": "not used by DPO"})
-    eval_metric_rows: int = field(default=0, metadata={"help": "not used by DPO"})
     beta: float = field(
         default=0.1, metadata={"help": "KL strength: 0.1 is usual, 0.5 stays close"}
     )
 
-    def __post_init__(self) -> None:
-        self.check_values()
-        problems = self.not_applicable(SFT_ONLY, "DPO")
-        if self.beta <= 0:
-            problems.append(f"`beta`={self.beta} must be positive (0.1 is usual).")
-        if problems:
-            raise WorkbenchError("Invalid preference settings:\n  - " + "\n  - ".join(problems))
-        super().__post_init__()
+    def own_problems(self) -> list[str]:
+        return [f"`beta`={self.beta} must be positive (0.1 is usual)."] if self.beta <= 0 else []
 
 
 def prompt_of(row: dict[str, Any], template: Template, tokenizer=None) -> str:

@@ -27,15 +27,14 @@ from workbench.runs.bridge import event_bridge
 from workbench.runs.directory import CONFIG, TENSORBOARD, RunDirectory, new_run_dir
 from workbench.runs.run import Run, RunContext
 from workbench.tokens.templates import Template, get_template
-from workbench.training.hyperparameters import Hyperparameters, direct_trackers
+from workbench.training.hyperparameters import ObjectiveSettings, direct_trackers
 from workbench.training.methods import Method, apply_method, count_parameters
-from workbench.training.preference import SFT_ONLY
 
 ALGORITHMS = ("grpo", "ppo")
 
 
 @dataclass
-class RLSettings(Hyperparameters):
+class RLSettings(ObjectiveSettings):
     """How reinforcement learning runs: the instruction-tuning `Hyperparameters` (same
     fields, meanings and checks) with RL's defaults, plus its own.
 
@@ -49,20 +48,18 @@ class RLSettings(Hyperparameters):
     `max_length` bounds the prompts. The settings in `SFT_ONLY` do not apply.
     """
 
+    what, title = "reinforcement learning", "RL settings"
+
     learning_rate: float = field(
         default=1e-4, metadata={"help": "LoRA: 5e-5..5e-4 (higher learns faster, drifts more)"}
     )
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = field(
         default="constant", metadata={"help": "how the rate decays"}
     )
-    warmup: float = field(default=0.0, metadata={"help": "fraction (<1) or steps (>=1)"})
     batch_size: int = field(
         default=8, metadata={"help": "answers per step: prompts per step x num_generations"}
     )
     eval_every: int = field(default=10, metadata={"help": "held-out mean reward every N steps"})
-    keep_checkpoints: int = field(default=1, metadata={"help": "newest checkpoints kept"})
-    packing: bool = field(default=False, metadata={"help": "not used by GRPO"})
-    eval_metric_rows: int = field(default=0, metadata={"help": "not used by GRPO"})
     num_generations: int = field(
         default=4, metadata={"help": "answers compared per prompt: more, a steadier baseline"}
     )
@@ -93,9 +90,8 @@ class RLSettings(Hyperparameters):
         metadata={"help": "PPO: the value head's rate (None: learning_rate)"},
     )
 
-    def __post_init__(self) -> None:
-        self.check_values()
-        problems = self.not_applicable(SFT_ONLY, "reinforcement learning")
+    def own_problems(self) -> list[str]:
+        problems = []
         for name in ("num_generations", "eval_generations", "minibatches"):
             if getattr(self, name) >= 1 and self.batch_size % getattr(self, name):
                 problems.append(
@@ -114,9 +110,7 @@ class RLSettings(Hyperparameters):
             problems.append("`value_learning_rate` must be positive, or None for learning_rate.")
         if not 0 <= self.gae_lambda <= 1 or self.value_coef < 0:
             problems.append("`gae_lambda` must be in [0, 1] and `value_coef` 0 or more.")
-        if problems:
-            raise WorkbenchError("Invalid RL settings:\n  - " + "\n  - ".join(problems))
-        super().__post_init__()
+        return problems
 
     def check_for(self, algorithm: str) -> None:
         """Raise when a setting does not suit `algorithm` ('grpo' or 'ppo')."""

@@ -15,7 +15,7 @@ import copy
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from workbench.data.loading import Examples
 from workbench.errors import RunDirectoryInUseError, WorkbenchError
@@ -23,45 +23,36 @@ from workbench.runs.bridge import event_bridge
 from workbench.runs.directory import CONFIG, TENSORBOARD, RunDirectory, new_run_dir
 from workbench.runs.run import Run, RunContext
 from workbench.tokens.templates import Template, get_template
-from workbench.training.hyperparameters import Hyperparameters, direct_trackers
+from workbench.training.hyperparameters import ObjectiveSettings, direct_trackers
 from workbench.training.methods import Method, apply_method, count_parameters
-from workbench.training.preference import SFT_ONLY, check_pairs, prompt_of
 from workbench.training.preference import _trl_rows as trl_pairs  # the rows DPO gives TRL
+from workbench.training.preference import check_pairs, prompt_of
 
 
 @dataclass
-class RewardSettings(Hyperparameters):
+class RewardSettings(ObjectiveSettings):
     """How a reward model trains: the instruction-tuning `Hyperparameters` (same fields, meanings
     and checks) with a reward model's defaults, plus `center_rewards`. `batch_size` counts pairs
     (each is two sequences); `max_length` counts prompt + answer, and longer pairs are refused.
     The settings in `SFT_ONLY` do not apply and must keep their values.
     """
 
+    what, title = "a reward model", "reward settings"
+
     learning_rate: float = field(
         default=3e-4, metadata={"help": "LoRA and the new scoring head: 1e-4..5e-4; full: ~1e-5"}
     )
-    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = field(
-        default="linear", metadata={"help": "how the rate decays"}
-    )
-    warmup: float = field(default=0.0, metadata={"help": "fraction (<1) or steps (>=1)"})
     batch_size: int = field(default=8, metadata={"help": "pairs per forward pass"})
     eval_every: int = field(default=10, metadata={"help": "held-out pair accuracy every N steps"})
-    keep_checkpoints: int = field(default=1, metadata={"help": "newest checkpoints kept"})
-    packing: bool = field(default=False, metadata={"help": "not used by a reward model"})
-    eval_metric_rows: int = field(default=0, metadata={"help": "not used by a reward model"})
     center_rewards: float = field(
         default=0.0,
         metadata={"help": "pulls the scores' mean to 0 (0.01 is usual; 0: off): comparable scales"},
     )
 
-    def __post_init__(self) -> None:
-        self.check_values()
-        problems = self.not_applicable(SFT_ONLY, "a reward model")
+    def own_problems(self) -> list[str]:
         if self.center_rewards < 0:
-            problems.append(f"`center_rewards`={self.center_rewards} must be 0 (off) or more.")
-        if problems:
-            raise WorkbenchError("Invalid reward settings:\n  - " + "\n  - ".join(problems))
-        super().__post_init__()
+            return [f"`center_rewards`={self.center_rewards} must be 0 (off) or more."]
+        return []
 
 
 def reward_model_from(base, tokenizer):
