@@ -60,6 +60,20 @@ def event_bridge(run: Run):
     return EventBridge()
 
 
+def bridged(trainer, run: Run):
+    """`trainer` as every kind of run uses it (its `callbacks` hold `event_bridge(run)`): the
+    Run's events instead of the Trainer's printed log dicts, and the trackers (TensorBoard)
+    writing into the run directory. Returns the trainer."""
+    from transformers import PrinterCallback
+
+    from workbench.runs.directory import TENSORBOARD
+    from workbench.training.hyperparameters import direct_trackers
+
+    trainer.remove_callback(PrinterCallback)
+    direct_trackers(trainer, run.directory.file(TENSORBOARD))
+    return trainer
+
+
 def _emit_evaluation(run: Run, step: int, metrics: dict, model, decoding: Decoding) -> None:
     """The `evaluation` event (validation loss, exact match on the scored rows), then the
     `samples` event with the answers shown, also appended to samples.jsonl."""

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from workbench.data.loading import Examples
 from workbench.errors import RunDirectoryInUseError, WorkbenchError
-from workbench.runs.bridge import event_bridge
-from workbench.runs.directory import CONFIG, TENSORBOARD, RunDirectory, new_run_dir
+from workbench.runs.bridge import bridged, event_bridge
+from workbench.runs.directory import RunDirectory, new_run_dir
 from workbench.runs.run import Run, RunContext
 from workbench.tokens.templates import Template
 from workbench.training.heads import (
@@ -27,8 +27,9 @@ from workbench.training.heads import (
     checked_labels,
     load_classifier,
 )
-from workbench.training.hyperparameters import Hyperparameters, direct_trackers
+from workbench.training.hyperparameters import Hyperparameters
 from workbench.training.methods import count_parameters
+from workbench.training.resuming import open_run
 
 STAGE = "classify"  # config.yaml's `stage` for classifier runs
 # A fresh head starts from random weights and needs larger steps than LoRA alone. Measured on
@@ -187,7 +188,6 @@ def _build_trainer(run: Run, hp: Hyperparameters, train_set, val_set, labels, re
     from transformers import (
         DataCollatorWithPadding,
         EarlyStoppingCallback,
-        PrinterCallback,
         Trainer,
     )
 
@@ -213,9 +213,7 @@ def _build_trainer(run: Run, hp: Hyperparameters, train_set, val_set, labels, re
         compute_metrics=accuracy_metrics(labels),
         callbacks=callbacks,
     )
-    trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; events replace it
-    direct_trackers(trainer, run.directory.file(TENSORBOARD))
-    return trainer
+    return bridged(trainer, run)
 
 
 def resume_classifier(
@@ -224,32 +222,19 @@ def resume_classifier(
     """Continue a stopped, failed or killed classifier run from its newest complete
     checkpoint (a finished one only with a larger `max_steps`). Loads the base model that
     config.yaml names unless `model` and `tokenizer` (a fresh causal LM) are given."""
-    from workbench.training.models import load_model
-
-    directory = RunDirectory(run_dir)
-    config = directory.read_config()
-    where = str(directory.file(CONFIG))
-    if config.get("stage") != STAGE:
-        raise WorkbenchError(
-            f"{where}: `stage`={config.get('stage')!r}, not a classifier run: resume it with "
-            "workbench.resume_run."
-        )
-    hp = Hyperparameters.from_dict(config["hyperparameters"], where, key="hyperparameters")
-    method = ClassifierMethod.from_dict(config["method"], where, key="method")
-    directory.resume_point(max_steps or hp.max_steps, extending=max_steps is not None)
-    if model is None:
-        model, tokenizer = load_model(config["model"])
-    fields = ClassifierFields(tuple(config["text_fields"]), config["label_field"])
+    opened = open_run(run_dir, STAGE, Hyperparameters, max_steps)
+    config = opened.config
+    model, tokenizer = opened.model(model, tokenizer)
     run = _prepare_run(
         model,
         tokenizer,
-        directory.load_rows("train"),
-        directory.load_rows("validation"),
+        opened.rows("train"),
+        opened.rows("validation"),
         config["labels"],
-        fields,
-        method,
-        hp,
-        directory.path,
+        ClassifierFields(tuple(config["text_fields"]), config["label_field"]),
+        opened.method(ClassifierMethod),
+        opened.settings,
+        opened.directory.path,
         resuming=True,
     )
     return run.resume(max_steps)

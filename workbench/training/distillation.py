@@ -32,13 +32,14 @@ from typing import Any
 
 from workbench.data.loading import Examples
 from workbench.errors import WorkbenchError
-from workbench.runs.directory import CONFIG, RunDirectory, new_run_dir
+from workbench.runs.directory import RunDirectory, new_run_dir
 from workbench.runs.run import Run
 from workbench.tokens.templates import Template
 from workbench.tokens.tokenizing import IGNORE_INDEX
 from workbench.training.hyperparameters import Hyperparameters
 from workbench.training.loss import accepts_logits_to_keep
 from workbench.training.methods import Method
+from workbench.training.resuming import open_run
 
 STAGE = "distill"
 
@@ -336,17 +337,12 @@ def resume_distillation(
     any other student must be passed as it was at the start (`student=`)."""
     from workbench.training.finetune import _prepare_run
 
-    directory = RunDirectory(run_dir)
-    config = directory.read_config()
-    where = str(directory.file(CONFIG))
-    if config.get("stage") != STAGE:
-        raise WorkbenchError(
-            f"{where}: `stage`={config.get('stage')!r}, not a distillation run; resume it with "
-            "workbench.resume_run."
-        )
+    opened = open_run(
+        run_dir, STAGE, Hyperparameters, max_steps,
+        otherwise="this is not a distillation run: resume it with workbench.resume_run(path)",
+    )  # fmt: skip
+    directory, config, where, hp = opened.directory, opened.config, opened.where, opened.settings
     settings = config["distillation"]
-    hp = Hyperparameters.from_dict(config["hyperparameters"], where, key="hyperparameters")
-    directory.resume_point(max_steps or hp.max_steps, extending=max_steps is not None)
     if student is None:
         if not settings.get("teacher_layers"):
             raise WorkbenchError(

@@ -12,13 +12,13 @@ from pathlib import Path
 from workbench.data.loading import Examples
 from workbench.errors import AllLabelsMaskedError, RunDirectoryInUseError, WorkbenchError
 from workbench.evaluation.generation import cut_prompts
-from workbench.runs.bridge import event_bridge
-from workbench.runs.directory import CONFIG, TENSORBOARD, RunDirectory, new_run_dir
+from workbench.runs.bridge import bridged, event_bridge
+from workbench.runs.directory import CONFIG, RunDirectory, new_run_dir
 from workbench.runs.run import Run, RunContext
 from workbench.tokens.collators import CompletionCollator, PackedCollator
 from workbench.tokens.templates import Template, get_template
 from workbench.tokens.tokenizing import IGNORE_INDEX, tokenize_examples
-from workbench.training.hyperparameters import Hyperparameters, direct_trackers
+from workbench.training.hyperparameters import Hyperparameters
 from workbench.training.loss import (
     accepts_logits_to_keep,
     index_logits_supported,
@@ -278,7 +278,7 @@ def _build_trainer(
     run: Run, hp: Hyperparameters, train_tokens, val_tokens, resuming, regularizer, tracker=None
 ):
     """transformers' Trainer (the project's subclass) for an instruction-tuning run."""
-    from transformers import EarlyStoppingCallback, PrinterCallback
+    from transformers import EarlyStoppingCallback
 
     model, tokenizer = run.model, run.tokenizer
 
@@ -306,8 +306,7 @@ def _build_trainer(
         processing_class=tokenizer,
         callbacks=callbacks,
     )
-    trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; events replace it
-    direct_trackers(trainer, run.directory.file(TENSORBOARD))
+    bridged(trainer, run)
     if regularizer is not None:  # e.g. EWC: its penalty joins the training loss
         from workbench.training.regularizers import attach_regularizer
 
@@ -340,33 +339,30 @@ def resume_run(
     Loads the model named in config.yaml unless `model` and `tokenizer` are given (a fresh,
     un-adapted base model). A finished run is left unchanged (RunFinishedError) unless a larger
     `max_steps` extends it. Nothing in the directory is rewritten except by the training.
-    Runs of the other kinds (continued pre-training, classifier, reward model, GRPO) go to
+    Runs of the other kinds (continued pre-training, classifier, reward model, GRPO, PPO) go to
     their own resume function, by the `stage` config.yaml records (`RESUMES`); a run that
     needs something the directory cannot hold (a teacher, a Python reward) says so.
     """
-    from workbench.training.models import load_model
     from workbench.training.regularizers import regularizer_from_config
+    from workbench.training.resuming import open_run
 
     directory = RunDirectory(run_dir)
     config = directory.read_config()
-    where = str(directory.file(CONFIG))
     stage = config.get("stage", "sft")
     if stage != "sft":
+        where = str(directory.file(CONFIG))
         return _resume_other(stage, directory.path, model, tokenizer, max_steps, where)
-    hp = Hyperparameters.from_dict(config["hyperparameters"], where, key="hyperparameters")
-    method = Method.from_dict(config["method"], where, key="method")
-    directory.resume_point(max_steps or hp.max_steps, extending=max_steps is not None)
-    if model is None:
-        model, tokenizer = load_model(config["model"], quantization=config.get("quantization"))
-    template = Template(**config["template"])
+    opened = open_run(run_dir, "sft", Hyperparameters, max_steps)
+    model, tokenizer = opened.model(model, tokenizer)
+    template = opened.template()
     run = _prepare_run(
         model,
         tokenizer,
-        directory.load_rows("train"),
-        directory.load_rows("validation"),
+        opened.rows("train"),
+        opened.rows("validation"),
         template=template,
-        method=method,
-        hp=hp,
+        method=opened.method(),
+        hp=opened.settings,
         run_dir=directory.path,
         samples=config.get("samples", 3),
         regularizer=regularizer_from_config(

@@ -360,3 +360,38 @@ def advantages_and_returns(rewards, values, mask, gae_lambda: float):
     variance = masked_mean((advantages - mean) ** 2, mask)
     whitened = (advantages - mean) / math.sqrt(float(variance) + 1e-8)
     return whitened * mask, returns
+
+
+def build_ppo_trainer(run, settings, reward, texts, held_texts, resuming: bool):
+    """The PPO Trainer for a reinforcement-learning Run (`reinforce(..., algorithm="ppo")`),
+    with the Run's event bridge; `texts` and `held_texts` are the prompts as the model sees
+    them. The frozen reference adapter is made from the starting adapter; a resume's
+    checkpoint loads the stored one over it."""
+    import datasets
+
+    from workbench.runs.bridge import bridged, event_bridge
+
+    add_reference(run.model)
+    args = settings.run_arguments(
+        run.directory.checkpoints_dir,
+        run.model,
+        has_validation=held_texts is not None,
+        per_device_train_batch_size=settings.batch_size // settings.num_generations,
+    )
+    if resuming:
+        args.eval_on_start = False  # the resumed run already measured its start
+    trainer = ppo_trainer_class()(
+        settings=settings,
+        reward=reward,
+        held_out_prompts=held_texts,
+        model=run.model,
+        args=args,
+        train_dataset=datasets.Dataset.from_list([{"prompt": t} for t in texts]),
+        eval_dataset=(
+            datasets.Dataset.from_list([{"prompt": t} for t in held_texts]) if held_texts else None
+        ),
+        data_collator=lambda rows: {"prompt": [row["prompt"] for row in rows]},
+        processing_class=run.tokenizer,
+        callbacks=[event_bridge(run)],
+    )
+    return bridged(trainer, run)

@@ -16,11 +16,11 @@ from typing import Any
 
 from workbench.data.loading import Examples
 from workbench.errors import WorkbenchError
-from workbench.runs.bridge import event_bridge
-from workbench.runs.directory import TENSORBOARD, RunDirectory, new_run_dir
+from workbench.runs.bridge import bridged, event_bridge
+from workbench.runs.directory import RunDirectory, new_run_dir
 from workbench.runs.run import Run, RunContext
 from workbench.tokens.templates import Template, get_template
-from workbench.training.hyperparameters import ObjectiveSettings, direct_trackers
+from workbench.training.hyperparameters import ObjectiveSettings
 from workbench.training.methods import Method, apply_method, count_parameters
 
 # Hyperparameters that only instruction tuning uses: DPO keeps them at these values.
@@ -165,7 +165,6 @@ def train_preferences(
 def _build_dpo_trainer(run: Run, settings: PreferenceSettings, train_rows, val_rows):
     """TRL's DPOTrainer with the Run's event bridge: the same events as an SFT run."""
     import datasets
-    from transformers import PrinterCallback
     from trl import DPOTrainer
 
     args = _dpo_config(settings, run.directory.checkpoints_dir, run.model, val_rows is not None)
@@ -177,9 +176,7 @@ def _build_dpo_trainer(run: Run, settings: PreferenceSettings, train_rows, val_r
         processing_class=run.tokenizer,
         callbacks=[event_bridge(run)],
     )
-    trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; events replace it
-    direct_trackers(trainer, run.directory.file(TENSORBOARD))
-    return trainer
+    return bridged(trainer, run)
 
 
 def _with_adapter(model, method: Method | None, seed: int):

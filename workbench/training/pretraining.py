@@ -21,13 +21,14 @@ from pathlib import Path
 
 from workbench.data.loading import Examples, load_data
 from workbench.errors import RunDirectoryInUseError, WorkbenchError
-from workbench.runs.bridge import event_bridge
-from workbench.runs.directory import CONFIG, TENSORBOARD, RunDirectory, new_run_dir
+from workbench.runs.bridge import bridged, event_bridge
+from workbench.runs.directory import RunDirectory, new_run_dir
 from workbench.runs.run import Run, RunContext
 from workbench.tokens.blocks import BlockCollator, TokenBlocks, token_blocks
 from workbench.tokens.templates import TEMPLATES
-from workbench.training.hyperparameters import Hyperparameters, direct_trackers
+from workbench.training.hyperparameters import Hyperparameters
 from workbench.training.methods import Method, count_parameters
+from workbench.training.resuming import open_run
 
 STAGE = "pretrain"
 # Instruction-tuning settings that blocks of raw text make meaningless: `block_size` sets the
@@ -241,7 +242,7 @@ def _check_fit(model, method: Method, hp: Hyperparameters, blocks: TokenBlocks):
 
 def _build_trainer(run: Run, hp: Hyperparameters, train_blocks, val_blocks, resuming: bool):
     """The project's Trainer with the block collator and the Run's event bridge."""
-    from transformers import EarlyStoppingCallback, PrinterCallback
+    from transformers import EarlyStoppingCallback
 
     from workbench.training.loss import workbench_trainer_class
 
@@ -269,9 +270,7 @@ def _build_trainer(run: Run, hp: Hyperparameters, train_blocks, val_blocks, resu
         processing_class=run.tokenizer,
         callbacks=callbacks,
     )
-    trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; events replace it
-    direct_trackers(trainer, run.directory.file(TENSORBOARD))
-    return trainer
+    return bridged(trainer, run)
 
 
 def resume_pretraining(
@@ -280,31 +279,21 @@ def resume_pretraining(
     """Continue a stopped, failed or killed continued pre-training run from its newest
     complete checkpoint, with the documents and block size its config.yaml records. Loads the
     model named there unless `model` and `tokenizer` (a fresh base model) are given."""
-    from workbench.training.models import load_model
-
-    directory = RunDirectory(run_dir)
-    config = directory.read_config()
-    where = str(directory.file(CONFIG))
-    if config.get("stage") != STAGE:
-        raise WorkbenchError(
-            f"{where}: `stage` is {config.get('stage')!r}, not {STAGE!r}; resume instruction "
-            "tuning with workbench.resume_run(...)."
-        )
-    hp = Hyperparameters.from_dict(config["hyperparameters"], where, key="hyperparameters")
-    method = Method.from_dict(config["method"], where, key="method")
-    directory.resume_point(max_steps or hp.max_steps, extending=max_steps is not None)
-    if model is None:
-        model, tokenizer = load_model(config["model"], quantization=config.get("quantization"))
+    opened = open_run(
+        run_dir, STAGE, Hyperparameters, max_steps,
+        otherwise="resume instruction tuning with workbench.resume_run(path)",
+    )  # fmt: skip
+    model, tokenizer = opened.model(model, tokenizer)
     run = _prepare(
         model,
         tokenizer,
-        directory.load_rows("train"),
-        directory.load_rows("validation"),
-        block_size=int(config["block_size"]),
-        method=method,
-        hp=hp,
-        run_dir=directory.path,
-        samples=config.get("samples", 2),
+        opened.rows("train"),
+        opened.rows("validation"),
+        block_size=int(opened.config["block_size"]),
+        method=opened.method(),
+        hp=opened.settings,
+        run_dir=opened.directory.path,
+        samples=opened.config.get("samples", 2),
         resuming=True,
     )
     return run.resume(max_steps)

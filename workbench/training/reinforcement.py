@@ -23,12 +23,13 @@ from typing import Literal
 from workbench.data.loading import Examples
 from workbench.errors import RunDirectoryInUseError, WorkbenchError
 from workbench.evaluation.rewards import Reward, as_reward, reward_from_record
-from workbench.runs.bridge import event_bridge
-from workbench.runs.directory import CONFIG, TENSORBOARD, RunDirectory, new_run_dir
+from workbench.runs.bridge import bridged, event_bridge
+from workbench.runs.directory import RunDirectory, new_run_dir
 from workbench.runs.run import Run, RunContext
 from workbench.tokens.templates import Template, get_template
-from workbench.training.hyperparameters import ObjectiveSettings, direct_trackers
+from workbench.training.hyperparameters import ObjectiveSettings
 from workbench.training.methods import Method, apply_method, count_parameters
+from workbench.training.resuming import open_run
 
 ALGORITHMS = ("grpo", "ppo")
 
@@ -285,7 +286,10 @@ def _rl_run(
         sample_max_new_tokens=settings.max_completion_length,
     )
 
-    build = _build_ppo_trainer if stage == "ppo" else _build_grpo_trainer
+    if stage == "ppo":
+        from workbench.training.ppo import build_ppo_trainer as build
+    else:
+        build = _build_grpo_trainer
 
     def build_trainer(run: Run, resuming: bool):  # run.hyperparameters: a resume may extend
         return build(run, run.hyperparameters, reward, texts, held_texts, resuming)
@@ -314,40 +318,31 @@ def resume_reinforcement(
     record (`valid_iso_date`, `one_of_labels` with its labels); a function of your own cannot
     be stored, so pass it again as `reward`.
     """
-    from workbench.training.models import load_model
-
-    directory = RunDirectory(run_dir)
-    config = directory.read_config()
-    where = str(directory.file(CONFIG))
-    if config.get("stage") not in ALGORITHMS:
-        raise WorkbenchError(f"{where}: `stage` is {config.get('stage')!r}, not 'grpo' or 'ppo'.")
+    opened = open_run(run_dir, ALGORITHMS, RLSettings, max_steps)
+    config = opened.config
     recorded = config.get("reward") or {}
     if reward is None:
         reward = reward_from_record(recorded)
         if reward is None:
             what = recorded.get("function") or "a reward model held in memory"
             raise WorkbenchError(
-                f"{where}: the run's reward, {what}, cannot be stored in config.yaml: pass it "
-                "again, resume_reinforcement(path, reward=...)."
+                f"{opened.where}: the run's reward, {what}, cannot be stored in config.yaml: "
+                "pass it again, resume_reinforcement(path, reward=...)."
             )
-    settings = RLSettings.from_dict(config["hyperparameters"], where, key="hyperparameters")
-    directory.resume_point(max_steps or settings.max_steps, extending=max_steps is not None)
-    if model is None:
-        model, tokenizer = load_model(config["model"], quantization=config.get("quantization"))
-    method = Method.from_dict(config["method"], where, key="method")
-    model, method = _policy(model, method, settings.seed)  # the checkpoint overwrites it
+    model, tokenizer = opened.model(model, tokenizer)
+    model, method = _policy(model, opened.method(), opened.settings.seed)  # checkpoint's wins
     run = _rl_run(
         model,
         tokenizer,
-        directory.load_rows("train"),
-        directory.load_rows("validation"),
+        opened.rows("train"),
+        opened.rows("validation"),
         as_reward(reward),
-        settings=settings,
+        settings=opened.settings,
         method=method,
-        template=Template(**config["template"]),
+        template=opened.template(),
         stage=config["stage"],
         parent=config.get("parent"),
-        run_dir=directory.path,
+        run_dir=opened.directory.path,
         samples=config.get("samples", 2),
         resuming=True,
     )
@@ -379,7 +374,6 @@ def _build_grpo_trainer(run: Run, settings, reward: Reward, texts, held_texts, r
     checkpoint then restores both adapters, `ref` from the checkpoint's `ref/` folder, so the
     reference stays the starting model."""
     import datasets
-    from transformers import PrinterCallback
     from trl import GRPOTrainer
 
     if resuming and "ref" in run.model.peft_config:
@@ -398,43 +392,4 @@ def _build_grpo_trainer(run: Run, settings, reward: Reward, texts, held_texts, r
         processing_class=run.tokenizer,
         callbacks=[event_bridge(run)],
     )
-    trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; events replace it
-    direct_trackers(trainer, run.directory.file(TENSORBOARD))
-    return trainer
-
-
-def _build_ppo_trainer(run: Run, settings, reward: Reward, texts, held_texts, resuming: bool):
-    """The project's PPO Trainer (training/ppo.py) with the Run's event bridge. The frozen
-    reference adapter is made from the starting adapter; a resume's checkpoint loads the
-    stored one over it."""
-    import datasets
-    from transformers import PrinterCallback
-
-    from workbench.training.ppo import add_reference, ppo_trainer_class
-
-    add_reference(run.model)
-    args = settings.run_arguments(
-        run.directory.checkpoints_dir,
-        run.model,
-        has_validation=held_texts is not None,
-        per_device_train_batch_size=settings.batch_size // settings.num_generations,
-    )
-    if resuming:
-        args.eval_on_start = False  # the resumed run already measured its start
-    trainer = ppo_trainer_class()(
-        settings=settings,
-        reward=reward,
-        held_out_prompts=held_texts,
-        model=run.model,
-        args=args,
-        train_dataset=datasets.Dataset.from_list([{"prompt": t} for t in texts]),
-        eval_dataset=(
-            datasets.Dataset.from_list([{"prompt": t} for t in held_texts]) if held_texts else None
-        ),
-        data_collator=lambda rows: {"prompt": [row["prompt"] for row in rows]},
-        processing_class=run.tokenizer,
-        callbacks=[event_bridge(run)],
-    )
-    trainer.remove_callback(PrinterCallback)
-    direct_trackers(trainer, run.directory.file(TENSORBOARD))
-    return trainer
+    return bridged(trainer, run)

@@ -19,14 +19,15 @@ from typing import Any
 
 from workbench.data.loading import Examples
 from workbench.errors import RunDirectoryInUseError, WorkbenchError
-from workbench.runs.bridge import event_bridge
-from workbench.runs.directory import CONFIG, TENSORBOARD, RunDirectory, new_run_dir
+from workbench.runs.bridge import bridged, event_bridge
+from workbench.runs.directory import CONFIG, RunDirectory, new_run_dir
 from workbench.runs.run import Run, RunContext
 from workbench.tokens.templates import Template, get_template
-from workbench.training.hyperparameters import ObjectiveSettings, direct_trackers
+from workbench.training.hyperparameters import ObjectiveSettings
 from workbench.training.methods import Method, apply_method, count_parameters
 from workbench.training.preference import _trl_rows as trl_pairs  # the rows DPO gives TRL
 from workbench.training.preference import check_pairs, prompt_of
+from workbench.training.resuming import open_run
 
 
 @dataclass
@@ -207,7 +208,6 @@ def _reward_run(
 def _build_reward_trainer(run: Run, settings: RewardSettings, train_rows, val_rows, resuming):
     """TRL's RewardTrainer with the Run's event bridge."""
     import datasets
-    from transformers import PrinterCallback
     from trl import RewardConfig, RewardTrainer
 
     args = settings.run_arguments(
@@ -229,9 +229,7 @@ def _build_reward_trainer(run: Run, settings: RewardSettings, train_rows, val_ro
         processing_class=run.tokenizer,
         callbacks=[event_bridge(run)],
     )
-    trainer.remove_callback(PrinterCallback)  # it prints raw log dicts; events replace it
-    direct_trackers(trainer, run.directory.file(TENSORBOARD))
-    return trainer
+    return bridged(trainer, run)
 
 
 def score_responses(
@@ -340,24 +338,18 @@ def load_reward_model(run_dir: str | Path):
 def resume_reward_model(run_dir: str | Path, *, max_steps: int | None = None) -> Run:
     """Continue a stopped, failed or killed reward run from its newest complete checkpoint,
     loading the base model and rows its config.yaml names."""
-    directory = RunDirectory(run_dir)
-    config = directory.read_config()
-    where = str(directory.file(CONFIG))
-    if config.get("stage") != "reward":
-        raise WorkbenchError(f"{where}: `stage` is {config.get('stage')!r}, not 'reward'.")
-    settings = RewardSettings.from_dict(config["hyperparameters"], where, key="hyperparameters")
-    directory.resume_point(max_steps or settings.max_steps, extending=max_steps is not None)
-    base, tokenizer = _base_of(config, directory)
+    opened = open_run(run_dir, "reward", RewardSettings, max_steps)
+    base, tokenizer = _base_of(opened.config, opened.directory)
     run = _reward_run(
         base,
         tokenizer,
-        directory.load_rows("train"),
-        directory.load_rows("validation"),
-        settings=settings,
-        method=Method.from_dict(config["method"], where, key="method"),
-        template=Template(**config["template"]),
-        parent=config.get("parent"),
-        run_dir=directory.path,
+        opened.rows("train"),
+        opened.rows("validation"),
+        settings=opened.settings,
+        method=opened.method(),
+        template=opened.template(),
+        parent=opened.config.get("parent"),
+        run_dir=opened.directory.path,
         resuming=True,
     )
     return run.resume(max_steps)
