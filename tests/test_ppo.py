@@ -12,11 +12,13 @@ from test_reinforcement import LORA, peaked_tiny_model, question_prompts, rl_set
 from workbench.runs.directory import RunDirectory
 from workbench.runs.history import read_run
 from workbench.runs.report import KL, MEAN_REWARD
+from workbench.training.methods import Method
 from workbench.training.ppo import (
     ROLLOUT_FILE,
     VALUE_HEAD_FILE,
     advantages_and_returns,
     answer_mask,
+    dropout_off,
     rollout_sampler,
 )
 from workbench.training.reinforcement import reinforce, resume_reinforcement
@@ -112,6 +114,33 @@ def test_a_run_stopped_inside_a_rollout_resumes_with_the_same_updates(tiny_token
     assert sorted(losses(events)) == list(range(1, 13))
     # steps 7-8 train on the stored rollout; the 3rd rollout samples from the restored RNG
     assert losses(events) == pytest.approx(losses(whole.events), abs=1e-6)
+
+
+def test_dropout_is_off_while_ppo_trains_and_gradient_checkpointing_works(tiny_tokenizer):
+    plan = ppo_settings(max_steps=4, gradient_checkpointing=True, eval_every=4)
+    prompts, _ = question_prompts()
+    run = reinforce(
+        peaked_tiny_model(tiny_tokenizer), tiny_tokenizer, prompts, reward=share_of_e,
+        algorithm="ppo", settings=plan, method=Method(r=8, alpha=16, dropout=0.5),
+        template="plain", start=False,
+    )  # fmt: skip
+    dropouts = [m for m in run.model.modules() if isinstance(m, torch.nn.Dropout)]
+    rates_while_training = []
+    run.add_callback("step", lambda e: rates_while_training.append({m.p for m in dropouts}))
+    assert run.start().wait().status == "finished", run.error
+    # the ratio compares two policies, not two dropout masks; checkpointing's recomputation
+    # in the backward pass sees the same rate as the forward
+    assert rates_while_training == [{0.0}] * 4
+    assert dropouts and all(m.p == 0.5 for m in dropouts)  # the adapter's rate, given back
+
+
+def test_dropout_off_makes_training_mode_forward_passes_repeat():
+    layer = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Dropout(0.5)).train()
+    x = torch.ones(4, 8)
+    assert not torch.equal(layer(x), layer(x))
+    with dropout_off(layer):
+        assert layer.training and torch.equal(layer(x), layer(x))
+    assert layer[1].p == 0.5
 
 
 def test_answer_mask_keeps_tokens_up_to_the_first_end_of_sequence():

@@ -165,7 +165,8 @@ def test_a_stopped_grpo_run_resumes_from_its_directory_given_its_reward(tiny_tok
     assert evaluations == [0, 3, 6]  # the start was measured once, before the stop
 
 
-def test_grpo_takes_a_trained_reward_model_as_its_reward(tiny_tokenizer, tiny):
+@pytest.mark.parametrize("algorithm", ["grpo", "ppo"])
+def test_rl_takes_a_trained_reward_model_as_its_reward(tiny_tokenizer, tiny, algorithm):
     from workbench.training.reward import RewardSettings, train_reward_model
 
     pairs = workbench.load_data(
@@ -189,7 +190,12 @@ def test_grpo_takes_a_trained_reward_model_as_its_reward(tiny_tokenizer, tiny):
         tiny_tokenizer,
         prompts,
         reward=scorer.run_dir,  # a finished reward run's directory, loaded from disk
-        settings=rl_settings(max_steps=2),
+        algorithm=algorithm,
+        settings=rl_settings(
+            max_steps=2,
+            num_generations=8 if algorithm == "grpo" else 1,
+            batch_size=16 if algorithm == "grpo" else 8,
+        ),
         method=LORA,
         template="plain",
     ).wait()
@@ -197,8 +203,8 @@ def test_grpo_takes_a_trained_reward_model_as_its_reward(tiny_tokenizer, tiny):
     config = yaml.safe_load((run.run_dir / "config.yaml").read_text())
     assert config["reward"] == {"reward_model": str(scorer.run_dir)}
     steps = [e for e in run.events if e["event"] == "step"]
-    assert len(steps) == 2 and all(e["mean_reward"] is not None for e in steps)
-    with pytest.raises(WorkbenchError, match="'grpo' run; pass a reward model's run"):
+    assert len(steps) == 2 and steps[0]["mean_reward"] is not None  # scored by the model
+    with pytest.raises(WorkbenchError, match=f"'{algorithm}' run; pass a reward model's run"):
         reinforce(run.model, tiny_tokenizer, prompts, reward=run, template="plain")
 
 

@@ -17,7 +17,8 @@ checkpoints, resume and event bridge. One optimizer step trains on one minibatch
    squared error of the value head against the returns.
 
 The value head is one linear layer on the policy's last hidden state, detached: the critic
-learns from the policy's features without pulling them. Dropout is off in every forward pass,
+learns from the policy's features without pulling them. Dropout is off in every forward pass
+(the model stays in training mode for the updates, so gradient checkpointing still applies),
 so the ratio compares policies, not dropout masks. A checkpoint holds the adapters (`ref/`
 beside the trained one), the value head and the rollout being trained on, so a run stopped
 between two rollouts' minibatches resumes with the same updates.
@@ -122,6 +123,23 @@ def rollout_sampler(prompts: int, per_rollout: int, repeats: int, seed: int):
     return RolloutSampler()
 
 
+@contextlib.contextmanager
+def dropout_off(model):
+    """Every dropout layer's rate at 0 inside the block, restored after. The model stays in
+    training mode (gradient checkpointing on), and the backward pass, which may recompute the
+    forward, sees the same rates."""
+    import torch
+
+    layers = [(m, m.p) for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    for layer, _ in layers:
+        layer.p = 0.0
+    try:
+        yield
+    finally:
+        for layer, rate in layers:
+            layer.p = rate
+
+
 def masked_mean(values, mask):
     return (values * mask).sum() / mask.sum().clamp(min=1)
 
@@ -156,6 +174,10 @@ def ppo_trainer_class():
             torch.nn.init.zeros_(self.value_head.bias)
             self.rollout: Rollout | None = None
             self.pending: dict = {}  # the newest rollout's figures, logged with its first step
+
+        def train(self, *args, **kwargs):
+            with dropout_off(self.model):  # the ratio compares policies, not dropout masks
+                return super().train(*args, **kwargs)
 
         # --- the optimizer also trains the value head
         def create_optimizer(self, model=None):
@@ -197,13 +219,12 @@ def ppo_trainer_class():
             mask = rollout.mask[rows]
             # tokens through the model this step (prompt and answer): the monitor's tokens/s
             self.state.num_input_tokens_seen += int(rollout.attention_mask[rows].sum())
-            with eval_mode(model):
-                logprobs, values = self.forward(
-                    model,
-                    rollout.input_ids[rows],
-                    rollout.attention_mask[rows],
-                    rollout.prompt_length,
-                )
+            logprobs, values = self.forward(
+                model,
+                rollout.input_ids[rows],
+                rollout.attention_mask[rows],
+                rollout.prompt_length,
+            )
             advantages = rollout.advantages[rows]
             ratio = torch.exp(logprobs - rollout.logprobs[rows])
             clipped = torch.clamp(ratio, 1 - self.ppo.epsilon, 1 + self.ppo.epsilon)
