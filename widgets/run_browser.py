@@ -13,14 +13,14 @@ from pathlib import Path
 import ipywidgets as widgets
 
 from workbench.runs.history import RunRecord, compare_runs, list_runs
-from workbench.widgets._common import Panel, heading, html_table, text_table
+from workbench.widgets._common import RunPanel, heading, html_table, text_table
 
 COLUMNS = ("run", "status", "stage", "task", "continued_from", "model", "method")
 COLUMNS += ("learning_rate", "max_steps", "batch_size", "step", "duration_s", "train_loss")
 COLUMNS += ("eval_loss", "resumable")
 
 
-class RunBrowser(Panel):
+class RunBrowser(RunPanel):
     """The run history of a folder (default `$WORKBENCH_RUNS` or ./runs).
 
     Children: `.refresh_button`, `.auto_refresh` (Checkbox), `.status`, `.table_html`,
@@ -178,12 +178,10 @@ class RunBrowser(Panel):
             run.add_callback(event, lambda _e: self.guard(self.refresh))
         self.refresh()
 
-    def wait(self, timeout: float | None = None) -> RunBrowser:
-        """Block until a Resume has loaded and its run has ended (tests, scripts)."""
-        super().wait(timeout)
-        if self.resumed is not None:
-            self.resumed.wait(timeout)
-        return self
+    @property
+    def run(self):
+        """The run the last Resume continued (None before): `wait()` waits for it too."""
+        return self.resumed
 
     # -- the static fallback ---------------------------------------------------------------
     def static_text(self) -> str:
