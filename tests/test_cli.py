@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import SAMPLE_DATA, quick
 
+import workbench
 from workbench.cli import main
 from workbench.errors import WorkbenchError
 from workbench.lessons.demo import DemoSettings
+from workbench.runs.directory import RunDirectory
 
 
 def test_demo_help_and_default_steps_come_from_the_demo_settings(monkeypatch, capsys):
@@ -55,3 +58,34 @@ def test_dpo_passes_learning_rate_and_batch_size_to_the_preference_settings(monk
     assert (received[0].learning_rate, received[0].batch_size) == (1e-5, 2)
     assert main(["dpo", "runs/sft", "--learning-rate", "0.5"]) == 2  # validated: too high
     assert len(received) == 1
+
+
+def test_rl_trains_a_model_or_a_finished_run_with_the_chosen_reward(
+    tiny_model_dir, ticket_split, capsys
+):
+    tickets = str(SAMPLE_DATA / "support_tickets.jsonl")
+    short = ["--max-steps", "2", "--held-out", "8", "--batch-size", "8", "--prompts", tickets]
+    model = ["--model", str(tiny_model_dir), "--template", "alpaca"]
+    assert main(["rl", *model, *short, "--reward", "labels", "--algorithm", "ppo"]) == 0
+    out = capsys.readouterr().out
+    assert "before PPO: mean reward " in out and " over 8 held-out prompts (one_of_labels)" in out
+    assert "Held-out mean reward (one_of_labels, greedy answers to 8 prompts): " in out
+    assert "step 1: loss " in out and " → " in out and "finished: " in out
+    run_dir = out.strip().splitlines()[-1].removeprefix("finished: ")
+    config = RunDirectory(run_dir).read_config()
+    assert config["stage"] == "ppo" and config["hyperparameters"]["num_generations"] == 1
+    assert config["reward"]["labels"] == ["account", "billing", "shipping", "technical"]
+
+    base, tokenizer = workbench.load_model(str(tiny_model_dir))
+    sft = workbench.train(base, tokenizer, *ticket_split, hyperparameters=quick(max_steps=1))
+    sft.wait()
+    assert main(["rl", str(sft.run_dir), *short, "--reward", "labels:billing,shipping"]) == 0
+    run_dir = capsys.readouterr().out.strip().splitlines()[-1].removeprefix("finished: ")
+    config = RunDirectory(run_dir).read_config()
+    assert config["stage"] == "grpo" and config["parent"] == str(sft.run_dir)
+    assert config["reward"]["labels"] == ["billing", "shipping"]
+
+    assert main(["rl", *model, *short, "--reward", "rouge"]) == 2
+    assert "--reward 'rouge': use iso_date, labels" in capsys.readouterr().err
+    assert main(["rl", *model, *short, "--algorithm", "grpo", "--num-generations", "1"]) == 2
+    assert "GRPO compares answers" in capsys.readouterr().err

@@ -1,5 +1,5 @@
 """Command line: `python -m workbench demo | preview | check | resume | report | runs | export |
-dpo`."""
+dpo | rl`."""
 
 from __future__ import annotations
 
@@ -50,13 +50,15 @@ def _run_command(argv: list[str] | None) -> int:
     recipe.add_argument("config", help="e.g. configs/lora_support_tickets.yaml")
     recipe.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE")
     _add_history_commands(commands)
+    _add_rl_command(commands)
     args = parser.parse_args(argv)
     if args.command == "train":
         from workbench.runs.recipe_command import train_recipe
 
         return train_recipe(args.config, args.set)
-    if args.command in ("runs", "export", "dpo", "check"):
-        return {"runs": _runs, "export": _export, "dpo": _dpo, "check": _check}[args.command](args)
+    if args.command in ("runs", "export", "dpo", "rl", "check"):
+        handlers = {"runs": _runs, "export": _export, "dpo": _dpo, "rl": _rl, "check": _check}
+        return handlers[args.command](args)
 
     if args.command == "demo":
         from workbench.lessons.demo import DemoSettings, run_demo
@@ -135,6 +137,96 @@ def _add_history_commands(commands) -> None:
     dpo.add_argument(
         "--batch-size", type=int, default=PreferenceSettings.batch_size, help=f"pairs {defaults}"
     )
+
+
+def _add_rl_command(commands) -> None:
+    rl = commands.add_parser("rl", help="reinforcement learning (GRPO or PPO) with a reward")
+    rl.add_argument("run_dir", nargs="?", help="a finished LoRA run to go on from (else --model)")
+    rl.add_argument("--model", default=None, help="without run_dir: the model (default: embedded)")
+    rl.add_argument("--template", default="chat", help="without run_dir (default %(default)s)")
+    rl.add_argument("--prompts", default="sample_data/date_rewrite.jsonl")
+    rl.add_argument(
+        "--reward",
+        default="iso_date",
+        help="iso_date, labels (the prompt rows' answers), labels:a,b,c, or a reward model's "
+        "run directory (default %(default)s)",
+    )
+    rl.add_argument("--algorithm", choices=("grpo", "ppo"), default="grpo")
+    rl.add_argument("--held-out", type=int, default=16, help="prompts kept out to measure")
+    rl.add_argument("--max-steps", type=int, default=16)
+    rl.add_argument("--learning-rate", type=float, default=2e-4)
+    rl.add_argument("--batch-size", type=int, default=16, help="answers per batch")
+    rl.add_argument(
+        "--num-generations", type=int, default=None, help="answers per prompt (GRPO 4, PPO 1)"
+    )
+
+
+def _rl(args: argparse.Namespace) -> int:
+    """Reinforcement learning on held-out-measured prompts, printing the reward as it goes."""
+    from workbench.data.loading import load_data
+    from workbench.evaluation.rewards import rl_experiment
+    from workbench.training.reinforcement import RLSettings
+
+    settings = RLSettings(
+        max_steps=args.max_steps,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        num_generations=args.num_generations or (4 if args.algorithm == "grpo" else 1),
+        eval_every=args.max_steps,
+    )
+    settings.check_for(args.algorithm)
+    prompts = load_data(args.prompts, verbose=False)
+    reward = _reward_of(args.reward, prompts)
+    if args.run_dir:
+        from workbench.runs.export import load_run_model
+
+        model, tokenizer, template = load_run_model(args.run_dir, trainable=True)
+    else:
+        from workbench.tokens.templates import get_template
+        from workbench.training.models import DEFAULT_MODEL, load_model
+
+        model, tokenizer = load_model(args.model or DEFAULT_MODEL)
+        template = get_template(args.template)
+    experiment = rl_experiment(
+        prompts, held_out=args.held_out, model=model, tokenizer=tokenizer, reward=reward,
+        template=template, settings=settings, algorithm=args.algorithm, parent=args.run_dir,
+        start=False,
+    )  # fmt: skip
+    run = experiment.run
+    print(f"before {args.algorithm.upper()}: {experiment.reward_before} ({experiment.reward.name})")
+    run.add_callback("step", _print_rl_step)
+    run.start().wait()
+    if run.status == "finished":
+        experiment.measure_after()
+        print(experiment.summary())
+    print(f"{run.status}: {run.run_dir}" + (f" ({run.error})" if run.error else ""))
+    return 0 if run.status == "finished" else 1
+
+
+def _reward_of(text: str, prompts):
+    """The `--reward` choice as `reinforce` takes it."""
+    from pathlib import Path
+
+    from workbench.evaluation.rewards import labels_in, one_of_labels, valid_iso_date
+
+    if text == "iso_date":
+        return valid_iso_date
+    if text == "labels":
+        return one_of_labels(labels_in(prompts))
+    if text.startswith("labels:"):
+        return one_of_labels([label.strip() for label in text[len("labels:") :].split(",")])
+    if Path(text).is_dir():
+        return text  # a reward model's run directory
+    raise ValueError(
+        f"--reward {text!r}: use iso_date, labels, labels:a,b,c or a reward model's run folder."
+    )
+
+
+def _print_rl_step(event: dict) -> None:
+    line = f"step {event['step']}: loss {event['loss']:.4f}"
+    if event.get("mean_reward") is not None:  # PPO: on the steps that sampled answers
+        line += f" mean reward {event['mean_reward']:.3f} KL {event['kl']:.3f}"
+    print(line, flush=True)
 
 
 def _runs(args: argparse.Namespace) -> int:

@@ -64,6 +64,26 @@ def load_adapter(base_model, folder: str | Path, *, trainable: bool = False):
     return PeftModel.from_pretrained(base_model, str(folder), is_trainable=trainable)
 
 
+def load_run_model(run_dir: str | Path, *, trainable: bool = False):
+    """(model, tokenizer, template) of a finished LoRA run: the base model its config.yaml
+    names with the run's `adapter/` on it (`trainable` to go on training it: DPO, RL)."""
+    from workbench.runs.directory import load_run_config
+    from workbench.tokens.templates import Template
+    from workbench.training.models import load_model
+
+    run_dir = Path(run_dir)
+    config = load_run_config(run_dir)
+    if not (run_dir / "adapter" / "adapter_config.json").is_file():
+        raise FileNotFoundError(
+            f"{run_dir / 'adapter'} not found: pass a finished LoRA run (its adapter/ folder "
+            "holds what it learned)."
+        )
+    base, tokenizer = load_model(config["model"], quantization=config.get("quantization"))
+    model = load_adapter(base, run_dir / "adapter", trainable=trainable)
+    model.workbench_source = config["model"]
+    return model, tokenizer, Template(**config["template"])
+
+
 def _base_model(run_dir: Path, model, tokenizer):
     if model is not None:
         if tokenizer is None:

@@ -213,25 +213,15 @@ def dpo_from_run(
     start: bool = True,
 ) -> Run:
     """DPO on top of a finished SFT run directory: loads its base model and adapter."""
-    from workbench.runs.directory import load_run_config
-    from workbench.runs.export import load_adapter
-    from workbench.training.models import load_model
+    from workbench.runs.export import load_run_model
 
-    sft_run_dir = Path(sft_run_dir)
-    config = load_run_config(sft_run_dir)
-    if not (sft_run_dir / "adapter").is_dir():
-        raise FileNotFoundError(
-            f"{sft_run_dir / 'adapter'} not found: DPO continues a finished LoRA run's adapter."
-        )
-    base, tokenizer = load_model(config["model"], quantization=config.get("quantization"))
-    model = load_adapter(base, sft_run_dir / "adapter", trainable=True)
-    model.workbench_source = config["model"]
+    model, tokenizer, template = load_run_model(sft_run_dir, trainable=True)
     return train_preferences(
         model,
         tokenizer,
         pairs,
         validation,
-        template=Template(**config["template"]),
+        template=template,
         settings=settings,
         parent=sft_run_dir,
         start=start,
