@@ -74,6 +74,8 @@ def test_ppo_with_a_reward_function_raises_the_held_out_reward(tiny_tokenizer, s
     rewards = [e["mean_reward"] for e in rollouts]
     assert sum(rewards[-8:]) / 8 > sum(rewards[:8]) / 8 + 0.1  # the sampled answers too
     assert all(e["value_loss"] >= 0 for e in steps)
+    for e in steps:  # the logged loss is the surrogate plus value_coef x the value loss
+        assert e["loss"] == pytest.approx(e["policy_loss"] + 0.1 * e["value_loss"], abs=1e-4)
     assert 0 < steps[0]["tokens_seen"] < steps[-1]["tokens_seen"]  # the monitor's tokens/s
     assert steps[0]["clip_fraction"] == 0.0  # the first update: the policy that sampled
     assert max(e["clip_fraction"] for e in steps) > 0  # later updates do get clipped

@@ -41,7 +41,9 @@ STEP_EXTRAS = {
     "reward": "mean_reward",
     "kl": "kl",
     "completions/mean_length": "response_length",
-    # the project's PPO: the value head's squared error, share of answer tokens clipped
+    # the project's PPO: the clipped surrogate, the value head's squared error, the share of
+    # answer tokens whose ratio was clipped
+    "policy_loss": "policy_loss",
     "value_loss": "value_loss",
     "clip_fraction": "clip_fraction",
     # distillation: the two terms of the loss, cross-entropy on the labels and KL to the teacher
