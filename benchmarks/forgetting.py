@@ -212,7 +212,7 @@ def hyperparameters(plan: Plan, seed: int, lora: bool = False):
 def lwf_remedy(context):
     """LwF for stage B: keep the outputs of the model as stage A left it on A's prompts."""
     from workbench.training.lwf import LearningWithoutForgetting
-    from workbench.training.sequence import StagePlan
+    from workbench.training.remedies import StagePlan
 
     earlier = context.earlier[0]
     order = random.Random(context.seed).sample(range(len(earlier)), len(earlier))
@@ -230,7 +230,7 @@ def lwf_remedy(context):
 
 
 def remedies() -> dict:
-    from workbench.training.sequence import REMEDIES
+    from workbench.training.remedies import REMEDIES
 
     # the benchmark's own LwF (a seeded sample of A's rows, a frozen copy) after the library's
     # remedies, so the committed figures stay reproducible
@@ -240,7 +240,7 @@ def remedies() -> dict:
 def train_stage_b(setting: Setting, after_a, tokenizer, stages, run_a, plan, seed, root):
     """One setting's stage B on a copy of the weights after A; returns (model, run, info)."""
     import workbench as wb
-    from workbench.training.sequence import StageContext
+    from workbench.training.remedies import StageContext
 
     model = copy.deepcopy(after_a)
     lora = setting.remedy == "lora"

@@ -11,7 +11,8 @@ import workbench
 from workbench.data.splits import mix_tasks
 from workbench.evaluation.forgetting import ForgettingProbe
 from workbench.evaluation.generation import Decoding
-from workbench.training.sequence import REMEDIES, StageContext, replay_mix, train_sequence
+from workbench.training.remedies import REMEDIES, StageContext, replay_mix
+from workbench.training.sequence import train_sequence
 from workbench.training.synaptic import IMPORTANCE_FILE
 
 LORA = workbench.Method(r=4, dropout=0.0)

@@ -2,7 +2,7 @@
 
 After a run, Train continues that run's model; these controls say so ("continues <run> (task
 ...)") and choose what holds the earlier tasks while the next one trains: a remedy from
-`workbench.training.sequence.REMEDIES` (whatever is registered there shows up), its strength
+`workbench.training.remedies.REMEDIES` (whatever is registered there shows up), its strength
 and the replay share. `track importance` makes a run measure synaptic-intelligence importance,
 which an SI stage after it needs. The stage itself is planned by the library (`plan_stage`),
 exactly as `train_sequence` plans its stages.
@@ -16,7 +16,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from workbench.training.sequence import REMEDIES, StagePlan, plan_stage
+from workbench.training.remedies import REMEDIES, StagePlan, plan_stage
 
 COST_NOTE = (
     "Measures how much each trained weight mattered, so that synaptic intelligence can hold "

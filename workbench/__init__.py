@@ -84,6 +84,7 @@ from workbench.training.pretraining import (
 )
 from workbench.training.regularizers import ElasticWeightConsolidation, fisher_diagonal, fisher_ewc
 from workbench.training.reinforcement import RLSettings, reinforce, resume_reinforcement
+from workbench.training.remedies import REMEDIES, plan_stage
 from workbench.training.reward import (
     RewardSettings,
     load_reward_model,
@@ -92,7 +93,7 @@ from workbench.training.reward import (
     score_responses,
     train_reward_model,
 )
-from workbench.training.sequence import REMEDIES, SequenceResult, plan_stage, train_sequence
+from workbench.training.sequence import SequenceResult, train_sequence
 from workbench.training.synaptic import SynapticIntelligence, synaptic_intelligence
 
 # bitsandbytes warns on every import on CPUs with AVX512-BF16 that an optional kernel package

@@ -10,7 +10,7 @@ import yaml
 from conftest import SAMPLE_DATA
 
 from workbench.runs.history import read_run
-from workbench.training.sequence import REMEDIES
+from workbench.training.remedies import REMEDIES
 from workbench.training.synaptic import IMPORTANCE_FILE
 from workbench.widgets.workbench_app import WorkbenchApp
 
