@@ -165,6 +165,7 @@ class RLPanel(ContinuesTuning):
         self.max_steps = widgets.BoundedIntText(
             value=settings.max_steps, min=1, max=100_000, description="steps"
         )
+        self._usual_steps = settings.max_steps  # GRPO's; PPO's follow from it
         self.learning_rate = widgets.FloatText(value=settings.learning_rate, description="lr")
         self.batch_size = widgets.BoundedIntText(
             value=settings.batch_size, min=1, max=4096, description="answers/step"
@@ -188,13 +189,19 @@ class RLPanel(ContinuesTuning):
             self.prompts_path.value = str(REWARDS[source][1])
 
     def _on_algorithm(self, change) -> None:
-        """PPO's own controls show with PPO; answers per prompt follow the algorithm's usual
-        value (GRPO needs a group, PPO usually samples one) unless the user changed it."""
+        """PPO's own controls show with PPO. Answers per prompt and steps follow the
+        algorithm's usual values unless the user changed them: GRPO needs a group, PPO usually
+        samples one; a PPO step is one minibatch, so PPO gets PPO epochs x minibatches steps
+        for each GRPO step (as many sampled answers)."""
         ppo = change["new"] == "ppo"
         self.ppo_box.layout.display = None if ppo else "none"
         usual = {"grpo": RLSettings.num_generations, "ppo": 1}
         if change["old"] in usual and self.num_generations.value == usual[change["old"]]:
             self.num_generations.value = usual[change["new"]]
+        per_batch = self.ppo_epochs.value * self.minibatches.value
+        steps = {"grpo": self._usual_steps, "ppo": self._usual_steps * per_batch}
+        if change["old"] in steps and self.max_steps.value == steps[change["old"]]:
+            self.max_steps.value = steps[change["new"]]
 
     @property
     def settings(self) -> RLSettings:

@@ -77,6 +77,18 @@ def test_grpo_with_the_labels_reward_measures_before_after_and_compares_sft_with
     assert "RL run" in panel._repr_mimebundle_()["text/plain"]
 
 
+def test_switching_to_ppo_keeps_the_sampled_answers_unless_the_user_changed_the_steps():
+    panel = RLPanel()
+    assert (panel.max_steps.value, panel.num_generations.value) == (16, 4)
+    panel.algorithm.value = "ppo"  # 2 PPO epochs x 2 minibatches: 4 steps per batch of answers
+    assert (panel.max_steps.value, panel.num_generations.value) == (64, 1)
+    panel.algorithm.value = "grpo"
+    assert (panel.max_steps.value, panel.num_generations.value) == (16, 4)
+    panel.max_steps.value = 10  # the user's own number stays
+    panel.algorithm.value = "ppo"
+    assert panel.max_steps.value == 10
+
+
 def test_ppo_is_chosen_in_the_panel_and_runs_with_its_own_settings(tiny):
     model, tokenizer = tiny
     panel = quick_panel(RLPanel(model, tokenizer))
