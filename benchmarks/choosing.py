@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from benchmarks.training import environment
+from benchmarks.workloads import tiny_model_folder
 
 LABELS = ["billing", "shipping", "technical", "account"]
 
@@ -49,29 +50,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="default: benchmarks/results/DATE-cpu-choosing")
     return p.parse_args(argv)
-
-
-def tiny_model_folder(folder: Path, tokenizer, layers: int, hidden: int) -> Path:
-    """A random-weight Llama with the embedded model's tokenizer, saved as a local folder."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        intermediate_size=4 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def fine_tune(model, tokenizer, train, validation, run_dir: Path, method, steps, lr, args):
@@ -131,7 +109,10 @@ def main(argv=None) -> None:
             args.learning_rate, args,
         )  # fmt: skip
         del model
-        tiny = tiny_model_folder(scratch / "tiny", tokenizer, args.tiny_layers, args.tiny_hidden)
+        tiny = tiny_model_folder(
+            scratch / "tiny", tokenizer, layers=args.tiny_layers, hidden=args.tiny_hidden,
+            intermediate=4 * args.tiny_hidden, kv_heads=4,
+        )  # fmt: skip
         tiny_model, tiny_tokenizer = wb.load_model(str(tiny), device="cpu")
         tiny_dir = scratch / "tiny-run"
         training_s["tiny"] = fine_tune(

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from benchmarks.training import environment
+from benchmarks.workloads import tiny_model_folder
 
 DOMAIN = Path(__file__).resolve().parent.parent / "sample_data" / "domain"
 PROMPTS = 3  # held-out documents whose opening is continued before and after, for a look
@@ -58,31 +59,6 @@ def load(args, scratch: Path):
     if not args.quick:
         return wb.load_model()
     return wb.load_model(str(tiny_model_folder(scratch / "tiny")))
-
-
-def tiny_model_folder(folder: Path) -> Path:
-    """A random 2-layer Llama with the embedded model's tokenizer, saved as a local folder."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from workbench.training.models import embedded_model_dir
-
-    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir())
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def documents(quick: bool) -> dict:

@@ -208,3 +208,38 @@ def write_rows(rows: list[dict], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path
+
+
+def tiny_model_folder(
+    folder: Path,
+    tokenizer=None,
+    *,
+    layers: int = 2,
+    hidden: int = 64,
+    intermediate: int | None = None,
+    kv_heads: int = 2,
+) -> Path:
+    """A random-weight Llama (seeded) with `tokenizer` (default: the embedded model's), saved
+    as a local folder: the stand-in model of the benchmarks' `--quick` runs, and `choosing`'s
+    tiny local candidate. `intermediate` defaults to twice `hidden`."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from workbench.training.models import embedded_model_dir
+
+    tokenizer = tokenizer or AutoTokenizer.from_pretrained(embedded_model_dir())
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=intermediate or 2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=kv_heads,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
