@@ -26,7 +26,7 @@ from workbench.training.hyperparameters import Hyperparameters
 from workbench.widgets._common import TakesModel, heading, html_table, text_table
 from workbench.widgets.training_monitor import TrainingMonitor
 
-SAMPLE = Path(__file__).resolve().parent.parent / "sample_data" / "support_tickets.jsonl"
+SAMPLE = "sample_data/support_tickets.jsonl"  # the shipped file (found from any folder)
 METHODS = (("head only", "head"), ("head + LoRA", "head+lora"))
 
 

@@ -23,7 +23,7 @@ from workbench.widgets._common import ContinuesTuning, heading
 from workbench.widgets.compare_view import CompareView
 from workbench.widgets.training_monitor import TrainingMonitor
 
-SAMPLE = Path(__file__).resolve().parent.parent / "sample_data" / "preferences.jsonl"
+SAMPLE = "sample_data/preferences.jsonl"  # the shipped file (found from any folder)
 
 
 class PreferencePanel(ContinuesTuning):

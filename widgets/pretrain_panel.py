@@ -28,7 +28,7 @@ from workbench.training.pretraining import (
 from workbench.widgets._common import TakesModel, heading, html_table, text_table
 from workbench.widgets.training_monitor import TrainingMonitor
 
-DOMAIN = Path(__file__).resolve().parent.parent / "sample_data" / "domain"
+DOMAIN = Path("sample_data/domain")  # the shipped files (found from any folder)
 # the step each method tolerates on the sample manual (benchmarks/pretraining.py)
 LEARNING_RATE = {"lora": 5e-4, "full": 5e-5}
 

@@ -35,7 +35,7 @@ from workbench.widgets._common import ContinuesTuning, heading
 from workbench.widgets.compare_view import CompareView
 from workbench.widgets.training_monitor import TrainingMonitor
 
-SAMPLES = Path(__file__).resolve().parent.parent / "sample_data"
+SAMPLES = Path("sample_data")  # the shipped files (found from any folder)
 # each reward source, and the sample prompts it suits
 REWARDS = {
     "labels": ("answer is one of the labels", SAMPLES / "support_tickets.jsonl"),

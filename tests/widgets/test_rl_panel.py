@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from conftest import SAMPLE_DATA
 
 from workbench.evaluation.generation import Decoding
 from workbench.evaluation.rewards import held_out_reward, one_of_labels
@@ -33,7 +32,7 @@ def test_grpo_with_the_labels_reward_measures_before_after_and_compares_sft_with
     model, tokenizer = tiny
     panel = quick_panel(RLPanel(model, tokenizer))
     assert panel.reward_source.value == "labels"
-    assert panel.prompts_path.value == str(SAMPLE_DATA / "support_tickets.jsonl")
+    assert panel.prompts_path.value == "sample_data/support_tickets.jsonl"  # shipped
     panel.train_button.click()
     panel.wait()
     run = panel.run
@@ -123,7 +122,7 @@ def test_a_second_run_with_a_reward_model_trains_it_first_and_uses_it_as_the_rew
     assert panel.parent == first.run_dir
     panel.max_steps.value = 2
     panel.reward_source.value = "reward_model"
-    assert panel.prompts_path.value == str(SAMPLE_DATA / "preferences.jsonl")  # followed
+    assert panel.prompts_path.value == "sample_data/preferences.jsonl"  # followed
     assert panel.reward_model_box.layout.display is None and panel.labels.layout.display == "none"
     panel.reward_steps.value = 2
     panel.train_button.click()

@@ -15,6 +15,7 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
+from workbench.data.shipped import find_path
 from workbench.errors import DataValidationError, Problem, WorkbenchError
 
 Records = list[tuple[int, Any]]
@@ -26,7 +27,7 @@ ROW_FIELDS = {"messages", "conversations", "chosen", "rejected", "text", "instru
 def read_source(source: Any, sheet: str | int | None = None) -> tuple[str, Records, list[Problem]]:
     """(name, [(location, record)], problems found while reading)."""
     if isinstance(source, (str, Path)):
-        path = Path(source).expanduser()
+        path = find_path(source)
         if path.exists():
             return read_file(path, sheet)
         if isinstance(source, str) and _looks_like_hub_id(source):

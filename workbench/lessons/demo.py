@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from workbench.data.loading import load_data
+from workbench.data.shipped import sample_file
 from workbench.data.splits import split_data
 from workbench.evaluation.compare import compare, evaluate_model
 from workbench.evaluation.generation import Decoding
@@ -23,7 +23,6 @@ from workbench.training.hyperparameters import Hyperparameters
 from workbench.training.methods import Method
 from workbench.training.models import DEFAULT_MODEL, load_model
 
-SAMPLE_DATA = Path(__file__).resolve().parent.parent / "sample_data"
 LABELS = ["billing", "shipping", "technical", "account"]
 
 
@@ -31,7 +30,7 @@ LABELS = ["billing", "shipping", "technical", "account"]
 class DemoSettings:
     """What the demo trains; the defaults fit about 4 minutes of training on 2 CPU cores."""
 
-    data: str = str(SAMPLE_DATA / "support_tickets.jsonl")
+    data: str | None = None  # None: the shipped sample_data/support_tickets.jsonl
     held_out: int = 48  # rows never trained on, measured before and after (12 per topic)
     validation: int = 16  # rows for the validation loss curve
     max_steps: int = 32  # 32 steps x 8 rows = 256 rows: one epoch of the train rows
@@ -53,7 +52,7 @@ def run_demo(settings: DemoSettings | None = None, model_name: str = DEFAULT_MOD
     started = time.perf_counter()
     model, tokenizer = load_model(model_name)
     print(f"loaded {model_name} in {time.perf_counter() - started:.1f} s")
-    data = load_data(s.data)
+    data = load_data(s.data or sample_file("support_tickets.jsonl"))
     rest, held_out = split_data(data, s.held_out, seed=s.seed)
     train_rows, validation = split_data(rest, s.validation, seed=s.seed)
     print(f"train {len(train_rows)} rows, validation {len(validation)}, held out {len(held_out)}")
