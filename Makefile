@@ -1,11 +1,15 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   # fine-tune the embedded model on the sample data, before/after table + report
-#   make test   # lint, format check and the test suite
+#   make test   # lint, format check and the test suite (every tier; what CI runs)
 # Both create .venv when no virtual environment is active and install what is needed
-# (scripts/ensure_env.sh prints the Python to use).
+# (scripts/ensure_env.sh prints the Python to use). While editing, `make test-fast` runs the
+# unit tier (no model weights) in about a minute; docs/testing.md lists the tiers.
 ENSURE = scripts/ensure_env.sh
+# pytest-xdist workers: one per core (tests/conftest.py gives each one torch thread). Tests
+# that must run in order share an xdist_group, which --dist loadgroup keeps on one worker.
+WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: demo test lint env browser
+.PHONY: demo test test-fast lint env browser screenshots
 
 env:
 	@$(ENSURE) >/dev/null
@@ -24,4 +28,11 @@ browser:
 	fi
 
 test: lint browser
-	@py=$$($(ENSURE)) && $$py -m pytest -q -ra $(ARGS)
+	@py=$$($(ENSURE)) && $$py -m pytest -q -ra -n $(WORKERS) --dist loadgroup $(ARGS)
+
+test-fast:
+	@py=$$($(ENSURE)) && $$py -m pytest -q -ra -m unit -n $(WORKERS) $(ARGS)
+
+# The browser tests again, writing their screenshots of the panels into docs/images/.
+screenshots: browser
+	@py=$$($(ENSURE)) && WORKBENCH_SCREENSHOTS=docs/images $$py -m pytest -q -ra -m browser $(ARGS)

@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny tokenizer and Llama model built locally from a config (no hub)."""
+"""Shared fixtures: a tiny tokenizer and Llama model built locally from a config (no hub); and
+the test tiers (markers, see pyproject.toml and docs/testing.md)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,20 @@ from pathlib import Path
 
 import pytest
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One thread per worker, inherited by the subprocesses tests start (notebook kernels, CLI
+    # commands): two workers of two threads each on two cores made steps 10-50x slower.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+
 ROOT = Path(__file__).resolve().parent.parent
+TIERS = ("unit", "training", "embedded", "notebooks", "browser", "faults")
+# A test that asks for one of these fixtures (directly or through another fixture) builds and
+# usually trains a model: tier `training` unless it is marked with a later tier already.
+MODEL_FIXTURES = {
+    "tiny", "tiny_model_dir", "lora_run", "tiny_llama", "teacher_dir", "biased_llama",
+    "model_4bit", "quantizable_model_dir", "qlora_run", "lesson_model_dir",
+}  # fmt: skip
 SAMPLE_DATA = ROOT / "sample_data"
 CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + "
@@ -170,3 +184,13 @@ def lora_run(tiny_model_dir, ticket_split, tmp_path_factory):
     ).wait()
     assert run.status == "finished", run.error
     return run
+
+
+def pytest_collection_modifyitems(config, items):
+    """Give every test exactly one tier: its own marker, `training` when it uses a model
+    fixture, else `unit` (no model weights: what `make test-fast` runs)."""
+    for item in items:
+        marked = [tier for tier in TIERS if item.get_closest_marker(tier)]
+        if not marked:
+            tier = "training" if MODEL_FIXTURES & set(item.fixturenames) else "unit"
+            item.add_marker(getattr(pytest.mark, tier))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from conftest import build_tiny_model, quick
 
+pytestmark = pytest.mark.training  # each test builds and trains its own tiny model
+
 
 @pytest.fixture
 def fresh(tiny_tokenizer):

@@ -260,7 +260,7 @@ def test_activation_term_is_close_to_what_autograd_keeps(tiny_llama, method):
     assert 0.6 < predicted / sum(saved.values()) < 1.6
 
 
-@pytest.mark.slow
+@pytest.mark.embedded
 def test_predictions_stay_within_15_percent_of_the_committed_measurements():
     """The estimator against every peak measured on a GPU and, on a CPU, against the embedded
     model trained on packed sample rows (`python -m benchmarks.memory --rescore ...`)."""

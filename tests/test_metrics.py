@@ -48,6 +48,7 @@ def test_shipped_metric_loads_without_network(name, network_attempts):
     assert network_attempts == []
 
 
+@pytest.mark.training
 def test_unknown_metric_names_the_shipped_ones(monkeypatch, network_attempts):
     import evaluate
     from huggingface_hub import constants
@@ -79,6 +80,7 @@ def test_unknown_metric_with_hub_offline_never_connects(monkeypatch, network_att
     assert evaluate.config.HF_EVALUATE_OFFLINE is False  # restored after the call
 
 
+@pytest.mark.training
 def test_offline_load_in_a_fresh_process_stays_cheap_and_local(tmp_path):
     # HF_HUB_OFFLINE is read when huggingface_hub is imported, so this needs a new process;
     # HF_HOME in tmp_path shows where evaluate writes its caches.

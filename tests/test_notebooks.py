@@ -82,6 +82,7 @@ def lesson_model_dir(tmp_path_factory, tiny_tokenizer):
     return folder
 
 
+@pytest.mark.notebooks
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_top_to_bottom(path, tmp_path, monkeypatch, request):
     from nbclient import NotebookClient

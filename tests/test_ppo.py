@@ -24,6 +24,8 @@ from workbench.training.ppo import (
 from workbench.training.reinforcement import reinforce, resume_reinforcement
 from workbench.widgets import TrainingMonitor
 
+pytestmark = pytest.mark.training  # each test builds and trains its own tiny model
+
 
 def ppo_settings(**changes):
     values = dict(

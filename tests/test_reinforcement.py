@@ -24,6 +24,8 @@ from workbench.training.methods import Method
 from workbench.training.reinforcement import RLSettings, reinforce, resume_reinforcement
 from workbench.widgets import TrainingMonitor
 
+pytestmark = pytest.mark.training  # each test builds and trains its own tiny model
+
 LORA = Method(r=8, alpha=16)
 
 

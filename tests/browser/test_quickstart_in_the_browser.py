@@ -4,8 +4,9 @@ a person would use it.
 Starts the front-end on loopback, opens notebooks/01_quickstart.ipynb, runs all cells, and checks
 that every panel rendered, that the loss plot grows while training runs, that Stop stops the
 run, and that CompareView shows base and fine-tuned answers. Screenshots go to
-test-artifacts/browser/. Needs Debian's chromium and the playwright package; CI installs both
-(see the Makefile), elsewhere the test is skipped when they are missing.
+test-artifacts/browser/; with WORKBENCH_SCREENSHOTS=docs/images (`make screenshots`) the ones
+the docs show are written there too. Needs Debian's chromium and the playwright package; CI
+installs both (see the Makefile), elsewhere the test is skipped when they are missing.
 """
 
 from __future__ import annotations
@@ -22,9 +23,16 @@ from conftest import ROOT
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium); CI installs it"
-)
+# screenshot name -> the file under $WORKBENCH_SCREENSHOTS that the docs show
+PUBLISHED = {"jupyterlab-7-workbench": "workbench_app.png"}
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.xdist_group("browser"),  # one server and one Chromium at a time
+    pytest.mark.skipif(
+        CHROMIUM is None,
+        reason="needs Debian's chromium (apt-get install chromium); CI installs it",
+    ),
+]
 
 
 def _free_port() -> int:
@@ -120,6 +128,9 @@ def page(jupyterlab):
 def _shot(page, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=False)
+    published = os.environ.get("WORKBENCH_SCREENSHOTS")
+    if published and name in PUBLISHED:
+        shutil.copyfile(ARTIFACTS / f"{name}.png", ROOT / published / PUBLISHED[name])
 
 
 def _loss_points(page) -> int:
