@@ -89,3 +89,31 @@ def test_rl_trains_a_model_or_a_finished_run_with_the_chosen_reward(
     assert "--reward 'rouge': use iso_date, labels" in capsys.readouterr().err
     assert main(["rl", *model, *short, "--algorithm", "grpo", "--num-generations", "1"]) == 2
     assert "GRPO compares answers" in capsys.readouterr().err
+
+
+def test_report_of_a_folder_that_holds_no_run_exits_2_and_creates_nothing(tmp_path, capsys):
+    missing, empty = tmp_path / "no" / "such-run", tmp_path / "empty"
+    empty.mkdir()
+    for folder, why in ((missing, "it does not exist"), (empty, "it holds no config.yaml")):
+        assert main(["report", str(folder)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"workbench: {folder}: no such run directory ({why}")
+    assert not (tmp_path / "no").exists() and list(empty.iterdir()) == []
+
+
+def test_export_push_to_hub_offline_exits_2_before_writing_anything(lora_run, monkeypatch, capsys):
+    import workbench.training.models as models
+
+    written = sorted(p.name for p in lora_run.run_dir.iterdir())
+    push = ["export", str(lora_run.run_dir), "--merged", "--push-to-hub", "me/tickets"]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(push) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--push-to-hub me/tickets: HF_HUB_OFFLINE is set" in err
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(models, "hub_host", lambda: "hub.invalid")  # a name that never resolves
+    assert main(push) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "hub.invalid:443 cannot be reached" in err
+    assert "nothing was written" in err
+    assert sorted(p.name for p in lora_run.run_dir.iterdir()) == written  # no merged/ folder

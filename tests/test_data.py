@@ -253,6 +253,17 @@ def test_duplicate_csv_row_names_both_lines():
     line = problem_on(error, 5)
     assert f"{path}:5" in line
     assert re.search(r"duplicates (row|line) 2\b", line)
+    assert "pass drop_duplicates=True" in str(error)  # how to drop them
+    assert "--drop-duplicates" in str(error.spelled_for("command line"))
+    with pytest.warns(UserWarning, match=r"dropped 1 row\(s\) that repeat an earlier one"):
+        kept = load_data(path, drop_duplicates=True, verbose=False)
+    assert len(kept) == 5 and [p.row for p in kept.dropped] == [5]
+
+
+def test_repeated_documents_of_raw_text_are_kept_with_a_warning():
+    rows = [{"text": "Chapter one."}, {"text": "Licence."}, {"text": "Licence."}]
+    with pytest.warns(UserWarning, match=r"list: 1 document\(s\) repeat an earlier one \(list:3"):
+        assert len(load_data(rows, verbose=False)) == 3
 
 
 def test_bad_messages_roles_last_turn_and_missing_content():
@@ -328,6 +339,20 @@ def test_undetectable_format_lists_columns_and_how_to_map_them():
     assert "question" in message and "reply" in message  # the columns it saw
     assert "instruction" in message and "output" in message  # what it expected
     assert "columns=" in message and "format=" in message  # the two fixes
+
+
+def test_unknown_columns_get_the_mapping_in_python_a_recipe_and_on_the_command_line(tmp_path):
+    path = tmp_path / "faq.csv"
+    path.write_text("question,answer\nWhat is 2+2?,4\nWhat is 3+3?,6\n", encoding="utf-8")
+    with pytest.raises(WorkbenchError) as caught:
+        load_data(path, verbose=False)
+    message = str(caught.value)
+    assert "its columns (answer, question)" in message
+    assert "columns={'question': 'instruction', 'answer': 'output'}" in message
+    assert "data.columns: {question: instruction, answer: output}" in message
+    assert "--columns question=instruction --columns answer=output" in message
+    mapped = load_data(path, columns={"question": "instruction", "answer": "output"})
+    assert mapped.format == "alpaca" and mapped[0]["output"] == "4"
 
 
 def test_detect_format_names_the_source():

@@ -238,6 +238,7 @@ def _fill(folder) -> None:
             pass
 
 
+@pytest.mark.faults
 def test_a_full_disk_fails_clearly_keeps_the_last_checkpoint_and_resumes(
     tiny, ticket_split, small_disk
 ):
@@ -305,6 +306,7 @@ def _losses(run_dir):
     return steps
 
 
+@pytest.mark.faults
 def test_killed_at_random_moments_every_resume_continues_the_same_run(tiny_model_dir, tmp_path):
     import random
     import time

@@ -251,6 +251,22 @@ class FakeConvert:
         (out_dir / "model.safetensors").write_bytes(b"weights")
 
 
+def test_load_tokenizer_reads_a_folder_or_the_converted_cache_without_the_weights(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    loaded = []
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: loaded.append(a) or (None, "tok"))
+    tokenizer = models.load_tokenizer(str(tiny_model_dir))  # a local folder
+    assert tokenizer("billing")["input_ids"] and tokenizer.pad_token is not None
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
+    assert models.load_tokenizer(DEFAULT_MODEL) == "tok" and loaded == [(DEFAULT_MODEL,)]
+    converted = tmp_path / "cache" / "models" / DEFAULT_MODEL  # as the first conversion left it
+    shutil.copytree(tiny_model_dir, converted)
+    (converted / models._COMPLETE_MARKER).write_text("converted\n")
+    assert models.load_tokenizer(DEFAULT_MODEL).vocab == tokenizer.vocab
+    assert len(loaded) == 1  # no second load: the cache's tokenizer files were read
+
+
 def test_cache_dir_follows_the_environment(cache):
     assert cache_dir() == cache
 
@@ -391,7 +407,7 @@ def test_two_processes_convert_once(cache, monkeypatch, tmp_path):
 # --- the real embedded model -----------------------------------------------------------
 
 
-@pytest.mark.slow
+@pytest.mark.embedded
 def test_embedded_model_answers_a_capital_question():
     model, tokenizer = workbench.load_model(device="cpu")
     messages = [{"role": "user", "content": "What is the capital of France?"}]

@@ -4,6 +4,7 @@ emits reward margins, the reference stays the SFT adapter, bad input is refused.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import yaml
@@ -140,3 +141,17 @@ def test_the_dpo_command_runs_the_same_experiment_from_a_run_directory(
     assert "step 2: loss" in out
     assert "Held-out log-probability margin, chosen minus rejected: " in out and " → " in out
     assert "of 8 pairs" in out and "finished: " in out
+    assert re.search(r"chosen likelier in \d+% → \d+% of 8 pairs", out)  # before, then after
+
+
+def test_the_summary_gives_each_figure_before_and_after():
+    from workbench.evaluation.preferences import Margin, PreferenceExperiment
+
+    pairs = workbench.load_data(SAMPLE_DATA / "preferences.jsonl", verbose=False).select(range(4))
+    before, after = Margin(-0.5, 0.25, [-1, -1, -1, 1]), Margin(1.5, 0.75, [1, 1, 1, -1])
+    experiment = PreferenceExperiment(None, pairs, pairs, before, pairs)
+    assert experiment.summary().endswith(
+        "-0.5 before DPO, chosen likelier in 25% of 4 pairs (not measured after yet)"
+    )
+    experiment.margin_after = after
+    assert experiment.summary().endswith("-0.5 → 1.5 (chosen likelier in 25% → 75% of 4 pairs)")

@@ -100,6 +100,21 @@ def test_an_empty_txt_file_is_an_error_naming_it(tmp_path):
         read_documents(tmp_path)
 
 
+def test_repeated_documents_are_kept_with_a_warning_or_dropped_when_asked(tmp_path, tiny):
+    texts = ["A pump manual, page one.", "Page two.", "A pump manual, page one."]
+    with pytest.warns(UserWarning, match=r"1 document\(s\) repeat an earlier one.*kept"):
+        assert len(read_documents(texts)) == 3  # raw text repeats: never refused
+    with pytest.warns(UserWarning, match=r"dropped 1 row\(s\) that repeat an earlier one"):
+        assert len(read_documents(texts, drop_duplicates=True)) == 2
+    for name, text in zip("abc", texts):
+        (tmp_path / f"{name}.txt").write_text(text, encoding="utf-8")
+    with pytest.warns(UserWarning, match=r"1 file\(s\) repeat another \(c.txt repeats a.txt\)"):
+        assert read_documents(tmp_path).sources == [str(tmp_path / f"{n}.txt") for n in "abc"]
+    model, tokenizer = tiny
+    with pytest.warns(UserWarning, match="repeat an earlier one"):
+        assert math.isfinite(perplexity(model, tokenizer, texts).value)
+
+
 def test_instruction_rows_are_refused_with_the_call_that_trains_them():
     with pytest.raises(WorkbenchError, match=r"'alpaca' rows.*workbench\.train"):
         read_documents(SAMPLE_DATA / "support_tickets.jsonl")
@@ -247,3 +262,16 @@ def test_settings_that_do_not_apply_are_named_in_a_warning(tiny, manual):
             hyperparameters=quick(max_length=512, completion_only=False),
             start=False,
         )
+
+
+def test_default_settings_on_32_short_documents_warn_and_the_one_step_still_learns(tiny):
+    model, tokenizer = tiny
+    documents = [f"Pump {n} must be primed before its first use." for n in range(32)]
+    held_out = ["Pump 40 must be primed before its first use."]
+    before = perplexity(model, tokenizer, held_out)
+    with pytest.warns(UserWarning, match=r"makes only 1 optimizer step\(s\).*Raise `epochs`"):
+        run = continue_pretraining(model, tokenizer, documents, start=False).start()
+    assert run.wait().status == "finished", run.error
+    (step,) = [e for e in run.events if e["event"] == "step"]
+    assert step["learning_rate"] > 0  # the warmup no longer takes the only step
+    assert perplexity(run.model, tokenizer, held_out).loss != before.loss

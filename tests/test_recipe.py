@@ -270,3 +270,75 @@ def test_a_continued_runs_config_is_refused_with_the_python_way_to_rerun_it(tmp_
     path = write_recipe(folder, config, "config.yaml")
     with pytest.raises(Exception, match="continued_from.*train_sequence"):
         read_recipe(path)
+
+
+def test_a_runs_config_keeps_its_held_out_rows_and_trains_again_with_before_and_after(
+    tiny_model_dir, tmp_path, capsys
+):
+    path = write_recipe(tmp_path, {"data": {"train": TICKETS, "split": 8}})
+    overrides = tiny_overrides(tiny_model_dir, tmp_path / "first") + [
+        "--set",
+        "evaluation.held_out=4",
+    ]
+    assert main(["train", str(path), *overrides]) == 0
+    first = RunDirectory(tmp_path / "first")
+    evaluation = first.read_config()["evaluation"]
+    assert evaluation["held_out"] == 4 and evaluation["file"] == "data/held_out.jsonl"
+    assert evaluation["metrics"] == ["exact_match", "rouge_l"]
+    assert (tmp_path / "first" / "before.json").is_file()  # the base model, measured first
+    capsys.readouterr()
+    again = ["--set", f"output.run_dir={tmp_path / 'again'}"]
+    assert main(["train", str(first.file("config.yaml")), *again]) == 0
+    out = capsys.readouterr().out
+    assert "4 held-out rows" in out and "before   after  change" in out
+    held = [(tmp_path / run / "data" / "held_out.jsonl").read_text() for run in ("first", "again")]
+    assert held[0] == held[1]  # the same rows measured
+    assert RunDirectory(tmp_path / "again").read_json("comparison.json")["summary"]
+
+
+def test_resuming_a_stopped_recipe_run_ends_with_the_before_after_table(
+    tiny_model_dir, tmp_path, capsys, monkeypatch
+):
+    from workbench.runs.run import Run
+
+    start = Run.start
+
+    def stop_at_step_1(run, *args, **kwargs):
+        if not args:  # the first start, not the resume (which starts from a checkpoint)
+            run.add_callback("step", lambda e: run.stop() if e["step"] == 1 else None)
+        return start(run, *args, **kwargs)
+
+    monkeypatch.setattr(Run, "start", stop_at_step_1)
+    run_dir = tmp_path / "run"
+    path = write_recipe(tmp_path, {"data": {"train": TICKETS, "split": 8}})
+    overrides = tiny_overrides(tiny_model_dir, run_dir, steps=3)
+    overrides += ["--set", "evaluation.held_out=4", "--set", "hyperparameters.eval_every=1"]
+    assert main(["train", str(path), *overrides]) == 1  # stopped
+    assert not (run_dir / "comparison.json").exists()
+    capsys.readouterr()
+    assert main(["resume", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "before   after  change" in out and "exact_match" in out
+    assert out.strip().endswith("finished")
+    assert RunDirectory(run_dir).read_json("comparison.json")["summary"]
+
+
+def test_a_template_field_the_rows_lack_exits_2_before_the_model_loads(
+    tmp_path, capsys, monkeypatch
+):
+    no_model_loading(monkeypatch)
+    rows = [{"prompt": f"{n} + {n} =", "completion": str(2 * n)} for n in range(6)]
+    data = tmp_path / "sums.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path = write_recipe(tmp_path, {"data": {"train": str(data), "split": 0}, "template": "alpaca"})
+    assert main(["train", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{data}:1: the template uses `{{instruction}}`, `{{output}}`" in err
+    assert "`template: plain`" in err
+    assert "`data.columns: {prompt: instruction, completion: output}`" in err
+    fixed = ["--set", "data.columns={prompt: instruction, completion: output}"]
+    assert load_recipe_data(read_recipe(path, fixed[1:])).train.format == "alpaca"
+    rows.append(rows[0])
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["train", str(path), "--set", "template=plain"]) == 2
+    assert "set `data.drop_duplicates: true`" in capsys.readouterr().err  # the recipe's key

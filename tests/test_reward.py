@@ -187,3 +187,30 @@ def test_reward_rows_settings_and_methods_are_checked(tiny_tokenizer, ticket_spl
         RewardSettings(center_rewards=-1.0)
     with pytest.raises(WorkbenchError, match="one response per prompt"):
         score_responses(model, tokenizer, ["a", "b"], ["c"])
+
+
+def test_pairs_with_the_same_chosen_and_rejected_text_are_refused_or_dropped(
+    tiny_tokenizer, tmp_path
+):
+    rows = toy_pairs(8, seed=2).rows
+    same = [{**r, "rejected": r["chosen"]} for r in rows]
+    with pytest.raises(WorkbenchError, match=r"in every pair the `chosen` and `rejected`.*list:1"):
+        train_reward_model(
+            build_tiny_model(tiny_tokenizer),
+            tiny_tokenizer,
+            workbench.load_data(same, verbose=False),
+        )
+    mixed = workbench.load_data(same[:3] + rows[3:], verbose=False)
+    with pytest.warns(
+        UserWarning, match=r"3 of 8 pairs have the same .*list:1, list:2, list:3.*dropped"
+    ):
+        run = train_reward_model(
+            build_tiny_model(tiny_tokenizer),
+            tiny_tokenizer,
+            mixed,
+            settings=settings(max_steps=1),
+            run_dir=tmp_path / "reward",
+            start=False,
+        )
+    stored = run.directory.load_rows("train")
+    assert [r["chosen"] for r in stored.rows] == [r["chosen"] for r in rows[3:]]  # trained on

@@ -77,7 +77,8 @@ def test_list_and_compare_a_finished_and_a_stopped_run(tiny_model_dir, ticket_sp
 
     assert cli(["runs"]) == 0
     listing = capsys.readouterr().out.splitlines()
-    assert len(listing) == 3 and "stopped" in listing[1] + listing[2]
+    rows = [line for line in listing if line.startswith((first.run_dir.name, second.run_dir.name))]
+    assert "stopped" in "".join(rows) and "finished" in "".join(rows)
     results = comparison.results
     assert list(results.columns) == [first.run_dir.name, second.run_dir.name]
     assert results.loc["train_loss"].tolist() == pytest.approx(
@@ -186,3 +187,72 @@ def test_a_run_killed_mid_write_is_listed_and_resumes(tiny_model_dir, ticket_spl
     events = [json.loads(line) for line in after]
     assert events[0]["event"] == "started" and events[0]["step"] == 4
     assert [e["step"] for e in events if e["event"] == "step"] == [5, 6]
+
+
+# --- the listing in a terminal, parents, time spent training --------------------------------
+LONG_PROMPT = "You are a careful assistant for a hardware shop. " * 12 + "{instruction}\n"
+
+
+def _recorded_run(folder, config: dict, events: list[tuple[str, float, int]]):
+    """A run directory as a finished or resumed run leaves it: config.yaml and its events
+    (name, time, step), without training anything."""
+    from workbench.runs.directory import RunDirectory
+
+    directory = RunDirectory(folder)
+    directory.write_config(config)
+    for name, moment, step in events:
+        directory.append_event({"event": name, "time": moment, "step": step, "max_steps": 4})
+    return folder
+
+
+def _config(stage: str = "sft", **extra) -> dict:
+    template = {"name": "alpaca", "prompt": "### Instruction:\n{instruction}\n", "response": "x"}
+    return {
+        "stage": stage,
+        "model": "/a/very/long/folder/of/models/that/people/keep/their/checkpoints/in/tiny-llama",
+        "template": template,
+        "method": {"kind": "lora", "r": 16},
+        "hyperparameters": {"learning_rate": 2e-4, "max_steps": 4},
+        "data": {"format": "alpaca", "train": "data/train.jsonl"},
+        **extra,
+    }
+
+
+def test_the_listing_and_a_comparison_keep_every_line_within_120_characters(tmp_path, capsys):
+    root = tmp_path / "runs"
+    plain = _recorded_run(root / "plain", _config(), [("started", 0, 0), ("finished", 5, 4)])
+    custom = _config(template={"name": "custom", "prompt": LONG_PROMPT, "response": "{output}"})
+    long = _recorded_run(root / "long-template", custom, [("started", 0, 0), ("finished", 5, 4)])
+    assert cli(["runs", "--root", str(root)]) == 0
+    listing = capsys.readouterr().out
+    assert max(map(len, listing.splitlines())) <= 120
+    assert "/a/very/long" in listing and "…" in listing  # a long value, cut in the middle
+    assert cli(["runs", "--compare", str(plain), str(long)]) == 0
+    comparison = capsys.readouterr().out
+    assert max(map(len, comparison.splitlines())) <= 120
+    assert "template.name" in comparison and "custom" in comparison  # the template by name
+    assert "template.prompt" not in comparison and "hardware shop" not in comparison
+
+
+def test_dpo_and_ppo_runs_name_the_run_they_started_from(tmp_path):
+    sft = tmp_path / "sft"
+    _recorded_run(sft, _config(), [("started", 0, 0), ("finished", 5, 4)])
+    for stage in ("dpo", "ppo"):
+        folder = _recorded_run(
+            tmp_path / stage, _config(stage, parent=str(sft)), [("started", 0, 0)]
+        )
+        record = read_run(folder)
+        assert record.continued_from == sft and record.row()["continued_from"] == "sft"
+
+
+def test_a_resumed_runs_duration_counts_its_training_not_the_idle_time_between(tmp_path):
+    # trained 10 s, stopped, left for an hour, resumed and trained 5 s more
+    events = [("started", 100, 0), ("step", 105, 1), ("stopped", 110, 2)]
+    events += [("started", 3710, 2), ("step", 3713, 3), ("finished", 3715, 4)]
+    record = read_run(_recorded_run(tmp_path / "resumed", _config(), events))
+    assert record.duration == pytest.approx(15)
+    # killed after its last event at 3713 (no end event), then resumed for 2 s
+    killed = events[:5] + [("started", 7000, 3), ("finished", 7002, 4)]
+    assert read_run(_recorded_run(tmp_path / "killed", _config(), killed)).duration == (
+        pytest.approx(10 + 3 + 2)
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 from conftest import quick
@@ -24,6 +25,8 @@ from workbench.training.methods import Method
         ({"packing": "yes"}, "`hyperparameters.packing`='yes': must be true or false"),
         ({"lr_scheduler": "cosinus"}, "`hyperparameters.lr_scheduler`='cosinus': choose one of"),
         ({"lerning_rate": 1e-4}, "`hyperparameters.lerning_rate` is not a setting"),
+        ({"lerning_rate": 1e-4}, "Did you mean `hyperparameters.learning_rate`?"),
+        ({"max_steps": 0}, "`max_steps`=0 would train nothing: set -1 to train `epochs`"),
         ({"max_grad_norm": -1}, "`max_grad_norm`=-1.0 must be 0 (no clipping) or more"),
         ({"warmup": math.nan}, "`warmup`=nan must be a finite number"),
     ],
@@ -114,3 +117,32 @@ def test_a_tracker_that_is_not_installed_says_how_to_install_it(tracker, tmp_pat
     settings = Hyperparameters(report_to=tracker)  # settings may name it: export, other machines
     with pytest.raises(WorkbenchError, match=f"`report_to`='{tracker}'.*pip install {tracker}"):
         settings.to_training_args(str(tmp_path))
+
+
+def test_warmup_never_takes_more_than_half_of_the_steps(tiny, tmp_path):
+    default = Hyperparameters()  # warmup 0.05 of the steps
+    assert [default.warmup_steps(n) for n in (1, 2, 3, 20, 21, 100)] == [0, 1, 1, 1, 2, 5]
+    assert Hyperparameters(warmup=10).warmup_steps(4) == 2  # a step count, capped too
+    model, _ = tiny
+    one_step = Hyperparameters(max_steps=1).run_arguments(tmp_path, model, has_validation=False)
+    assert one_step.get_warmup_steps(1) == 0  # else the only step would learn at a rate of 0
+    # a plan whose warmup fits in half of it keeps its arguments as they were
+    assert Hyperparameters(max_steps=40).run_arguments(
+        tmp_path, model, has_validation=False
+    ).warmup_steps == pytest.approx(0.05)
+
+
+def test_a_plan_that_epochs_make_too_short_to_learn_warns_before_it_starts(tiny, tmp_path):
+    model, _ = tiny
+    settings = Hyperparameters(batch_size=8, gradient_accumulation=2)
+    assert settings.optimizer_steps(33) == 3  # 5 batches, the last one short: 3 steps
+    with pytest.warns(
+        UserWarning,
+        match=r"`epochs`=1 over 33 training rows in batches of 8 x 2 "
+        r"accumulated makes only 3 optimizer step\(s\).*Raise `epochs`",
+    ):
+        settings.run_arguments(tmp_path, model, has_validation=False, rows=33)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an explicit max_steps is the user's own number
+        Hyperparameters(max_steps=2).run_arguments(tmp_path, model, has_validation=False, rows=33)
+        settings.run_arguments(tmp_path, model, has_validation=False, rows=400)  # 25 steps

@@ -250,7 +250,7 @@ def test_early_stopping_ends_the_run_before_max_steps(tiny, ticket_split):
     assert len(run.losses) < 40
 
 
-@pytest.mark.slow
+@pytest.mark.embedded
 def test_a_few_lora_steps_on_the_real_embedded_model(ticket_split):
     model, tokenizer = workbench.load_model()
     train_rows, validation = ticket_split
@@ -270,6 +270,7 @@ def test_a_few_lora_steps_on_the_real_embedded_model(ticket_split):
     assert 0 < run.parameters.share < 0.05
 
 
+@pytest.mark.training
 def test_qlora_trains_adapters_on_a_4bit_base_and_records_it(
     tmp_path, tiny_tokenizer, ticket_split
 ):
@@ -349,3 +350,20 @@ def test_tensorboard_logs_the_run_inside_its_run_directory(tiny, ticket_split):
     events.Reload()
     losses = [point.value for point in events.Scalars("train/loss")]
     assert losses == pytest.approx(run.losses, rel=1e-4)
+
+
+def test_a_one_step_run_learns_and_a_short_epochs_plan_warns_with_its_step_count(
+    tiny, tiny_model_dir, ticket_split
+):
+    model, tokenizer = tiny
+    rows, _ = ticket_split
+    one = train(model, tokenizer, rows, hyperparameters=quick(max_steps=1, eval_every=1)).wait()
+    (step,) = [e for e in one.events if e["event"] == "step"]
+    assert step["learning_rate"] > 0  # warmup (0.05 of 1 step, rounded up) took the whole run
+    settings = Hyperparameters(batch_size=8, gradient_accumulation=2, eval_every=100)
+    model, tokenizer = workbench.load_model(str(tiny_model_dir))
+    with pytest.warns(UserWarning, match=r"over 48 training rows .* makes only 3 optimizer step"):
+        run = train(model, tokenizer, rows, hyperparameters=settings, start=False).start()
+    run.wait()
+    started = next(e for e in run.events if e["event"] == "started")
+    assert started["max_steps"] == settings.optimizer_steps(48) == 3  # as the Trainer counts

@@ -74,7 +74,7 @@ from workbench.training.hyperparameters import Hyperparameters
 from workbench.training.lwf import LearningWithoutForgetting
 from workbench.training.memory import MemoryEstimate, count_trainable, estimate_memory
 from workbench.training.methods import Method, ParameterCount, count_parameters, linear_layer_names
-from workbench.training.models import DEFAULT_MODEL, load_model
+from workbench.training.models import DEFAULT_MODEL, load_model, load_tokenizer
 from workbench.training.pretraining import (
     continue_pretraining,
     perplexity,
@@ -146,6 +146,7 @@ __all__ = [
     "leave_one_task_out",
     "load_data",
     "load_model",
+    "load_tokenizer",
     "loto_table",
     "mix_tasks",
     "nearest_examples",

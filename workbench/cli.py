@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from workbench.cli_data import add_check_command, add_preview_command, check, preview
+
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command. Errors a user can cause (a bad file or setting, a finished or busy run
@@ -19,26 +21,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _column_pair(text: str) -> tuple[str, str]:
-    """`question=instruction` -> ("question", "instruction"), for `--columns`."""
-    source, _, standard = text.partition("=")
-    if not source.strip() or not standard.strip():
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: write SOURCE=STANDARD, e.g. --columns question=instruction"
-        )
-    return source.strip(), standard.strip()
-
-
 def _run_command(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="workbench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     _add_lesson_commands(commands)
-    check = commands.add_parser("check", help="pre-flight checks on a dataset before training")
-    check.add_argument("data", help="a dataset file")
-    check.add_argument("--template", default=None, help="built-in template name")
-    check.add_argument("--validation", default=None, help="a validation file (leakage, labels)")
-    check.add_argument("--max-length", type=int, default=256)
-    check.add_argument("--model", default=None, help="model name or folder (its tokenizer)")
+    add_check_command(commands)
     resume = commands.add_parser("resume", help="continue a stopped or killed run")
     resume.add_argument("run_dir")
     resume.add_argument(
@@ -56,31 +43,38 @@ def _run_command(argv: list[str] | None) -> int:
         from workbench.runs.recipe_command import train_recipe
 
         return train_recipe(args.config, args.set)
-    if args.command in ("runs", "export", "dpo", "rl", "check"):
-        handlers = {"runs": _runs, "export": _export, "dpo": _dpo, "rl": _rl, "check": _check}
+    handlers = {"runs": _runs, "export": _export, "dpo": _dpo, "rl": _rl}
+    handlers.update(check=check, preview=preview)  # the data commands: workbench/cli_data.py
+    if args.command in handlers:
         return handlers[args.command](args)
 
     if args.command == "demo":
         from workbench.lessons.demo import DemoSettings, run_demo
         from workbench.training.models import DEFAULT_MODEL
 
-        settings = DemoSettings(max_steps=args.max_steps)
+        settings = DemoSettings(max_steps=args.max_steps, held_out=args.held_out)
         run_demo(settings, model_name=args.model or DEFAULT_MODEL)
-    elif args.command == "preview":
-        _preview(args)
     elif args.command == "resume":
-        from workbench.training.finetune import resume_run
-
-        run = resume_run(args.run_dir, max_steps=args.max_steps)
-        run.add_callback("step", lambda e: print(f"step {e['step']}: loss {e['loss']:.4f}"))
-        run.wait()
-        print(f"{run.status}" + (f": {run.error}" if run.error else ""))
-        return 0 if run.status == "finished" else 1
+        return _resume(args)
     elif args.command == "report":
         from workbench.runs.report import write_report
 
-        print(write_report(args.run_dir))
+        print(write_report(args.run_dir))  # a folder that holds no run exits 2, creating nothing
     return 0
+
+
+def _resume(args: argparse.Namespace) -> int:
+    """Continue a run; a recipe run that recorded held-out rows ends with its before/after."""
+    from workbench.runs.recipe_command import report_before_after
+    from workbench.training.finetune import resume_run
+
+    run = resume_run(args.run_dir, max_steps=args.max_steps)
+    run.add_callback("step", lambda e: print(f"step {e['step']}: loss {e['loss']:.4f}"))
+    run.wait()
+    if run.status == "finished":
+        report_before_after(run)
+    print(f"{run.status}" + (f": {run.error}" if run.error else ""))
+    return 0 if run.status == "finished" else 1
 
 
 def _add_lesson_commands(commands) -> None:
@@ -93,21 +87,14 @@ def _add_lesson_commands(commands) -> None:
         default=DemoSettings.max_steps,
         help="training steps (default %(default)s)",
     )
-    demo.add_argument("--model", default=None, help="model name, folder or hub id")
-    preview = commands.add_parser("preview", help="show how a dataset is templated and tokenised")
-    preview.add_argument("data", help="a dataset file")
-    preview.add_argument("--template", default=None, help="built-in template name")
-    preview.add_argument("--row", type=int, default=0)
-    preview.add_argument("--max-length", type=int, default=256)
-    preview.add_argument("--model", default=None, help="model name or folder (its tokenizer)")
-    preview.add_argument(
-        "--columns",
-        type=_column_pair,
-        action="append",
-        default=[],
-        metavar="SOURCE=STANDARD",
-        help="rename a column, e.g. question=instruction (repeat for more)",
+    demo.add_argument(
+        "--held-out",
+        type=int,
+        default=DemoSettings.held_out,
+        help="rows measured before and after, never trained on (default %(default)s)",
     )
+    demo.add_argument("--model", default=None, help="model name, folder or hub id")
+    add_preview_command(commands)
 
 
 def _add_history_commands(commands) -> None:
@@ -230,18 +217,15 @@ def _print_rl_step(event: dict) -> None:
 
 
 def _runs(args: argparse.Namespace) -> int:
-    from workbench.runs.history import compare_runs, list_runs, runs_table
+    """The run listing, or the comparison of several runs, each line within 120 characters."""
+    from workbench.runs.history import compare_runs, list_runs
+    from workbench.runs.listing import comparison_text, runs_text
 
     if args.compare:
-        comparison = compare_runs(args.compare)
-        print(
-            comparison.differences.to_string() if len(comparison.differences) else "same settings"
-        )
-        print()
-        print(comparison.results.to_string())
+        print(comparison_text(compare_runs(args.compare)))
         return 0
     records = list_runs(args.root)
-    print(runs_table(records).to_string(index=False) if records else "no runs")
+    print(runs_text(records))
     for record in records:
         for problem in record.problems:
             print(f"{record.name}: {problem}")
@@ -251,8 +235,10 @@ def _runs(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from workbench.runs.export import export_script, merge_adapter, push_to_hub
+    from workbench.runs.export import check_can_push, export_script, merge_adapter, push_to_hub
 
+    if args.push_to_hub:  # before anything is written: offline, nothing would be pushed
+        check_can_push(args.push_to_hub)
     both = not (args.merged or args.script or args.gguf)
     merged = None
     if args.merged or both:
@@ -300,43 +286,6 @@ def _dpo(args: argparse.Namespace) -> int:
     print(experiment.summary())
     print(f"{run.status}: {run.run_dir}" + (f" ({run.error})" if run.error else ""))
     return 0 if run.status == "finished" else 1
-
-
-def _check(args: argparse.Namespace) -> int:
-    """Print every finding, errors first, then a summary; 1 when any is an error."""
-    from workbench.data.loading import load_data
-    from workbench.tokens.checks import check_dataset, findings_summary
-    from workbench.tokens.templates import get_template
-    from workbench.training.models import DEFAULT_MODEL, load_model
-
-    data = load_data(args.data, verbose=False)  # a file that does not load exits 2 in main()
-    validation = load_data(args.validation, verbose=False) if args.validation else None
-    template = get_template(args.template, data.format)
-    _, tokenizer = load_model(args.model or DEFAULT_MODEL, device="cpu")
-    findings = check_dataset(
-        data, template, tokenizer, validation=validation, max_length=args.max_length
-    )
-    for finding in findings:
-        print(finding)
-    summary = findings_summary(findings)
-    print(f"{data.source}: {len(data)} rows checked with template `{template.name}`: {summary}")
-    return 1 if any(f.severity == "error" for f in findings) else 0
-
-
-def _preview(args: argparse.Namespace) -> None:
-    from workbench import dataset_stats, get_template, load_data, load_model
-    from workbench.tokens.tokenizing import row_token_view, token_view_text
-    from workbench.training.models import DEFAULT_MODEL
-
-    _, tokenizer = load_model(args.model or DEFAULT_MODEL, device="cpu")
-    data = load_data(args.data, columns=dict(args.columns) or None)
-    template = get_template(args.template or None, data.format)
-    row = data[args.row]
-    tokens, item = row_token_view(row, template, tokenizer, max_length=args.max_length)
-    print(f"template `{template.name}`, row {data.where(args.row)} ([..] carry loss):\n")
-    print(token_view_text(tokens))
-    print(f"\n{item.prompt_tokens} prompt + {item.response_tokens} response tokens")
-    print(dataset_stats(data, template, tokenizer, max_length=args.max_length))
 
 
 if __name__ == "__main__":

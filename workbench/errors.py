@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 
 class WorkbenchError(ValueError):
@@ -27,16 +27,56 @@ class Problem:
         return f"{where}: {what}{self.message}"
 
 
-class DataValidationError(WorkbenchError):
-    """Raised with every problem found in a dataset, not just the first."""
+# What each `load_data` option that drops rows drops, and how it is spelled where it is set.
+REMEDIES = {
+    "drop_invalid": (
+        "the invalid rows",
+        {
+            "python": "pass drop_invalid=True",
+            "command line": "add --drop-invalid",
+            "recipe": "set `data.drop_invalid: true`",
+        },
+    ),
+    "drop_duplicates": (
+        "the repeated rows (the first of each is kept)",
+        {
+            "python": "pass drop_duplicates=True",
+            "command line": "add --drop-duplicates",
+            "recipe": "set `data.drop_duplicates: true`",
+        },
+    ),
+}
+Spelling = Literal["python", "command line", "recipe"]
 
-    def __init__(self, problems: list[Problem], hint: str = "") -> None:
+
+class DataValidationError(WorkbenchError):
+    """Raised with every problem found in a dataset, not just the first. `remedies` name the
+    `load_data` options that would drop the rows instead ("drop_invalid", "drop_duplicates"),
+    as Python arguments; `spelled_for("command line")` names them as flags (or recipe keys)."""
+
+    def __init__(
+        self, problems: list[Problem], hint: str = "", remedies: tuple[str, ...] = ()
+    ) -> None:
         self.problems = list(problems)
+        self.hint, self.remedies = hint, tuple(remedies)
+        super().__init__(self._message("python"))
+
+    def spelled_for(self, spelling: Spelling) -> DataValidationError:
+        """The same error, its remedies spelled for the command line or a recipe."""
+        error = DataValidationError(self.problems, self.hint, self.remedies)
+        error.args = (error._message(spelling),)
+        return error
+
+    def _message(self, spelling: Spelling) -> str:
         shown = "\n".join(f"  - {p}" for p in self.problems[:50])
         more = f"\n  ... and {len(self.problems) - 50} more" if len(self.problems) > 50 else ""
         rows = {p.row for p in self.problems if p.row is not None}
         head = f"{len(self.problems)} problem(s) in {len(rows)} row(s):"
-        super().__init__(f"{head}\n{shown}{more}" + (f"\n{hint}" if hint else ""))
+        advice = [self.hint] if self.hint else []
+        for remedy in self.remedies:
+            what, spelled = REMEDIES[remedy]
+            advice.append(f"Or, to drop {what} explicitly, {spelled[spelling]}.")
+        return f"{head}\n{shown}{more}" + "".join(f"\n{line}" for line in advice)
 
 
 class TemplateError(WorkbenchError):

@@ -55,8 +55,8 @@ class Settings:
         hints = typing.get_type_hints(cls)
         problems = [
             f"`{prefix}{name}` is not a setting of {cls.__name__}; known: "
-            f"{', '.join(sorted(known))}."
-            for name in sorted(set(values) - known)
+            f"{', '.join(sorted(known))}.{_did_you_mean(str(name), known, prefix)}"
+            for name in sorted(set(values) - known, key=str)
         ]
         converted = {}
         for name, value in values.items():
@@ -108,6 +108,14 @@ class Settings:
     def help(self) -> dict[str, str]:
         """Each field's one-line explanation."""
         return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(self)}
+
+
+def _did_you_mean(name: str, known: set[str], prefix: str = "") -> str:
+    """' Did you mean `prefix.closest`?' for a mistyped setting, or '' when none is close."""
+    import difflib
+
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    return f" Did you mean `{prefix}{close[0]}`?" if close else ""
 
 
 def _plain(value: Any) -> Any:

@@ -2,7 +2,8 @@
 
 Every problem is reported with the file, the row (the line, for JSONL and CSV) and the field,
 all at once. Bad rows are never dropped silently: `drop_invalid=True` drops them explicitly and
-keeps the list in `Examples.dropped`.
+keeps the list in `Examples.dropped` (as `drop_duplicates=True` does for repeated rows). The
+formats and the checks of each row are in `workbench/data/formats.py`.
 """
 
 from __future__ import annotations
@@ -12,39 +13,12 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from workbench.data.formats import FORMAT_MARKERS as FORMAT_MARKERS  # re-exported
+from workbench.data.formats import Format, detect_format, normalise_record, validate_record
 from workbench.data.reading import read_source, visible
 from workbench.errors import DataValidationError, Problem, WorkbenchError
-
-Format = Literal["alpaca", "prompt_completion", "messages", "sharegpt", "text", "preference"]
-
-# Checked in this order: the first format whose marker columns are present wins.
-FORMAT_MARKERS: dict[str, tuple[str, ...]] = {
-    "preference": ("chosen", "rejected"),  # DPO pairs; the prompt is `prompt` or `instruction`
-    "messages": ("messages",),
-    "sharegpt": ("conversations",),
-    "alpaca": ("instruction", "output"),
-    "prompt_completion": ("prompt", "completion"),
-    "text": ("text",),
-}
-REQUIRED_TEXT: dict[str, tuple[str, ...]] = {
-    "alpaca": ("instruction", "output"),
-    "prompt_completion": ("prompt", "completion"),
-    "text": ("text",),
-    "preference": ("chosen", "rejected"),
-}
-OPTIONAL_TEXT = {"alpaca": ("input",), "preference": ("prompt", "instruction", "input")}
-CHAT_ROLES = ("system", "user", "assistant", "tool")  # tool turns are context, never learned
-SHAREGPT_ROLES = {
-    "system": "system",
-    "human": "user",
-    "user": "user",
-    "gpt": "assistant",
-    "assistant": "assistant",
-    "tool": "tool",
-    "observation": "tool",  # a tool's result, in some ShareGPT exports
-}
 
 
 @dataclass
@@ -169,6 +143,7 @@ def load_data(
     columns: dict[str, str] | None = None,
     task: str | None = None,
     drop_invalid: bool = False,
+    drop_duplicates: bool = False,
     verbose: bool = True,
     sheet: str | int | None = None,
 ) -> Examples:
@@ -179,6 +154,9 @@ def load_data(
     (online only). `columns` renames source columns (by their visible names) to the standard
     ones, e.g. `{"question": "instruction", "answer": "output"}`.
     Rows without a `task` get `task` (default: the file's stem).
+    A row that repeats an earlier one is an error in supervised data (it would be learned
+    twice as hard) and kept with a warning in raw text (`text` rows: documents often repeat);
+    `drop_duplicates=True` drops them, `drop_invalid=True` drops invalid rows, each listed.
     """
     name, records, problems = read_source(source, sheet)
     if columns:
@@ -192,46 +170,87 @@ def load_data(
     if detected not in FORMAT_MARKERS:
         raise WorkbenchError(f"`format`={detected!r} is not one of {', '.join(FORMAT_MARKERS)}.")
     default_task = task or (Path(name).stem if Path(name).suffix else "default")
-    rows, locations = [], []
-    seen: dict[str, int] = {}
-    for location, record in records:
-        row_problems = validate_record(record, detected, name, location)
-        if not row_problems:
-            row = normalise_record(record, detected, default_task)
-            key = json.dumps({k: v for k, v in row.items() if k != "task"}, sort_keys=True)
-            if key in seen:
-                row_problems = [
-                    Problem(name, location, None, f"duplicates row {seen[key]} (same content)")
-                ]
-            else:
-                seen[key] = location
-        if row_problems:
-            problems.extend(row_problems)
-            continue
-        rows.append(row)
-        locations.append(location)
-    examples = Examples(rows, detected, name, locations)
+    examples, invalid_rows, repeated = _valid_rows(
+        records, detected, name, default_task, drop_duplicates
+    )
+    problems += invalid_rows
     if verbose:
         invalid = len({p.row for p in problems})
         print(
-            f"{name}: {len(rows)} valid rows"
+            f"{name}: {len(examples)} valid rows"
             + (f" ({invalid} invalid)" if invalid else "")
             + f", detected format: {detected}"
             + ("" if format is None else " (given)")
         )
+    _note_repeats(examples, repeated, drop_duplicates)
     return _apply_problems(examples, problems, drop_invalid)
+
+
+def _valid_rows(
+    records, detected: str, name: str, default_task: str, drop_duplicates: bool
+) -> tuple[Examples, list[Problem], list[Problem]]:
+    """(the valid rows, the problems of the others, the repeats dropped or kept). A row that
+    repeats an earlier one is a problem in supervised data; in raw text (`text` rows) it is
+    a repeat, kept, or dropped with `drop_duplicates` (as it is in any format)."""
+    rows, locations, problems, repeated = [], [], [], []
+    seen: dict[str, int] = {}
+    for location, record in records:
+        row_problems = validate_record(record, detected, name, location)
+        if row_problems:
+            problems.extend(row_problems)
+            continue
+        row = normalise_record(record, detected, default_task)
+        key = json.dumps({k: v for k, v in row.items() if k != "task"}, sort_keys=True)
+        if key in seen:
+            repeat = Problem(name, location, None, f"duplicates row {seen[key]} (same content)")
+            if not (drop_duplicates or detected == "text"):
+                problems.append(repeat)  # supervised rows: refused (or dropped as invalid)
+                continue
+            repeated.append(repeat)  # dropped, or kept: raw text often repeats
+            if drop_duplicates:
+                continue
+        else:
+            seen[key] = location
+        rows.append(row)
+        locations.append(location)
+    return Examples(rows, detected, name, locations), problems, repeated
+
+
+def _note_repeats(examples: Examples, repeated: list[Problem], dropped: bool) -> None:
+    """Say which rows repeat an earlier one: dropped (listed in `dropped`), or, for raw text,
+    kept (a repeated document, a header or a licence, is normal in text)."""
+    if not repeated:
+        return
+    some = ", ".join(f"{p.source}:{p.row}" for p in repeated[:3])
+    more = ", ..." if len(repeated) > 3 else ""
+    if dropped:
+        examples.dropped += repeated
+        warnings.warn(
+            f"{examples.source}: dropped {len(repeated)} row(s) that repeat an earlier one "
+            f"({some}{more}; drop_duplicates=True); see Examples.dropped.",
+            stacklevel=3,
+        )
+    else:
+        warnings.warn(
+            f"{examples.source}: {len(repeated)} document(s) repeat an earlier one ({some}"
+            f"{more}); kept, as raw text often repeats. Pass drop_duplicates=True (or "
+            "--drop-duplicates on the command line) to drop them.",
+            stacklevel=3,
+        )
 
 
 def _apply_problems(examples: Examples, problems: list[Problem], drop_invalid: bool) -> Examples:
     if not problems:
         return examples
+    repeats = any(p.message.startswith("duplicates row") for p in problems)
     if not drop_invalid:
-        raise DataValidationError(
-            problems, "Fix these rows, or pass drop_invalid=True to drop them explicitly."
-        )
+        only_repeats = all(p.message.startswith("duplicates row") for p in problems)
+        remedies = ("drop_duplicates",) if only_repeats else ("drop_invalid",)
+        remedies += ("drop_duplicates",) if repeats and not only_repeats else ()
+        raise DataValidationError(problems, "Fix these rows.", remedies)
     if not examples.rows:
         raise DataValidationError(problems, "Every row is invalid: nothing is left to train on.")
-    examples.dropped = problems
+    examples.dropped += problems
     bad_rows = len({p.row for p in problems})
     warnings.warn(
         f"{examples.source}: dropped {bad_rows} invalid row(s) (drop_invalid=True); "
@@ -256,162 +275,3 @@ def _renamed(records: list[tuple[int, Any]], columns: dict[str, str], name: str)
         (loc, {wanted.get(visible(k), k): v for k, v in r.items()} if isinstance(r, dict) else r)
         for loc, r in records
     ]
-
-
-def detect_format(records: list[dict], name: str = "data") -> Format:
-    """The format whose marker columns appear in the rows (see FORMAT_MARKERS)."""
-    keys = set().union(*(r.keys() for r in records)) if records else set()
-    for fmt, markers in FORMAT_MARKERS.items():
-        if all(m in keys for m in markers):
-            return fmt  # type: ignore[return-value]
-    expected = "; ".join(f"{f}: {', '.join(m)}" for f, m in FORMAT_MARKERS.items())
-    raise WorkbenchError(
-        f"{name}: could not detect the format from its columns ({', '.join(sorted(keys)) or 'none'}"
-        f"). Expected columns for each format: {expected}. Rename yours with "
-        "columns={'your_column': 'instruction', ...}, or pass format=..."
-    )
-
-
-def validate_record(record: Any, fmt: str, source: str, location: int) -> list[Problem]:
-    """Every problem with one raw record, or an empty list."""
-    if not isinstance(record, dict):
-        return [
-            Problem(
-                source,
-                location,
-                None,
-                f"is a JSON {type(record).__name__}, expected an object with fields",
-            )
-        ]
-    if fmt in ("messages", "sharegpt"):
-        return _validate_conversation(record, fmt, source, location)
-    problems = []
-    for name in REQUIRED_TEXT[fmt] + OPTIONAL_TEXT.get(fmt, ()):
-        required = name in REQUIRED_TEXT[fmt]
-        if name not in record:
-            if required:
-                problems.append(Problem(source, location, name, "is missing"))
-            continue
-        value = record[name]
-        if value is None and not required:
-            continue
-        if not isinstance(value, str):
-            problems.append(
-                Problem(
-                    source, location, name, f"must be text, got {_type_name(value)} ({value!r:.40})"
-                )
-            )
-        elif required and not value.strip():
-            problems.append(Problem(source, location, name, "is empty"))
-    if "task" in record and not isinstance(record["task"], str):
-        problems.append(Problem(source, location, "task", "must be text"))
-    if fmt == "preference" and not (record.get("prompt") or record.get("instruction")):
-        problems.append(
-            Problem(source, location, "prompt", "is missing: give `prompt` (or `instruction`)")
-        )
-    return problems
-
-
-def _validate_conversation(record: dict, fmt: str, source: str, location: int) -> list[Problem]:
-    column = "messages" if fmt == "messages" else "conversations"
-    role_key, text_key = ("role", "content") if fmt == "messages" else ("from", "value")
-    allowed = CHAT_ROLES if fmt == "messages" else tuple(SHAREGPT_ROLES)
-    turns = record.get(column)
-    if turns is None:
-        return [Problem(source, location, column, "is missing")]
-    if not isinstance(turns, list) or not turns:
-        return [Problem(source, location, column, "must be a non-empty list of turns")]
-    problems = []
-    for i, turn in enumerate(turns):
-        where = f"{column}[{i}]"
-        if not isinstance(turn, dict):
-            problems.append(Problem(source, location, where, "must be an object"))
-            continue
-        if turn.get(role_key) not in allowed:
-            problems.append(
-                Problem(
-                    source,
-                    location,
-                    f"{where}.{role_key}",
-                    f"is {turn.get(role_key)!r}; expected one of {allowed}",
-                )
-            )
-        if text_key not in turn:
-            problems.append(Problem(source, location, f"{where}.{text_key}", "is missing"))
-        elif isinstance(turn[text_key], list):  # content as parts: text parts are joined
-            problems += _content_part_problems(turn[text_key], source, location, where, text_key)
-        elif not isinstance(turn[text_key], str):
-            problems.append(
-                Problem(
-                    source,
-                    location,
-                    f"{where}.{text_key}",
-                    f"must be text, got {_type_name(turn[text_key])}",
-                )
-            )
-    last = turns[-1]
-    last_role = last.get(role_key) if isinstance(last, dict) else None
-    if last_role in allowed and SHAREGPT_ROLES.get(last_role, last_role) != "assistant":
-        problems.append(
-            Problem(
-                source,
-                location,
-                f"{column}[{len(turns) - 1}]",
-                "the last turn must be the assistant's reply (nothing to learn)",
-            )
-        )
-    return problems
-
-
-def _content_part_problems(parts: list, source: str, location: int, where: str, key: str):
-    """Content given as a list of parts: only text parts are supported."""
-    problems = []
-    for j, part in enumerate(parts):
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind != "text" or not isinstance(part.get("text"), str):
-            what = f"a {kind!r} part" if kind else f"{_type_name(part)}"
-            problems.append(
-                Problem(
-                    source,
-                    location,
-                    f"{where}.{key}[{j}]",
-                    f"is {what}; only text parts ({{'type': 'text', 'text': ...}}) are supported "
-                    "(images and audio are not: drop them or describe them in text)",
-                )
-            )
-    return problems
-
-
-def _text_of(content: Any) -> str:
-    """Content as one text: a list of text parts joined with blank lines."""
-    if isinstance(content, list):
-        return "\n\n".join(part["text"] for part in content)
-    return content
-
-
-def normalise_record(record: dict, fmt: str, default_task: str) -> dict[str, Any]:
-    """The row in the standard shape: ShareGPT becomes `messages`, content given as parts
-    becomes text; `input` defaults to ''."""
-    row = dict(record)
-    if fmt == "sharegpt":
-        row["messages"] = [
-            {"role": SHAREGPT_ROLES[t["from"]], "content": _text_of(t["value"])}
-            for t in row.pop("conversations")
-        ]
-    elif fmt == "messages":
-        row["messages"] = [{**m, "content": _text_of(m["content"])} for m in row["messages"]]
-    if fmt in ("alpaca", "preference") and row.get("input") is None:
-        row["input"] = ""
-    row["task"] = row.get("task") or default_task
-    return row
-
-
-def _type_name(value: Any) -> str:
-    return {
-        dict: "an object",
-        list: "a list",
-        type(None): "null",
-        bool: "a boolean",
-        int: "a number",
-        float: "a number",
-    }.get(type(value), type(value).__name__)

@@ -109,14 +109,20 @@ class PreferenceExperiment:
         return self.margin_after
 
     def summary(self) -> str:
-        """One line: the held-out margin before and after DPO."""
+        """One line: each held-out figure before -> after DPO (the margin, and the share of
+        pairs whose chosen answer is the likelier)."""
         head = "Held-out log-probability margin, chosen minus rejected: "
+        before = self.margin_before
         if self.margin_after is None:
-            return head + f"{self.margin_before.mean:.3g} before DPO (not measured after yet)"
+            return head + (
+                f"{before.mean:.3g} before DPO, chosen likelier in {100 * before.accuracy:.0f}% "
+                f"of {len(self.held_out)} pairs (not measured after yet)"
+            )
         after = self.margin_after
         return head + (
-            f"{self.margin_before.mean:.3g} → {after.mean:.3g} (chosen likelier in "
-            f"{100 * after.accuracy:.0f}% of {len(self.held_out)} pairs)"
+            f"{before.mean:.3g} → {after.mean:.3g} (chosen likelier in "
+            f"{100 * before.accuracy:.0f}% → {100 * after.accuracy:.0f}% of "
+            f"{len(self.held_out)} pairs)"
         )
 
 

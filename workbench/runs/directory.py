@@ -3,16 +3,20 @@
 ```
 runs/<id>/
   config.yaml        everything needed to reproduce the run (every kind of run writes it here)
-  data/              the exact rows trained and validated on (train.jsonl, validation.jsonl)
+  data/              the exact rows trained and validated on (train.jsonl, validation.jsonl),
+                     and measured before/after (held_out.jsonl, named by config's `evaluation`)
   metrics.jsonl      one event a line, appended and flushed
   samples.jsonl      sample answers at each evaluation
   status.json        the status and the process that owns the run
   checkpoints/       checkpoint-N/, each marked complete once it is fully written
   adapter/ | model/  the final adapter (LoRA) or the whole model (full fine-tuning)
+  before.json        the base model's answers and scores on the held-out rows, measured at
+                     the start (so a resumed run can still show before/after)
   comparison.json    the before/after table, forgetting.json the learned/retained table
   report.html        curves and tables, rebuilt from the files above
   tensorboard/       TensorBoard event files, when `report_to` is 'tensorboard'
-  owner.lock         while a process trains here: its pid and host (stale once it is gone)
+  owner.lock         while a process trains here: its pid and host (stale once it is gone;
+                     runs/ownership.py)
 ```
 
 Every write is atomic (a temporary name, then a rename) or an appended, flushed line, so a run
@@ -26,22 +30,23 @@ import errno
 import json
 import os
 import shutil
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from workbench.errors import DiskFullError, RunFinishedError, RunLockedError, WorkbenchError
+from workbench.errors import DiskFullError, RunFinishedError, WorkbenchError
+from workbench.errors import RunLockedError as RunLockedError  # re-exported, as before the split
 from workbench.runs.files import (
     append_line,
     caused_by_full_disk,
     json_line,
-    process_alive,
     read_yaml_mapping,
     save_atomic_dir,
     write_atomic,
 )
+from workbench.runs.ownership import LOCK as LOCK  # the lock's file name, re-exported
+from workbench.runs.ownership import Ownership
 
 COMPLETE_MARKER = "WORKBENCH_COMPLETE"
 CONFIG = "config.yaml"
@@ -50,10 +55,11 @@ SAMPLES = "samples.jsonl"
 STATUS = "status.json"
 CHECKPOINTS = "checkpoints"
 COMPARISON = "comparison.json"
+BEFORE = "before.json"  # the base model measured on the held-out rows before training
+HELD_OUT = "held_out"  # the split of rows measured before and after: data/held_out.jsonl
 FORGETTING = "forgetting.json"
 REPORT = "report.html"
 TENSORBOARD = "tensorboard"
-LOCK = "owner.lock"  # held while a process trains in the directory
 FINAL_ARTEFACTS = ("adapter", "model")  # LoRA runs save an adapter, full fine-tuning a model
 
 
@@ -81,8 +87,9 @@ def new_run_dir(label: str) -> Path:
             suffix += 1
 
 
-class RunDirectory:
-    """One run directory on disk: its files' names, and reading and writing them safely."""
+class RunDirectory(Ownership):
+    """One run directory on disk: its files' names, and reading and writing them safely (and,
+    from `Ownership`, the lock of the one process that trains in it)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -159,18 +166,39 @@ class RunDirectory:
         self.write_config(config)
 
     def load_rows(self, split: str):
-        """The `train` or `validation` rows config.yaml names, as Examples (None if absent)."""
+        """The `train`, `validation` or `held_out` rows config.yaml names, as Examples (None
+        if absent); the held-out rows are named by its `evaluation` section."""
         from workbench.data.loading import load_data
 
-        data = self.read_config()["data"]
-        if not data.get(split):
+        config = self.read_config()
+        data = config["data"]
+        evaluation = config.get("evaluation") or {}
+        named = evaluation.get("file") if split == HELD_OUT else data.get(split)
+        if not named:
             return None
-        return load_data(self.file(data[split]), format=data["format"], verbose=False)
+        return load_data(self.file(named), format=data["format"], verbose=False)
+
+    def record_evaluation(self, settings: dict[str, Any], held_out) -> None:
+        """Add the rows measured before and after training (`data/held_out.jsonl`) and how
+        they are measured (`settings`: metrics, labels, max_new_tokens) to config.yaml's
+        `evaluation`, so that rerunning or resuming the run measures them again."""
+        file = self.write_rows(HELD_OUT, held_out.rows)
+        self.update_config(evaluation={**settings, "held_out": len(held_out), "file": file})
 
     @property
     def is_run(self) -> bool:
         """Whether the folder holds a run (its config.yaml or its events)."""
         return self.file(CONFIG).is_file() or self.file(EVENTS).is_file()
+
+    def check_is_run(self) -> None:
+        """Raise FileNotFoundError, creating nothing, when the folder holds no run."""
+        if not self.is_run:
+            exists = self.path.exists()
+            why = "it holds no config.yaml or metrics.jsonl" if exists else "it does not exist"
+            raise FileNotFoundError(
+                f"{self.path}: no such run directory ({why}). `python -m workbench runs` lists "
+                "the run directories."
+            )
 
     # -- events and samples ---------------------------------------------------------------
     def append_event(self, record: dict[str, Any]) -> None:
@@ -282,41 +310,6 @@ class RunDirectory:
             (path / COMPLETE_MARKER).unlink(missing_ok=True)
             shutil.rmtree(path, ignore_errors=True)
 
-    # -- ownership --------------------------------------------------------------------------
-    def acquire(self) -> None:
-        """Become the directory's one owner while training. Raises RunLockedError when a live
-        process holds it; a lock left by a process that is gone is taken over."""
-        path = self.file(LOCK)
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
-        for _ in range(2):
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                holder = self.lock_holder()
-                if holder is not None and _owned_elsewhere(holder, path):
-                    raise RunLockedError(self.path, holder, path) from None
-                path.unlink(missing_ok=True)  # stale: its process is gone (or it is ours)
-                continue
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(json.dumps(record))
-            return
-        raise RunLockedError(self.path, self.lock_holder() or {}, path)
-
-    def release(self) -> None:
-        """Give up ownership (only a lock this process holds)."""
-        holder = self.lock_holder()
-        if holder is not None and holder.get("pid") == os.getpid():
-            self.file(LOCK).unlink(missing_ok=True)
-
-    def lock_holder(self) -> dict[str, Any] | None:
-        """Who holds the directory: {"pid", "host", "since"}, or None."""
-        try:
-            return json.loads(self.file(LOCK).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return {}  # being written this instant, or damaged: treated as held, then stale
-
     # -- a full disk --------------------------------------------------------------------------
     def free_megabytes(self) -> float:
         folder = self.path if self.path.exists() else self.path.parent
@@ -392,18 +385,6 @@ def _recorded_max_steps(events: list[dict[str, Any]]) -> int | None:
 
 
 _ENDS = ("stopped", "finished", "failed")
-
-
-def _owned_elsewhere(holder: dict[str, Any], path: Path) -> bool:
-    """A lock held by another live process (or by another machine: never taken over)."""
-    if not holder:  # unreadable: being written this instant, or left empty by a kill
-        try:
-            return time.time() - path.stat().st_mtime < 10
-        except FileNotFoundError:
-            return False
-    if holder.get("host") != socket.gethostname():
-        return True
-    return holder.get("pid") != os.getpid() and process_alive(holder.get("pid"))
 
 
 def load_run_config(run_dir: str | Path) -> dict[str, Any]:

@@ -306,8 +306,7 @@ def push_to_hub(
         raise FileNotFoundError(
             f"{folder} is not a folder: pass an adapter, merged or export folder."
         )
-    if "/" not in repo_id:
-        raise WorkbenchError(f"`repo_id`={repo_id!r}: use 'user-or-org/name'.")
+    _check_repo_id(repo_id)
     if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True"):
         raise WorkbenchError(
             "HF_HUB_OFFLINE is set, so nothing is uploaded: unset it (and log in) to push."
@@ -318,3 +317,24 @@ def push_to_hub(
     url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
     api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message=commit_message)
     return str(url)
+
+
+def check_can_push(repo_id: str) -> None:
+    """Raise, in one line, when a push to `repo_id` cannot happen: a malformed id, or a hub
+    that cannot be reached (HF_HUB_OFFLINE set, no connection). `python -m workbench export
+    --push-to-hub` checks this before it writes anything."""
+    from workbench.training.models import hub_unreachable
+
+    _check_repo_id(repo_id)
+    why = hub_unreachable()
+    if why is not None:
+        raise WorkbenchError(
+            f"--push-to-hub {repo_id}: {why}, so nothing could be pushed and nothing was "
+            "written. Connect to the network (unset HF_HUB_OFFLINE, log in with `hf auth "
+            "login`), or export without --push-to-hub."
+        )
+
+
+def _check_repo_id(repo_id: str) -> None:
+    if "/" not in repo_id:
+        raise WorkbenchError(f"`repo_id`={repo_id!r}: use 'user-or-org/name'.")

@@ -41,7 +41,8 @@ class RunRecord:
     `status` is `interrupted` when the run neither ended nor is alive (its kernel was killed);
     `resumable` when an SFT run did not finish and has a complete checkpoint; `problems` lists what
     was found damaged (a cut-off line, a half-written checkpoint, a missing file);
-    `continued_from` the run whose model this one trained further (tasks in sequence), if any.
+    `continued_from` the run whose model this one trained further (tasks in sequence; the SFT
+    run a DPO, reward model or RL run started from), if any.
     """
 
     run_dir: Path
@@ -51,13 +52,13 @@ class RunRecord:
     settings: dict[str, Any]  # config.yaml flattened: {"method.kind": "lora", ...}
     step: int
     max_steps: int | None
-    duration: float | None  # seconds from the first to the last event (to now while running)
+    duration: float | None  # seconds spent training (to now while running): `training_seconds`
     train_loss: float | None
     eval_loss: float | None
     metrics: dict[str, float] = field(default_factory=dict)
     checkpoint: Path | None = None
     problems: list[str] = field(default_factory=list)
-    continued_from: Path | None = None  # config.yaml's `continued_from`
+    continued_from: Path | None = None  # config.yaml's `continued_from` (or `parent`)
 
     @property
     def name(self) -> str:
@@ -201,8 +202,7 @@ def read_run(run_dir: str | Path) -> RunRecord:
     state, status_problems = directory.read_status()
     problems += event_problems + status_problems
     status = _status(state, events)
-    times = [e["time"] for e in events if isinstance(e.get("time"), (int, float))]
-    end = time.time() if status in ("running", "stopping") else (max(times) if times else None)
+    now = time.time() if status in ("running", "stopping") else None
     partial = [p.name for p in directory.incomplete_checkpoints()]
     if partial and status not in ("running", "stopping"):
         problems.append(f"incomplete checkpoint(s) ignored: {', '.join(partial)}")
@@ -213,12 +213,42 @@ def read_run(run_dir: str | Path) -> RunRecord:
         stage=str(config.get("stage", "sft")),
         task=_task_of(run_dir, config),
         settings=flatten(config),
-        duration=(end - min(times)) if times and end else None,
+        duration=training_seconds(events, now),
         checkpoint=checkpoints[-1] if checkpoints else None,
         problems=problems,
-        continued_from=Path(config["continued_from"]) if config.get("continued_from") else None,
+        continued_from=_continued_from(config),
         **_results(run_dir, events),
     )
+
+
+def training_seconds(events: list[dict], now: float | None = None) -> float | None:
+    """Seconds spent training, summed over the run's segments: each from a `started` event (a
+    resume starts a new one) to the `stopped`, `finished` or `failed` event that ends it; a
+    segment cut by a kill ends at its last event, the one still training at `now`. The idle
+    time between a stop and a resume is not counted. None for a run that never started."""
+    total, start, last, started = 0.0, None, None, False
+    for event in events:
+        moment = event.get("time")
+        if not isinstance(moment, (int, float)):
+            continue
+        kind = event.get("event")
+        if kind == "started":
+            if start is not None:  # the segment before was killed: it ended at its last event
+                total += last - start
+            start, started = moment, True
+        elif kind in END_EVENTS and start is not None:
+            total, start = total + moment - start, None
+        last = moment
+    if start is not None:
+        total += (now if now is not None else last) - start
+    return total if started else None
+
+
+def _continued_from(config: dict) -> Path | None:
+    """The run this one went on from: `continued_from` (tasks in sequence) or `parent` (the
+    SFT run that a DPO, reward model, GRPO or PPO run started from)."""
+    earlier = config.get("continued_from") or config.get("parent")
+    return Path(earlier) if earlier else None
 
 
 def list_runs(root: str | Path | None = None) -> list[RunRecord]:

@@ -7,21 +7,25 @@ Sections: `model`, `data`, `template`, `method`, `hyperparameters`, `evaluation`
 section and raises once with every problem, each naming its key path and the fix. The
 config.yaml a run directory holds is read too (its `data/` rows resolved beside it), so every
 run can be trained again. Relative data paths are looked up in the working directory, then
-beside the recipe. `python -m workbench train` runs a recipe (`workbench.runs.recipe_command`).
+beside the recipe. `python -m workbench train` runs a recipe (`workbench.runs.recipe_command`);
+a run's config.yaml and the overrides become recipe values in `workbench.runs.recipe_values`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from workbench.data.loading import FORMAT_MARKERS
+from workbench.data.shipped import find_path
 from workbench.errors import WorkbenchError
 from workbench.evaluation.metrics import available_metrics
 from workbench.runs.files import read_yaml_mapping
+from workbench.runs.recipe_values import apply_overrides, recipe_from_run_config
 from workbench.settings import Settings
 from workbench.tokens.templates import TEMPLATES, Template
 from workbench.training.hyperparameters import Hyperparameters
@@ -66,6 +70,7 @@ class DataSection(Settings):
     sheet: Any = field(default=None, metadata={"help": "an .xlsx sheet's name or index"})
     mix: dict | None = field(default=None, metadata={"help": "{file: proportion}"})
     drop_invalid: bool = field(default=False, metadata={"help": "drop bad rows, listing them"})
+    drop_duplicates: bool = field(default=False, metadata={"help": "drop repeated rows, listed"})
 
     def __post_init__(self) -> None:
         problems = []
@@ -199,7 +204,7 @@ class Recipe:
 def read_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
     """Read a recipe (or a run's config.yaml), apply `key.path=value` overrides, and check it
     all; RecipeError lists every problem, FileNotFoundError when `path` is missing."""
-    path = Path(path)
+    path = find_path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such recipe. Examples to copy: configs/*.yaml")
     values = read_yaml_mapping(path)
@@ -218,90 +223,10 @@ def read_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     return recipe
 
 
-def recipe_from_run_config(config: dict, folder: Path) -> tuple[dict[str, Any], list[str]]:
-    """The recipe a run's config.yaml describes (its rows are `data/*.jsonl` in `folder`)."""
-    known = {"stage", "model", "quantization", "template", "method", "hyperparameters", "data"}
-    known |= {"samples", "regularizer", "track_importance", "continued_from"}
-    problems = [
-        f"`{key}` is not a key of a run's config.yaml; known: {', '.join(sorted(known))}."
-        for key in sorted(set(config) - known)
-    ]
-    if config["stage"] != "sft":
-        problems.append(
-            f"`stage`={config['stage']!r}: only instruction-tuning (sft) runs train from a "
-            "config; preference runs use `python -m workbench dpo`."
-        )
-    if config.get("continued_from"):
-        problems.append(
-            f"`continued_from`={config['continued_from']!r}: this run continued an earlier "
-            "run's model, which a recipe cannot load; rerun it from Python with "
-            "`train(run_model, ..., continued_from=...)` or `train_sequence`."
-        )
-    data = config.get("data") if isinstance(config.get("data"), dict) else {}
-    recipe = {
-        "model": {"name": config.get("model"), "quantization": config.get("quantization")},
-        "data": {
-            "train": str(folder / data["train"]) if data.get("train") else None,
-            "format": data.get("format"),
-            **(
-                {"validation": str(folder / data["validation"])}
-                if data.get("validation")
-                else {"split": 0}  # the run had no validation rows
-            ),
-        },
-        "template": config.get("template"),
-        "method": config.get("method") or {},
-        "hyperparameters": config.get("hyperparameters") or {},
-        "output": {"samples": config.get("samples", 3)},
-    }
-    if config.get("regularizer"):
-        recipe["regularizer"] = config["regularizer"]
-    if config.get("track_importance"):
-        recipe["track_importance"] = True
-    return recipe, problems
-
-
-def apply_overrides(values: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> list[str]:
-    """Set each `key.path=value` in `values` (the value read as YAML: 1e-4, true, [a, b]);
-    returns a problem for each override that cannot be applied."""
-    import yaml
-
-    problems = []
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        parts = key.strip().split(".")
-        if not sep or not all(parts):
-            problems.append(
-                f"--set {item!r}: write key.path=value (--set hyperparameters.max_steps=10)."
-            )
-            continue
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            problems.append(f"--set {item!r}: the value is not valid YAML ({error}).")
-            continue
-        node = values
-        for depth, part in enumerate(parts[:-1]):
-            if node.get(part) is None:
-                node[part] = {}
-            if not isinstance(node[part], dict):
-                at = ".".join(parts[: depth + 1])
-                problems.append(f"--set {item!r}: `{at}` is {node[part]!r}, not a mapping.")
-                break
-            node = node[part]
-        else:
-            node[parts[-1]] = value
-    return problems
-
-
 def parse_recipe(values: dict[str, Any], folder: Path) -> tuple[Recipe | None, list[str]]:
     """(the Recipe, []) or (None, every problem): unknown sections, each section's settings,
     the template, the files named, and settings that conflict across sections."""
-    problems = [
-        f"`{key}` is not a section of a recipe; known: {', '.join(KNOWN_KEYS)}."
-        for key in values
-        if key not in KNOWN_KEYS
-    ]
+    problems = [_unknown_key(key, values[key]) for key in values if key not in KNOWN_KEYS]
     sections = {}
     for key, cls in SECTIONS.items():
         sections[key], found = _section(cls, values.get(key), key)
@@ -324,6 +249,22 @@ def parse_recipe(values: dict[str, Any], folder: Path) -> tuple[Recipe | None, l
         track_importance=track_importance,
         **sections,
     ), []
+
+
+def _unknown_key(key: str, value: Any) -> str:
+    """A top-level key that is not a section, with the key path it most likely meant: the
+    section that has a setting of that name (`max_steps` -> `hyperparameters.max_steps`), or
+    the closest section's name (`hyperparameter.max_steps` -> `hyperparameters.max_steps`)."""
+    owners = [s for s, cls in SECTIONS.items() if key in {f.name for f in dataclasses.fields(cls)}]
+    close = difflib.get_close_matches(key, KNOWN_KEYS, n=1, cutoff=0.6)
+    if owners:
+        meant = [f"{owner}.{key}" for owner in owners]
+    elif close and isinstance(value, dict) and value:
+        meant = [f"{close[0]}.{name}" for name in value]
+    else:
+        meant = close
+    guess = f" Did you mean {' or '.join(f'`{m}`' for m in meant)}?" if meant else ""
+    return f"`{key}` is not a section of a recipe; known: {', '.join(KNOWN_KEYS)}.{guess}"
 
 
 def _section(cls: type[Settings], values: Any, key: str) -> tuple[Any, list[str]]:
@@ -381,7 +322,7 @@ def _resolve_files(
     problems = []
 
     def found(key: str, name: str) -> str:
-        for candidate in (Path(name).expanduser(), folder / name):
+        for candidate in (Path(name).expanduser(), folder / name, find_path(name)):
             if candidate.is_file():
                 return str(candidate)
         where = "" if Path(name).is_absolute() else f" (nor in {folder})"

@@ -285,11 +285,13 @@ def _fmt(value) -> str:
 
 
 def write_report(run_dir: str | Path) -> Path:
-    """Write `report.html` into the run directory and return its path."""
+    """Write `report.html` into the run directory and return its path; FileNotFoundError,
+    with nothing written, when the folder holds no run."""
     import plotly.io as pio
 
     run_dir = Path(run_dir)
     directory = RunDirectory(run_dir)
+    directory.check_is_run()
     events, _ = directory.read_events()
     parts = [f"<h1>Run {html.escape(run_dir.name)}</h1>"]
     end = next(

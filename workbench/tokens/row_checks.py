@@ -23,6 +23,11 @@ EMPTY_SHARE = 0.2  # a field empty in this share of rows is more likely a mappin
 LABEL_VALUES = 20  # a task is label-like with at most this many distinct responses,
 LABEL_WORDS = 5  # each at most this many words long,
 LABEL_ROWS = 20  # over at least this many rows (fewer say nothing about a distribution)
+# Leakage is an error when more than this share of the validation rows are also trained on: a
+# few shared rows (a common short question) nudge the validation loss, but past a tenth of
+# them the curve mostly measures recall of trained rows, so early stopping and the choice of
+# run made on it are wrong; below it, a warning.
+LEAKED_SHARE = 0.1
 
 
 @dataclass(frozen=True)
@@ -81,7 +86,8 @@ def _content_key(row: dict[str, Any]) -> str:
 
 
 def duplicate_rows(examples: Examples) -> list[Finding]:
-    """Rows with the same content as an earlier one (ignoring case, whitespace and `task`)."""
+    """Rows with the same content as an earlier one (ignoring case, whitespace and `task`); in
+    raw text (`text` rows) repeated documents are common, and the fix says how to drop them."""
     first: dict[str, int] = {}
     repeated = []
     for i, row in enumerate(examples.rows):
@@ -91,6 +97,11 @@ def duplicate_rows(examples: Examples) -> list[Finding]:
         else:
             first[key] = i
     fix = "Keep one of them: a repeated row is learned twice as hard and overweights its answer."
+    if examples.format == "text":
+        fix = (
+            "Keep them if the text really repeats; to drop them, load with drop_duplicates=True "
+            "(--drop-duplicates on the command line)."
+        )
     return named_findings(repeated, "warning", "duplicate", fix, examples.source)
 
 
@@ -104,8 +115,20 @@ def leaked_rows(examples: Examples, validation: Examples | None) -> list[Finding
         for i, row in enumerate(examples.rows)
         if (key := _content_key(row)) in held
     ]
+    if not leaked:
+        return []
+    shared = len({_content_key(row) for row in examples.rows} & set(held))
+    share = shared / len(validation)
     fix = "Remove the row from one split; validation must hold rows the model never trained on."
-    return named_findings(leaked, "warning", "leakage", fix, examples.source)
+    severity: Severity = "warning"
+    if share > LEAKED_SHARE:
+        severity = "error"
+        fix = (
+            f"{shared} of the {len(validation)} validation rows ({share:.0%}, more than "
+            f"{LEAKED_SHARE:.0%}) are trained on, so the validation loss would measure recall: "
+            "split again (workbench.split_data) or remove them from the training file."
+        )
+    return named_findings(leaked, severity, "leakage", fix, examples.source)
 
 
 def _used_columns(template: Template, columns: list[str]) -> list[str]:

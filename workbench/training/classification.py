@@ -195,6 +195,7 @@ def _build_trainer(run: Run, hp: Hyperparameters, train_set, val_set, labels, re
         run.directory.checkpoints_dir,
         run.model,
         has_validation=val_set is not None,
+        rows=len(train_set),  # the plan's optimizer steps: warmup cap, too-short warning
         include_num_input_tokens_seen="non_padding",  # tokens/s in the step events
         label_names=["labels"],
     )

@@ -286,6 +286,7 @@ def _build_trainer(
         run.directory.checkpoints_dir,
         model,
         has_validation=val_tokens is not None,
+        rows=len(train_tokens),  # the plan's optimizer steps: warmup cap, too-short warning
     )
     if resuming:
         args.eval_on_start = False  # the resumed run already evaluated its start

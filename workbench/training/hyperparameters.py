@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import importlib.util
+import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -13,13 +15,21 @@ from typing import Any, Literal
 from workbench.errors import WorkbenchError
 from workbench.settings import Settings
 
+# A plan that `epochs` makes shorter than this many optimizer steps gets a warning before it
+# starts: each step moves the weights by about one learning rate, so a handful of steps leaves
+# the loss where it was (32 short documents at batch_size 8 made one step, and the held-out
+# perplexity did not move). An explicit `max_steps` is the user's own number (a smoke test of
+# 1-2 steps is a choice), so it is not warned about.
+MIN_LEARNING_STEPS = 10
+
 
 @dataclass
 class Hyperparameters(Settings):
     """How training runs.
 
     Optimisation: `learning_rate`, `lr_scheduler`, `warmup`, `weight_decay`, `max_grad_norm`.
-    Length of training: `epochs`, or `max_steps` when set (> 0).
+    Length of training: `epochs`, or `max_steps` when set (> 0; -1 trains `epochs`). Warmup
+    never takes more than half of the optimizer steps (`warmup_steps`).
     Batches: `batch_size` x `gradient_accumulation` rows per optimizer step; `max_length`.
     Batches are packed without padding (`packing`) unless it is turned off.
     Speed: `compile` compiles the decoder layers (torch.compile) while training.
@@ -137,6 +147,11 @@ class Hyperparameters(Settings):
         ]
         if self.epochs <= 0 and self.max_steps <= 0:
             problems.append("Set `epochs` > 0 or `max_steps` > 0: nothing would train.")
+        if self.max_steps == 0:
+            problems.append(
+                f"`max_steps`={self.max_steps} would train nothing: set -1 to train `epochs` "
+                "passes over the data, or a positive number of optimizer steps."
+            )
         if self.warmup < 0:
             problems.append(f"`warmup`={self.warmup} must be 0 or more.")
         if self.weight_decay < 0:
@@ -160,18 +175,71 @@ class Hyperparameters(Settings):
         if problems:
             raise WorkbenchError("Invalid hyperparameters:\n  - " + "\n  - ".join(problems))
 
-    def run_arguments(self, output_dir, model, *, has_validation: bool, args_class=None, **extra):
+    def run_arguments(
+        self,
+        output_dir,
+        model,
+        *,
+        has_validation: bool,
+        rows: int | None = None,
+        args_class=None,
+        **extra,
+    ):
         """`to_training_args` for `model`: the device and dtype read from its weights. Every
         kind of run (instruction tuning, DPO, reward model, GRPO, classifier, pre-training)
-        builds its Trainer's arguments here."""
+        builds its Trainer's arguments here. With `rows` (the training rows, blocks or pairs
+        of an epoch), or a positive `max_steps`, the plan's optimizer steps are known: warmup
+        is capped at half of them, and a plan too short to learn is warned about."""
         parameter = next(model.parameters())
-        return self.to_training_args(
+        args = self.to_training_args(
             str(output_dir),
             device=str(parameter.device).split(":")[0],
             dtype=parameter.dtype,
             has_validation=has_validation,
             args_class=args_class,
             **extra,
+        )
+        if rows is None and self.max_steps <= 0:
+            return args  # the plan's length is only known to the Trainer
+        total = self.optimizer_steps(rows or 0, args.train_batch_size * args.world_size)
+        self.check_plan(total, rows)
+        warmup = self.warmup_steps(total)
+        if warmup != args.get_warmup_steps(total):  # only a capped warmup changes the args
+            args.warmup_steps = warmup
+        return args
+
+    def optimizer_steps(self, rows: int, batch_size: int | None = None) -> int:
+        """The optimizer steps of the plan for `rows` training rows: `max_steps` when set, else
+        `epochs` passes of batches of `batch_size` rows (default `batch_size`), as the Trainer
+        counts them (a last, smaller batch and a last, partial accumulation each count)."""
+        if self.max_steps > 0:
+            return self.max_steps
+        batches = math.ceil(rows / (batch_size or self.batch_size))
+        per_epoch = max(math.ceil(batches / self.gradient_accumulation), 1)
+        return math.ceil(self.epochs * per_epoch)
+
+    def warmup_steps(self, total: int) -> int:
+        """The warmup steps of a run of `total` optimizer steps: `warmup` (a share, or a step
+        count), capped at half of the steps, rounding down. Warmup starts the learning rate at
+        0, so a warmup as long as the run would train at a rate of 0 (a 1-step run: no step
+        learned anything); with the cap a 1-step run has no warmup, a 2-step run one step."""
+        wanted = int(self.warmup) if self.warmup >= 1 else math.ceil(total * self.warmup)
+        return min(wanted, total // 2)
+
+    def check_plan(self, total: int, rows: int | None = None) -> None:
+        """Warn, before training starts, when `epochs` makes fewer than MIN_LEARNING_STEPS
+        optimizer steps: how many, from what, and what to change."""
+        if self.max_steps > 0 or total >= MIN_LEARNING_STEPS:
+            return
+        batches = f"batches of {self.batch_size}"
+        if self.gradient_accumulation > 1:
+            batches += f" x {self.gradient_accumulation} accumulated"
+        warnings.warn(
+            f"`epochs`={self.epochs:g} over {rows} training rows in {batches} makes only "
+            f"{total} optimizer step(s): too few to learn much (each step moves the weights by "
+            "about one learning rate). Raise `epochs`, lower `batch_size`, or set `max_steps` "
+            f"(at least {MIN_LEARNING_STEPS}); or train on more rows.",
+            stacklevel=4,
         )
 
     def not_applicable(self, defaults: dict[str, Any], what: str) -> list[str]:

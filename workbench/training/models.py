@@ -314,6 +314,31 @@ def load_model(
     return model, tokenizer
 
 
+def load_tokenizer(name_or_path: str = DEFAULT_MODEL, *, revision: str | None = None):
+    """The tokenizer of a model, without loading its weights (what the data checks and the
+    preview need): the embedded default's converted copy in the cache, a local folder, or a
+    hub id. Before the embedded model's first conversion, it converts it (as load_model
+    would). Its pad token is set as load_model sets it."""
+    from transformers import AutoTokenizer
+
+    converted = cache_dir() / "models" / name_or_path
+    if name_or_path in EMBEDDED_MODELS and not (converted / _COMPLETE_MARKER).is_file():
+        return load_model(name_or_path, device="cpu")[1]  # converts once, then is cached
+    source, local = _resolve_source(name_or_path)
+    kwargs = dict(trust_remote_code=False, revision=revision)
+    try:
+        tokenizer = _from_pretrained(AutoTokenizer, source, local, kwargs)
+    except ModelLoadError:
+        raise
+    except Exception as error:  # tokenizers and the hub raise their own types
+        if local:
+            raise ModelLoadError(f"Could not load the tokenizer in {source}: {error}") from error
+        raise _offline_help(name_or_path, error) from error
+    if tokenizer.pad_token is None:  # as load_model: batching needs a pad token
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def _from_pretrained(auto_class, source: str, local: bool, kwargs: dict):
     """from_pretrained, trying the local hub cache first so a cached hub id works offline."""
     if local:
@@ -337,14 +362,24 @@ def hub_host() -> str:
     return urlparse(endpoint).hostname or "huggingface.co"
 
 
-def _check_hub_reachable(source: str, timeout: float = 3.0) -> None:
-    """Fail in seconds, not after a minute of silent retries, when the hub cannot be reached:
-    its name does not resolve, or no connection opens within `timeout`."""
+def hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the hub cannot be reached from here (HF_HUB_OFFLINE is set, its name does not
+    resolve, or no connection opens within `timeout` seconds), or None when it can."""
     import socket
 
+    if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True"):
+        return "HF_HUB_OFFLINE is set"
     host = hub_host()
     try:
         with socket.create_connection((host, 443), timeout=timeout):
-            return
+            return None
     except OSError as error:
-        raise _offline_help(source, OSError(f"{host}:443 cannot be reached: {error}")) from None
+        return f"{host}:443 cannot be reached ({error})"
+
+
+def _check_hub_reachable(source: str, timeout: float = 3.0) -> None:
+    """Fail in seconds, not after a minute of silent retries, when the hub cannot be reached:
+    its name does not resolve, or no connection opens within `timeout`."""
+    why = hub_unreachable(timeout)
+    if why is not None:
+        raise _offline_help(source, OSError(why)) from None

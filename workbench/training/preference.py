@@ -77,7 +77,9 @@ def _trl_rows(pairs: Examples, template: Template, tokenizer) -> list[dict[str, 
     ]
 
 
-def _dpo_config(settings: PreferenceSettings, output_dir: Path, model, has_validation: bool):
+def _dpo_config(
+    settings: PreferenceSettings, output_dir: Path, model, has_validation: bool, rows: int
+):
     """TRL's DPOConfig: the Trainer settings as for instruction tuning, plus DPO's own."""
     from trl import DPOConfig
 
@@ -85,6 +87,7 @@ def _dpo_config(settings: PreferenceSettings, output_dir: Path, model, has_valid
         output_dir,
         model,
         has_validation=has_validation,
+        rows=rows,  # the plan's optimizer steps: warmup cap, too-short warning
         args_class=DPOConfig,
         beta=settings.beta,
         max_length=settings.max_length,
@@ -167,7 +170,10 @@ def _build_dpo_trainer(run: Run, settings: PreferenceSettings, train_rows, val_r
     import datasets
     from trl import DPOTrainer
 
-    args = _dpo_config(settings, run.directory.checkpoints_dir, run.model, val_rows is not None)
+    directory = run.directory
+    args = _dpo_config(
+        settings, directory.checkpoints_dir, run.model, val_rows is not None, len(train_rows)
+    )
     trainer = DPOTrainer(
         model=run.model,
         args=args,

@@ -19,8 +19,10 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbench.data.loading import Examples, load_data
-from workbench.errors import RunDirectoryInUseError, WorkbenchError
+from workbench.data.documents import Documents as Documents  # re-exported
+from workbench.data.documents import read_documents
+from workbench.data.loading import Examples
+from workbench.errors import RunDirectoryInUseError
 from workbench.runs.bridge import bridged, event_bridge
 from workbench.runs.directory import RunDirectory, new_run_dir
 from workbench.runs.run import Run, RunContext
@@ -43,55 +45,6 @@ NOT_USED = (
 )
 SAMPLE_PROMPT_TOKENS = 24  # the opening of a document the monitor asks the model to continue
 
-Documents = Examples | str | Path | list[str]
-
-
-# -- documents ----------------------------------------------------------------------------
-def read_documents(source: Documents) -> Examples:
-    """Raw-text documents as `text` Examples: Examples in the `text` format, a folder of `.txt`
-    files (one document each), a data file with a `text` column, or a list of strings."""
-    if isinstance(source, Examples):
-        documents = source
-    elif isinstance(source, (str, Path)) and Path(source).expanduser().is_dir():
-        return _text_folder(Path(source).expanduser())
-    elif isinstance(source, list) and all(isinstance(t, str) for t in source):
-        documents = load_data([{"text": t} for t in source], format="text", verbose=False)
-    else:
-        documents = load_data(source, verbose=False)
-    if documents.format != "text":
-        raise WorkbenchError(
-            f"{documents.source}: continued pre-training reads raw text (rows with a `text` "
-            f"column, or a folder of .txt files), but these are {documents.format!r} rows. "
-            "Instruction rows train with workbench.train(...) instead."
-        )
-    return documents
-
-
-def _text_folder(folder: Path) -> Examples:
-    """Every `.txt` file of `folder` (sorted by name) as one document; empty files and files
-    that repeat another are errors naming them."""
-    files = sorted(p for p in folder.glob("*.txt") if p.is_file())
-    if not files:
-        raise FileNotFoundError(f"{folder} holds no .txt files: put one document in each.")
-    rows, seen, problems = [], {}, []
-    for path in files:
-        try:
-            text = path.read_text(encoding="utf-8").removeprefix("\ufeff")
-        except UnicodeDecodeError:
-            problems.append(f"{path}: not UTF-8 text; re-save it as UTF-8")
-            continue
-        if not text.strip():
-            problems.append(f"{path}: empty; remove it or write the document into it")
-        elif text in seen:
-            problems.append(f"{path}: the same text as {seen[text]}; keep one of them")
-        else:
-            seen[text] = path
-            rows.append({"text": text, "task": folder.name})
-    if problems:
-        raise WorkbenchError("Documents that cannot be trained on:\n  - " + "\n  - ".join(problems))
-    sources = [str(p) for p in seen.values()]
-    return Examples(rows, "text", str(folder), [1] * len(rows), sources=sources)
-
 
 # -- the run ------------------------------------------------------------------------------
 def continue_pretraining(
@@ -105,6 +58,7 @@ def continue_pretraining(
     hyperparameters: Hyperparameters | None = None,
     run_dir: str | Path | None = None,
     samples: int = 2,
+    drop_duplicates: bool = False,
     start: bool = True,
 ) -> Run:
     """Start continued pre-training on `documents` and return the Run at once (training
@@ -114,17 +68,19 @@ def continue_pretraining(
     learned. `validation` documents give the validation loss (and perplexity) at each
     evaluation, and the opening of `samples` of them is continued by the model. LoRA (the
     default `method`) or full training; a model that already carries an adapter continues it,
-    so `train(run.model, ...)` afterwards instruction-tunes the same adapter.
+    so `train(run.model, ...)` afterwards instruction-tunes the same adapter. Documents that
+    repeat an earlier one are trained on (with a warning) unless `drop_duplicates=True`.
     """
     if run_dir is not None and RunDirectory(run_dir).is_run:
         raise RunDirectoryInUseError(Path(run_dir))
     hp = hyperparameters or Hyperparameters()
     _warn_not_used(hp)
-    validation = read_documents(validation) if validation is not None else None
+    read = {"drop_duplicates": drop_duplicates}
+    validation = read_documents(validation, **read) if validation is not None else None
     run = _prepare(
         model,
         tokenizer,
-        read_documents(documents),
+        read_documents(documents, **read),
         validation,
         block_size=block_size,
         method=method or Method(),
@@ -251,6 +207,7 @@ def _build_trainer(run: Run, hp: Hyperparameters, train_blocks, val_blocks, resu
         run.directory.checkpoints_dir,
         model,
         has_validation=val_blocks is not None,
+        rows=len(train_blocks),  # the plan's optimizer steps: warmup cap, too-short warning
     )
     if resuming:
         args.eval_on_start = False  # the resumed run already evaluated its start

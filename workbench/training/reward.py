@@ -109,6 +109,29 @@ def _check_lengths(pairs: Examples, rows: list[dict], tokenizer, max_length: int
         )
 
 
+def without_identical_pairs(pairs: Examples) -> Examples:
+    """The pairs whose chosen and rejected answers differ. A pair with the same text for both
+    teaches a reward model nothing (no score can rank them): when every pair is like that it
+    is an error naming them; when some are, they are dropped with a warning that counts them."""
+    same = [i for i, r in enumerate(pairs.rows) if r["chosen"].strip() == r["rejected"].strip()]
+    if not same:
+        return pairs
+    where = ", ".join(pairs.where(i) for i in same[:5]) + (", ..." if len(same) > 5 else "")
+    if len(same) == len(pairs):
+        raise WorkbenchError(
+            f"{pairs.source}: in every pair the `chosen` and `rejected` answers are the same "
+            f"text ({where}), so a reward model has nothing to learn: give each prompt a "
+            "better (`chosen`) and a worse (`rejected`) answer that differ."
+        )
+    warnings.warn(
+        f"{pairs.source}: {len(same)} of {len(pairs)} pairs have the same `chosen` and "
+        f"`rejected` text ({where}); dropped from training, as no score can rank them.",
+        stacklevel=4,
+    )
+    dropped = set(same)
+    return pairs.select(i for i in range(len(pairs)) if i not in dropped)
+
+
 def train_reward_model(
     model_or_base,
     tokenizer=None,
@@ -166,6 +189,8 @@ def _reward_run(
     for rows in (pairs, validation):
         if rows is not None:
             check_pairs(rows)
+    pairs = without_identical_pairs(pairs)
+    validation = without_identical_pairs(validation) if validation is not None else None
     train_rows = trl_pairs(pairs, template, tokenizer)
     val_rows = trl_pairs(validation, template, tokenizer) if validation is not None else None
     _check_lengths(pairs, train_rows, tokenizer, settings.max_length)
@@ -214,6 +239,7 @@ def _build_reward_trainer(run: Run, settings: RewardSettings, train_rows, val_ro
         run.directory.checkpoints_dir,
         run.model,
         has_validation=val_rows is not None,
+        rows=len(train_rows),  # the plan's optimizer steps: warmup cap, too-short warning
         args_class=RewardConfig,
         max_length=settings.max_length,
         center_rewards_coefficient=settings.center_rewards or None,
