@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 flock /tmp/wb-measure.lock python -m benchmarks.choosing
 
 On the support tickets (`--held-out` rows that every candidate answers; the rest to train on
-and to take examples from), `workbench.evaluation.choosing.compare_models` measures: the
+and to take examples from), `workbench.experiments.choosing.compare_models` measures: the
 embedded model zero-shot and with `--shots` fixed examples; the same model after a short LoRA
 run (`--steps`), with the adapter on top of the weights and merged into them as it is served;
 and a tiny local model (random weights from a config, saved to a folder and loaded by path as a
@@ -86,7 +86,7 @@ def main(argv=None) -> None:
     import torch
 
     import workbench as wb
-    from workbench.evaluation.choosing import Candidate, Prices, compare_models
+    from workbench.experiments.choosing import Candidate, Prices, compare_models
 
     args = parse_args(argv)
     prices = Prices(

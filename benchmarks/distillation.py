@@ -79,7 +79,7 @@ def load_models(args):
 def measure(name: str, model, tokenizer, held_out, args, seconds: float | None) -> dict:
     """Held-out accuracy and loss, parameters, and the median time of one answer."""
     import workbench
-    from workbench.training.methods import count_parameters
+    from workbench.model.methods import count_parameters
 
     decoding = workbench.Decoding(max_new_tokens=args.max_new_tokens, batch_size=16)
     scores = workbench.evaluate_model(

@@ -193,7 +193,7 @@ def measure(probe, model, tokenizer, name: str, plan: Plan) -> dict:
 
 # -- the stages -------------------------------------------------------------------------------
 def hyperparameters(plan: Plan, seed: int, lora: bool = False):
-    from workbench.training.hyperparameters import Hyperparameters
+    from workbench.runs.hyperparameters import Hyperparameters
 
     return Hyperparameters(
         max_steps=plan.steps,

@@ -107,13 +107,13 @@ def run_child(args) -> dict:
     import torch
 
     from workbench.data.loading import load_data
+    from workbench.model.loading import load_model
+    from workbench.model.memory import estimate_memory
+    from workbench.model.methods import Method
+    from workbench.runs.fitting import row_statistics
+    from workbench.runs.hyperparameters import Hyperparameters
     from workbench.tokens.tokenizing import tokenize_examples
     from workbench.training.finetune import train
-    from workbench.training.fitting import row_statistics
-    from workbench.training.hyperparameters import Hyperparameters
-    from workbench.training.memory import estimate_memory
-    from workbench.training.methods import Method
-    from workbench.training.models import load_model
 
     shape, kind, batch = args.child.split(":")
     batch_size, length = (int(x) for x in batch.split("x"))
@@ -183,8 +183,8 @@ def rescore(args, paths: list[str]) -> list[dict]:
     """The measured peaks of earlier runs against what the estimator predicts now."""
     from transformers import AutoConfig
 
-    from workbench.training.memory import estimate_memory
-    from workbench.training.methods import Method
+    from workbench.model.memory import estimate_memory
+    from workbench.model.methods import Method
 
     rows = []
     for path in paths:

@@ -96,7 +96,7 @@ class PhaseTimer:
         import transformers
         from transformers.trainer_callback import CallbackHandler
 
-        import workbench.training.loss as loss_module
+        import workbench.model.loss as loss_module
         from workbench.runs.run import Run
 
         self.wrap(torch.Tensor, "backward", "backward")

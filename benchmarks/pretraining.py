@@ -162,7 +162,7 @@ def text_and_separators(model, tokenizer, documents, block_size: int) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from workbench.evaluation.generation import eval_mode
+    from workbench.model.generation import eval_mode
     from workbench.tokens.blocks import BlockCollator, token_blocks
 
     blocks = token_blocks([r["text"] for r in documents.rows], tokenizer, block_size)
@@ -192,7 +192,7 @@ def measure_qa(args, scratch: Path) -> dict:
     """LoRA instruction tuning on the training questions, from the base model and from the
     run's continued pre-training; both scored on the held-out questions."""
     import workbench as wb
-    from workbench.runs.export import load_adapter
+    from workbench.runs.saved import load_adapter
 
     train = wb.load_data(DOMAIN / "domain_qa.jsonl", verbose=False)
     held_out = wb.load_data(DOMAIN / "domain_qa_held_out.jsonl", verbose=False)

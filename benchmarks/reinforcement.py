@@ -88,7 +88,7 @@ def quick_plan(model: str) -> Plan:
 
 def measure_reward_model(plan: Plan, run_root: Path) -> dict:
     import workbench as wb
-    from workbench.training.methods import Method
+    from workbench.model.methods import Method
     from workbench.training.reward import RewardSettings, train_reward_model
 
     model, tokenizer = wb.load_model(plan.model, device="cpu")
@@ -165,8 +165,8 @@ def rl_settings(plan: Plan, algorithm: str):
 def measure_rl(plan: Plan, run_root: Path, algorithm: str) -> dict:
     import workbench as wb
     from workbench.evaluation.rewards import held_out_reward, valid_iso_date
+    from workbench.model.methods import Method
     from workbench.tokens.templates import get_template
-    from workbench.training.methods import Method
     from workbench.training.reinforcement import prompt_texts, reinforce
 
     model, tokenizer = wb.load_model(plan.model, device="cpu")

@@ -71,7 +71,7 @@ def _load(args):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from workbench.training.models import load_model
+    from workbench.model.loading import load_model
 
     if args.shape == "embedded":
         return load_model(device=args.device)
@@ -158,8 +158,8 @@ class StepClock:
 def _workbench(args, model, tokenizer, train, clock: StepClock, steps: int, modifiers: set):
     import importlib
 
-    from workbench.training.hyperparameters import Hyperparameters
-    from workbench.training.methods import Method
+    from workbench.model.methods import Method
+    from workbench.runs.hyperparameters import Hyperparameters
 
     unknown = modifiers - set(MODIFIERS)
     if unknown:
@@ -216,12 +216,12 @@ def _plain(args, model, tokenizer, train, clock: StepClock, steps: int, modifier
     import torch
     from transformers import get_cosine_schedule_with_warmup
 
+    from workbench.model.compiling import compile_layers
+    from workbench.model.loss import response_loss
+    from workbench.model.methods import Method, apply_method
+    from workbench.runs.hyperparameters import Hyperparameters
     from workbench.tokens.tokenizing import tokenize_examples
-    from workbench.training.compiling import compile_layers
     from workbench.training.finetune import logits_selectable, training_collator
-    from workbench.training.hyperparameters import Hyperparameters
-    from workbench.training.loss import response_loss
-    from workbench.training.methods import Method, apply_method
 
     hp = Hyperparameters(batch_size=args.batch_size, max_length=args.max_length)
     torch.manual_seed(0)
@@ -270,8 +270,8 @@ def _trl(args, model, tokenizer, train, clock: StepClock, steps: int, packing: b
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
+    from workbench.model.methods import Method
     from workbench.tokens.templates import get_template
-    from workbench.training.methods import Method
 
     template = get_template("alpaca")
     pairs = [template.render(r, tokenizer) for r in train.rows]
@@ -378,7 +378,7 @@ def environment(args) -> dict:
 
 
 def run_all(args) -> dict:
-    from workbench.training.methods import Method
+    from workbench.model.methods import Method
 
     settings = {k: v for k, v in vars(args).items() if k not in ("child", "out")}
     settings["lora"] = Method().to_dict()  # every stack's LoRA settings (the defaults)

@@ -74,7 +74,7 @@ def tokenizer_dir(given: str | None) -> str:
     embedded model's cached conversion."""
     if given:
         return given
-    from workbench.training.models import embedded_model_dir
+    from workbench.model.loading import embedded_model_dir
 
     return str(embedded_model_dir())
 
@@ -225,7 +225,7 @@ def tiny_model_folder(
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from workbench.training.models import embedded_model_dir
+    from workbench.model.loading import embedded_model_dir
 
     tokenizer = tokenizer or AutoTokenizer.from_pretrained(embedded_model_dir())
     torch.manual_seed(0)

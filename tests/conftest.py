@@ -91,7 +91,7 @@ def build_tiny_model(tokenizer, seed: int = 0, layers: int = 2, hidden: int = 32
 
 def quick(**changes):
     """Hyperparameters for a few fast steps on the tiny model; `changes` override them."""
-    from workbench.training.hyperparameters import Hyperparameters
+    from workbench.runs.hyperparameters import Hyperparameters
 
     settings = dict(
         max_steps=6,
@@ -170,7 +170,7 @@ def lora_run(tiny_model_dir, ticket_split, tmp_path_factory):
     """A finished 4-step LoRA run on the tiny model, one per test module (no dropout, so
     several processes can repeat it exactly): the export and GGUF tests start from it."""
     import workbench
-    from workbench.training.methods import Method
+    from workbench.model.methods import Method
 
     model, tokenizer = workbench.load_model(str(tiny_model_dir))
     run = workbench.train(

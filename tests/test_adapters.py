@@ -9,7 +9,7 @@ import torch
 from conftest import build_tiny_model
 
 import workbench
-from workbench.training.methods import Method, apply_method, keep_4bit_layers_trainable
+from workbench.model.methods import Method, apply_method, keep_4bit_layers_trainable
 
 
 @pytest.fixture

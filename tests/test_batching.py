@@ -6,9 +6,9 @@ import pytest
 from conftest import build_tiny_model
 
 from workbench.errors import AllLabelsMaskedError
+from workbench.model.loss import response_loss
 from workbench.tokens.collators import CompletionCollator, PackedCollator, pack_rows
 from workbench.tokens.tokenizing import tokenize_examples
-from workbench.training.loss import response_loss
 
 
 def test_pack_rows_first_fit_decreasing_never_overfills():

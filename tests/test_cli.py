@@ -44,7 +44,7 @@ def test_preview_takes_a_model_and_a_column_mapping(tiny_model_dir, tmp_path, ca
 
 
 def test_dpo_passes_learning_rate_and_batch_size_to_the_preference_settings(monkeypatch):
-    import workbench.evaluation.preferences as preferences
+    import workbench.experiments.preferences as preferences
 
     received = []
 
@@ -102,7 +102,7 @@ def test_report_of_a_folder_that_holds_no_run_exits_2_and_creates_nothing(tmp_pa
 
 
 def test_export_push_to_hub_offline_exits_2_before_writing_anything(lora_run, monkeypatch, capsys):
-    import workbench.training.models as models
+    import workbench.model.loading as models
 
     written = sorted(p.name for p in lora_run.run_dir.iterdir())
     push = ["export", str(lora_run.run_dir), "--merged", "--push-to-hub", "me/tickets"]

@@ -8,7 +8,7 @@ import json
 import pytest
 from conftest import SAMPLE_DATA
 
-import workbench.training.models as models
+import workbench.model.loading as models
 from workbench.cli import main
 
 TICKETS = SAMPLE_DATA / "support_tickets.jsonl"

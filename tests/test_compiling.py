@@ -17,7 +17,7 @@ def test_compiled_layers_train_like_eager_ones_and_are_undone_after(tiny_tokeniz
     import torch._dynamo
 
     from workbench import train
-    from workbench.training.compiling import decoder_layers
+    from workbench.model.compiling import decoder_layers
 
     losses = {}
     for compiled in (False, True):
@@ -40,7 +40,7 @@ def test_compiled_layers_train_like_eager_ones_and_are_undone_after(tiny_tokeniz
 
 
 def test_compile_layers_twice_wraps_once_and_uncompile_restores(fresh):
-    from workbench.training.compiling import (
+    from workbench.model.compiling import (
         compile_layers,
         decoder_layers,
         is_compiled,
@@ -61,8 +61,8 @@ def test_compile_layers_twice_wraps_once_and_uncompile_restores(fresh):
 def test_generation_through_compiled_layers_runs_eagerly_with_the_same_answers(fresh):
     import torch._dynamo
 
-    from workbench.evaluation.generation import Decoding, generate
-    from workbench.training.compiling import compile_layers
+    from workbench.model.compiling import compile_layers
+    from workbench.model.generation import Decoding, generate
 
     model, tokenizer = fresh
     prompts = ["Reset my password", "Where is my order?"]
@@ -78,7 +78,7 @@ def test_generation_through_compiled_layers_runs_eagerly_with_the_same_answers(f
 def test_a_model_without_decoder_layers_is_refused_by_name():
     import torch
 
-    from workbench.training.compiling import compile_layers
+    from workbench.model.compiling import compile_layers
 
     with pytest.raises(ValueError, match="Sequential has no transformers decoder layers"):
         compile_layers(torch.nn.Sequential(torch.nn.Linear(2, 2)))

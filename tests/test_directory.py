@@ -264,7 +264,7 @@ def test_a_full_disk_fails_clearly_keeps_the_last_checkpoint_and_resumes(
 TRAIN_OR_RESUME = """
 import sys
 import workbench
-from workbench.training.hyperparameters import Hyperparameters
+from workbench.runs.hyperparameters import Hyperparameters
 model_dir, data, run_dir, mode = sys.argv[1:5]
 if mode == "resume":
     workbench.resume_run(run_dir).wait()

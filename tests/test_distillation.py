@@ -13,6 +13,7 @@ import yaml
 from conftest import SAMPLE_DATA, build_tiny_model, quick
 
 import workbench
+from workbench.model.methods import Method, apply_method, count_parameters
 from workbench.runs.report import DISTILL_CE, DISTILL_KL
 from workbench.training.distillation import (
     DistillationObjective,
@@ -24,7 +25,6 @@ from workbench.training.distillation import (
 )
 from workbench.training.finetune import train
 from workbench.training.lwf import LearningWithoutForgetting, lwf_from_config
-from workbench.training.methods import Method, apply_method, count_parameters
 from workbench.widgets import TrainingMonitor
 
 FULL = Method(kind="full", dropout=0.0)

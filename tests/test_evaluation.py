@@ -9,7 +9,7 @@ from conftest import SAMPLE_DATA, quick
 
 import workbench
 from workbench.evaluation.compare import compare_before_after, evaluate_model, score_answers
-from workbench.evaluation.generation import Decoding, generate
+from workbench.model.generation import Decoding, generate
 from workbench.tokens.templates import TEMPLATES
 from workbench.training.finetune import train
 
@@ -89,7 +89,7 @@ def test_the_base_must_be_measured_first_only_without_an_adapter(tiny):
     assert not needs_base_measurement(workbench.Method(kind="lora"))
     assert not needs_base_measurement(workbench.Method(kind="qlora"))
     assert needs_base_measurement(model) and not has_adapter(model)
-    adapted = workbench.training.methods.apply_method(model, workbench.Method())
+    adapted = workbench.model.methods.apply_method(model, workbench.Method())
     assert has_adapter(adapted) and not needs_base_measurement(adapted)
 
 

@@ -19,17 +19,17 @@ from conftest import SAMPLE_DATA, build_tiny_model, quick
 
 import workbench
 from workbench.errors import WorkbenchError
-from workbench.evaluation.generation import adapter_disabled
-from workbench.runs.export import (
+from workbench.interfaces.export import (
     SCRIPT,
     export_script,
-    load_adapter,
     merge_adapter,
     push_to_hub,
     script_config,
 )
+from workbench.model.generation import adapter_disabled
+from workbench.model.methods import Method
+from workbench.runs.saved import load_adapter
 from workbench.training.finetune import train
-from workbench.training.methods import Method
 
 PYTHON = sys.executable
 ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
@@ -205,7 +205,7 @@ def test_push_to_hub_uploads_through_the_hub_api(lora_run, monkeypatch):
 
 
 def test_script_config_says_what_it_cannot_export():
-    from workbench.training.hyperparameters import Hyperparameters
+    from workbench.runs.hyperparameters import Hyperparameters
 
     config = {"hyperparameters": Hyperparameters(early_stopping_patience=2).to_dict()}
     config.update(method=Method().to_dict(), data={"validation": "data/validation.jsonl"})
@@ -218,7 +218,7 @@ def test_script_config_says_what_it_cannot_export():
 
 
 def _run_config(**hyperparameters) -> dict:
-    from workbench.training.hyperparameters import Hyperparameters
+    from workbench.runs.hyperparameters import Hyperparameters
 
     config = {"hyperparameters": Hyperparameters(**hyperparameters).to_dict()}
     config.update(method=Method().to_dict(), data={"validation": "data/validation.jsonl"})

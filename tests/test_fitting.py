@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from conftest import quick
 
-import workbench.training.fitting as fitting
+import workbench.runs.fitting as fitting
+from workbench.model.methods import Method
 from workbench.training.finetune import train
-from workbench.training.methods import Method
 
 LENGTHS = [100] * 64
 

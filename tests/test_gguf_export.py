@@ -9,8 +9,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from workbench.errors import WorkbenchError
-from workbench.runs.export import merge_adapter
-from workbench.runs.gguf_export import export_gguf
+from workbench.interfaces.export import merge_adapter
+from workbench.interfaces.gguf_export import export_gguf
 
 PROMPTS = [
     "Classify: my parcel never arrived",

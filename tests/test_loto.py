@@ -8,7 +8,7 @@ import pytest
 from conftest import SAMPLE_DATA, quick
 
 import workbench
-from workbench.evaluation.loto import leave_one_task_out, task_folds
+from workbench.experiments.loto import leave_one_task_out, task_folds
 
 
 @pytest.fixture(scope="module")

@@ -30,14 +30,14 @@ from transformers import (
 )
 
 from workbench.errors import WorkbenchError
-from workbench.training.memory import (
+from workbench.model.memory import (
     activation_elements_per_token,
     count_trainable,
     estimate_memory,
     linear_shapes,
     parameter_layout,
 )
-from workbench.training.methods import Method, ParameterCount, apply_method, count_parameters
+from workbench.model.methods import Method, ParameterCount, apply_method, count_parameters
 
 SMALL = dict(
     vocab_size=600,

@@ -15,8 +15,8 @@ import pytest
 
 import workbench
 from workbench.errors import ModelLoadError
-from workbench.training import models
-from workbench.training.models import (
+from workbench.model import loading as models
+from workbench.model.loading import (
     DEFAULT_MODEL,
     cache_dir,
     embedded_model_dir,
@@ -439,8 +439,8 @@ def test_a_gpu_without_bfloat16_trains_in_float16_mixed_precision(
 ):
     import torch
 
-    from workbench.training.hyperparameters import Hyperparameters
-    from workbench.training.models import resolve_dtype
+    from workbench.model.loading import resolve_dtype
+    from workbench.runs.hyperparameters import Hyperparameters
 
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_supported)
     dtype = resolve_dtype("auto", "cuda")

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from conftest import build_tiny_model
 
+from workbench.model.loss import workbench_trainer_class
 from workbench.tokens.collators import PackedCollator
 from workbench.tokens.tokenizing import tokenize_examples
-from workbench.training.loss import workbench_trainer_class
 
 
 def _trainer(tiny_tokenizer, ticket_split, tmp_path, trainer_class, seed=5):

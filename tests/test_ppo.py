@@ -9,10 +9,10 @@ import torch
 import yaml
 from test_reinforcement import LORA, peaked_tiny_model, question_prompts, rl_settings, share_of_e
 
+from workbench.model.methods import Method
 from workbench.runs.directory import RunDirectory
 from workbench.runs.history import read_run
 from workbench.runs.report import KL, MEAN_REWARD
-from workbench.training.methods import Method
 from workbench.training.ppo import (
     ROLLOUT_FILE,
     VALUE_HEAD_FILE,

@@ -88,7 +88,7 @@ def test_preference_rows_are_validated_and_convert_for_comparison(tiny, ticket_s
 
 
 def test_the_preference_experiment_measures_held_out_pairs_before_and_after(tiny, ticket_split):
-    from workbench.evaluation.preferences import preference_experiment
+    from workbench.experiments.preferences import preference_experiment
 
     model, tokenizer = tiny
     pairs = workbench.load_data(SAMPLE_DATA / "preferences.jsonl", verbose=False)
@@ -145,7 +145,8 @@ def test_the_dpo_command_runs_the_same_experiment_from_a_run_directory(
 
 
 def test_the_summary_gives_each_figure_before_and_after():
-    from workbench.evaluation.preferences import Margin, PreferenceExperiment
+    from workbench.evaluation.preferences import Margin
+    from workbench.experiments.preferences import PreferenceExperiment
 
     pairs = workbench.load_data(SAMPLE_DATA / "preferences.jsonl", verbose=False).select(range(4))
     before, after = Margin(-0.5, 0.25, [-1, -1, -1, 1]), Margin(1.5, 0.75, [1, 1, 1, -1])

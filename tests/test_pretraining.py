@@ -12,10 +12,10 @@ from conftest import SAMPLE_DATA, quick
 
 import workbench
 from workbench.errors import WorkbenchError
+from workbench.model.methods import Method
 from workbench.runs.history import read_run
 from workbench.tokens.blocks import BlockCollator, token_blocks
 from workbench.tokens.tokenizing import IGNORE_INDEX
-from workbench.training.methods import Method
 from workbench.training.pretraining import (
     continue_pretraining,
     perplexity,

@@ -114,7 +114,7 @@ def _decoding(**changes):
 def test_latency_is_the_clock_time_of_every_answer_after_an_untimed_warm_up(
     tiny_model_dir, ticket_split, monkeypatch
 ):
-    from workbench.evaluation import choosing
+    from workbench.experiments import choosing
 
     happened = []  # prompts per generate call and clock readings, in order
     real_generate = choosing.generate
@@ -157,7 +157,7 @@ def test_latency_is_the_clock_time_of_every_answer_after_an_untimed_warm_up(
 def test_a_deeper_wider_model_takes_longer_per_answer(tmp_path, tiny_tokenizer, ticket_split):
     from conftest import build_tiny_model
 
-    from workbench.evaluation.choosing import Candidate, compare_models
+    from workbench.experiments.choosing import Candidate, compare_models
 
     folders = {}
     for name, layers, hidden in (("shallow", 1, 32), ("deep", 12, 256)):
@@ -180,7 +180,7 @@ def test_a_deeper_wider_model_takes_longer_per_answer(tmp_path, tiny_tokenizer, 
 
 
 def test_tokens_per_query_are_the_tokenizer_counts_of_prompts_and_answers(tiny, ticket_split):
-    from workbench.evaluation.choosing import Candidate, compare_models
+    from workbench.experiments.choosing import Candidate, compare_models
 
     model, tokenizer = tiny
     pool, rows = ticket_split[0], ticket_split[1].select(range(4))
@@ -215,15 +215,15 @@ def test_tokens_per_query_are_the_tokenizer_counts_of_prompts_and_answers(tiny, 
 
 
 def _measurement(name: str, seconds: float, inputs: list[int], outputs: list[int]):
-    from workbench.evaluation.choosing import Measurement
     from workbench.evaluation.compare import Evaluation
+    from workbench.experiments.choosing import Measurement
 
     evaluation = Evaluation([], [], [], {"exact_match": 0.5}, [])
     return Measurement(name, "zero-shot", evaluation, seconds, inputs, outputs, 1000, 1, "cpu")
 
 
 def test_cost_per_thousand_queries_follows_the_prices_exactly():
-    from workbench.evaluation.choosing import DEVICE_COST, TOKEN_COST, Prices, cost_table
+    from workbench.experiments.choosing import DEVICE_COST, TOKEN_COST, Prices, cost_table
 
     measured = [
         _measurement("short", 3.6, [100, 300], [10, 30]),  # 1800 ms per answer
@@ -261,7 +261,7 @@ def test_cost_per_thousand_queries_follows_the_prices_exactly():
     ],
 )
 def test_bad_price_settings_raise_an_error_naming_the_key(settings, named):
-    from workbench.evaluation.choosing import cost_table
+    from workbench.experiments.choosing import cost_table
 
     with pytest.raises(workbench.WorkbenchError, match=named):
         cost_table([_measurement("m", 1.0, [1], [1])], settings)
@@ -270,7 +270,7 @@ def test_bad_price_settings_raise_an_error_naming_the_key(settings, named):
 def test_several_candidates_give_one_row_each_and_share_one_loaded_base(
     tiny_model_dir, ticket_split, lora_run, monkeypatch
 ):
-    from workbench.evaluation import choosing
+    from workbench.experiments import choosing
 
     loads = []
     real_load = choosing._load_model()
@@ -324,7 +324,7 @@ def test_several_candidates_give_one_row_each_and_share_one_loaded_base(
 
 
 def test_candidates_refuse_settings_that_cannot_work(tiny, tmp_path, ticket_split):
-    from workbench.evaluation.choosing import Candidate, measure_candidate
+    from workbench.experiments.choosing import Candidate, measure_candidate
 
     model, tokenizer = tiny
     with pytest.raises(workbench.WorkbenchError, match="needs its `tokenizer`"):

@@ -16,11 +16,11 @@ import pytest
 import yaml
 from conftest import ROOT, quick
 
-import workbench.training.models as models
+import workbench.model.loading as models
 from workbench.cli import main
+from workbench.interfaces.recipe import read_recipe
+from workbench.interfaces.recipe_command import load_recipe_data
 from workbench.runs.directory import RunDirectory
-from workbench.runs.recipe import read_recipe
-from workbench.runs.recipe_command import load_recipe_data
 from workbench.tokens.templates import Template
 from workbench.training.finetune import train
 

@@ -10,8 +10,8 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from workbench.runs.recipe import RecipeError, read_recipe
-from workbench.runs.recipe_values import apply_overrides, recipe_from_run_config
+from workbench.interfaces.recipe import RecipeError, read_recipe
+from workbench.interfaces.recipe_values import apply_overrides, recipe_from_run_config
 
 TICKETS = str(ROOT / "sample_data" / "support_tickets.jsonl")
 

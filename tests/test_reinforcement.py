@@ -14,13 +14,13 @@ from workbench.evaluation.rewards import (
     held_out_reward,
     labels_in,
     one_of_labels,
-    rl_experiment,
     valid_iso_date,
 )
+from workbench.experiments.reinforcement import rl_experiment
+from workbench.model.methods import Method
 from workbench.runs.directory import RunDirectory
 from workbench.runs.history import read_run
 from workbench.runs.report import HELD_OUT_REWARD, KL, MEAN_REWARD, RESPONSE_LENGTH
-from workbench.training.methods import Method
 from workbench.training.reinforcement import RLSettings, reinforce, resume_reinforcement
 from workbench.widgets import TrainingMonitor
 

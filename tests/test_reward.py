@@ -11,8 +11,8 @@ from conftest import SAMPLE_DATA, build_tiny_model
 
 import workbench
 from workbench.errors import WorkbenchError
+from workbench.model.methods import Method
 from workbench.runs.history import list_runs, read_run
-from workbench.training.methods import Method
 from workbench.training.reward import (
     RewardSettings,
     load_reward_model,

@@ -10,7 +10,7 @@ from conftest import SAMPLE_DATA, quick
 import workbench
 from workbench.data.splits import mix_tasks
 from workbench.evaluation.forgetting import ForgettingProbe
-from workbench.evaluation.generation import Decoding
+from workbench.model.generation import Decoding
 from workbench.training.remedies import REMEDIES, StageContext, replay_mix
 from workbench.training.sequence import train_sequence
 from workbench.training.synaptic import IMPORTANCE_FILE

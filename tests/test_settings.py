@@ -10,11 +10,11 @@ from conftest import quick
 
 from workbench.cli import main as cli
 from workbench.errors import WorkbenchError
-from workbench.evaluation.generation import Decoding, generate
+from workbench.model.generation import Decoding, generate
+from workbench.model.methods import Method
 from workbench.runs.directory import RunDirectory
+from workbench.runs.hyperparameters import Hyperparameters
 from workbench.training.finetune import train
-from workbench.training.hyperparameters import Hyperparameters
-from workbench.training.methods import Method
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import pytest
 from conftest import SAMPLE_DATA, quick
 
 import workbench as wb
-from workbench.runs.code import run_code
+from workbench.interfaces.code import run_code
 from workbench.runs.directory import RunDirectory
 from workbench.training.preference import PreferenceSettings, train_preferences
 from workbench.widgets import TrainingMonitor

@@ -6,9 +6,9 @@ import pytest
 from conftest import SAMPLE_DATA
 
 from workbench.data.loading import load_data
-from workbench.data.stats import dataset_stats
 from workbench.errors import AllLabelsMaskedError, WorkbenchError
 from workbench.tokens.collators import CompletionCollator
+from workbench.tokens.stats import dataset_stats
 from workbench.tokens.templates import TEMPLATES
 from workbench.tokens.tokenizing import (
     IGNORE_INDEX,

@@ -13,11 +13,11 @@ from conftest import SAMPLE_DATA, build_tiny_model, quick
 
 import workbench
 from workbench.errors import AllLabelsMaskedError
-from workbench.evaluation.generation import Decoding, generate
+from workbench.model.generation import Decoding, generate
+from workbench.model.methods import Method
 from workbench.runs.directory import complete_checkpoints
+from workbench.runs.hyperparameters import Hyperparameters
 from workbench.training.finetune import resume_run, train
-from workbench.training.hyperparameters import Hyperparameters
-from workbench.training.methods import Method
 
 
 def test_tiny_model_learns_a_tiny_task(tiny):

@@ -284,7 +284,7 @@ class TakesModel(RunPanel):
     def _model(self):
         """(model, tokenizer): the given ones, or `model_name` loaded once."""
         if self.model is None and self.model_name:
-            from workbench.training.models import load_model
+            from workbench.model.loading import load_model
 
             self.status.value = f"<i>Loading {html.escape(self.model_name)} ...</i>"
             self.model, self.tokenizer = load_model(self.model_name)

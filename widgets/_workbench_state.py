@@ -8,9 +8,9 @@ from typing import Any
 
 from workbench.data.loading import Examples
 from workbench.evaluation.compare import Evaluation
+from workbench.model.methods import Method
+from workbench.runs.hyperparameters import Hyperparameters
 from workbench.tokens.templates import Template
-from workbench.training.hyperparameters import Hyperparameters
-from workbench.training.methods import Method
 
 
 @dataclass

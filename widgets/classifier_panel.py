@@ -20,9 +20,9 @@ import traitlets
 from workbench.data.loading import Examples, load_data
 from workbench.data.splits import split_data
 from workbench.evaluation.classifying import ClassifierEvaluation, evaluate_classifier
+from workbench.runs.hyperparameters import Hyperparameters
 from workbench.training.classification import DEFAULT_LEARNING_RATE, train_classifier
 from workbench.training.heads import ClassifierFields
-from workbench.training.hyperparameters import Hyperparameters
 from workbench.widgets._common import TakesModel, heading, html_table, text_table
 from workbench.widgets.training_monitor import TrainingMonitor
 

@@ -21,8 +21,8 @@ from workbench.evaluation.compare import (
     has_adapter,
     needs_base_measurement,
 )
-from workbench.evaluation.generation import Decoding, adapter_disabled, generate
-from workbench.runs import code as codegen
+from workbench.interfaces import code as codegen
+from workbench.model.generation import Decoding, adapter_disabled, generate
 from workbench.tokens.templates import Template, get_template
 from workbench.widgets._common import CELL_STYLE, TABLE_STYLE, Panel, ShowsCode, html_table
 

@@ -17,7 +17,7 @@ import ipywidgets as widgets
 import traitlets
 
 import workbench
-from workbench.runs import code as codegen
+from workbench.interfaces import code as codegen
 from workbench.widgets import _dataset_views as views
 from workbench.widgets._common import (
     Panel,

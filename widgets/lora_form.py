@@ -16,10 +16,11 @@ import ipywidgets as widgets
 import traitlets
 
 import workbench
-from workbench.runs.code import script, settings_code
-from workbench.training import fitting, memory
-from workbench.training.hyperparameters import Hyperparameters
-from workbench.training.methods import Method, check_method, linear_layer_names
+from workbench.interfaces.code import script, settings_code
+from workbench.model import memory
+from workbench.model.methods import Method, check_method, linear_layer_names
+from workbench.runs import fitting
+from workbench.runs.hyperparameters import Hyperparameters
 from workbench.widgets._common import Panel, ShowsCode, escape, heading, html_table
 
 LLAMA_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

@@ -4,7 +4,7 @@ Pick a preference file (prompt/chosen/rejected), set beta and the steps, press T
 SFT model's adapter goes on learning while a TrainingMonitor shows the DPO loss and reward
 margins; afterwards a CompareView puts the SFT answers next to the SFT+DPO answers. The
 experiment itself (held-out split, margins before and after, the SFT answers) is
-`workbench.evaluation.preferences.preference_experiment`, which `workbench dpo` runs too.
+`workbench.experiments.preferences.preference_experiment`, which `workbench dpo` runs too.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 import ipywidgets as widgets
 
 from workbench.data.loading import load_data
-from workbench.evaluation.generation import Decoding
-from workbench.evaluation.preferences import PreferenceExperiment, preference_experiment
+from workbench.experiments.preferences import PreferenceExperiment, preference_experiment
+from workbench.model.generation import Decoding
 from workbench.tokens.templates import Template, get_template
 from workbench.training.preference import PreferenceSettings
 from workbench.widgets._common import ContinuesTuning, heading

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import ipywidgets as widgets
 
-from workbench.training.hyperparameters import Hyperparameters
-from workbench.training.methods import Method
+from workbench.model.methods import Method
+from workbench.runs.hyperparameters import Hyperparameters
 from workbench.training.pretraining import (
     Perplexity,
     continue_pretraining,

@@ -8,7 +8,8 @@ updates per batch of answers), the prompts, the steps and the settings, press Tr
 TrainingMonitor follows the run (mean reward, KL to the starting model, answer length per
 step); afterwards the held-out mean reward before and after and a CompareView of the SFT
 answers beside the SFT+RL answers. The experiment itself is
-`workbench.evaluation.rewards.rl_experiment`; the runs are `train_reward_model` and `reinforce`.
+`workbench.experiments.reinforcement.rl_experiment`; the runs are `train_reward_model` and
+`reinforce`.
 """
 
 from __future__ import annotations
@@ -20,14 +21,9 @@ import ipywidgets as widgets
 
 from workbench.data.loading import load_data
 from workbench.data.splits import split_data
-from workbench.evaluation.generation import Decoding
-from workbench.evaluation.rewards import (
-    RLExperiment,
-    labels_in,
-    one_of_labels,
-    rl_experiment,
-    valid_iso_date,
-)
+from workbench.evaluation.rewards import labels_in, one_of_labels, valid_iso_date
+from workbench.experiments.reinforcement import RLExperiment, rl_experiment
+from workbench.model.generation import Decoding
 from workbench.tokens.templates import Template, get_template
 from workbench.training.reinforcement import RLSettings
 from workbench.training.reward import RewardSettings, train_reward_model

@@ -16,7 +16,7 @@ import ipywidgets as widgets
 import traitlets
 
 import workbench
-from workbench.runs import code as codegen
+from workbench.interfaces import code as codegen
 from workbench.tokens.tokenizing import segments_view
 from workbench.widgets._common import (
     Panel,

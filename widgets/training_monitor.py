@@ -17,7 +17,7 @@ from pathlib import Path
 
 import ipywidgets as widgets
 
-from workbench.runs import code as codegen
+from workbench.interfaces import code as codegen
 from workbench.runs.directory import RunDirectory
 from workbench.runs.report import (
     Curves,

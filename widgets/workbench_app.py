@@ -23,11 +23,11 @@ import traitlets
 import workbench
 from workbench.data.loading import Examples
 from workbench.evaluation.compare import evaluate_model, needs_base_measurement
-from workbench.runs import code as codegen
+from workbench.interfaces import code as codegen
+from workbench.model.loading import model_origin
+from workbench.model.methods import Method
+from workbench.runs.hyperparameters import Hyperparameters
 from workbench.tokens.templates import Template, get_template
-from workbench.training.hyperparameters import Hyperparameters
-from workbench.training.methods import Method
-from workbench.training.models import model_origin
 from workbench.widgets._common import Panel, ShowsCode
 from workbench.widgets._sequence import SequenceControls
 from workbench.widgets._workbench_state import WorkbenchState

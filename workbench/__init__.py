@@ -8,7 +8,6 @@ import logging
 
 from workbench.data.loading import Examples, load_data
 from workbench.data.splits import mix_tasks, split_data
-from workbench.data.stats import dataset_stats
 from workbench.errors import (
     AllLabelsMaskedError,
     DataValidationError,
@@ -16,13 +15,6 @@ from workbench.errors import (
     Problem,
     TemplateError,
     WorkbenchError,
-)
-from workbench.evaluation.choosing import (
-    Candidate,
-    Prices,
-    compare_models,
-    cost_table,
-    measure_candidates,
 )
 from workbench.evaluation.classifying import evaluate_classifier, predict_proba
 from workbench.evaluation.compare import (
@@ -40,8 +32,6 @@ from workbench.evaluation.forgetting import (
     forgetting_table,
     learned_retained,
 )
-from workbench.evaluation.generation import Decoding, generate
-from workbench.evaluation.loto import leave_one_task_out, loto_table, task_folds
 from workbench.evaluation.prompting import (
     few_shot_prompt,
     hidden_state_embedder,
@@ -50,10 +40,24 @@ from workbench.evaluation.prompting import (
     prompting_table,
 )
 from workbench.evaluation.rewards import held_out_reward, one_of_labels, valid_iso_date
+from workbench.experiments.choosing import (
+    Candidate,
+    Prices,
+    compare_models,
+    cost_table,
+    measure_candidates,
+)
+from workbench.experiments.loto import leave_one_task_out, loto_table, task_folds
+from workbench.model.generation import Decoding, generate
+from workbench.model.loading import DEFAULT_MODEL, load_model, load_tokenizer
+from workbench.model.memory import MemoryEstimate, count_trainable, estimate_memory
+from workbench.model.methods import Method, ParameterCount, count_parameters, linear_layer_names
+from workbench.runs.hyperparameters import Hyperparameters
 from workbench.runs.report import save_forgetting, write_report
 from workbench.runs.run import Run
 from workbench.tokens.checks import Finding, check_dataset
 from workbench.tokens.collators import CompletionCollator
+from workbench.tokens.stats import dataset_stats
 from workbench.tokens.templates import TEMPLATES, Template, default_template, get_template
 from workbench.tokens.tokenizing import (
     row_token_view,
@@ -70,11 +74,7 @@ from workbench.training.classification import (
 )
 from workbench.training.distillation import distill, resume_distillation, student_from_teacher
 from workbench.training.finetune import resume_run, train
-from workbench.training.hyperparameters import Hyperparameters
 from workbench.training.lwf import LearningWithoutForgetting
-from workbench.training.memory import MemoryEstimate, count_trainable, estimate_memory
-from workbench.training.methods import Method, ParameterCount, count_parameters, linear_layer_names
-from workbench.training.models import DEFAULT_MODEL, load_model, load_tokenizer
 from workbench.training.pretraining import (
     continue_pretraining,
     perplexity,

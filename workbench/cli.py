@@ -40,7 +40,7 @@ def _run_command(argv: list[str] | None) -> int:
     _add_rl_command(commands)
     args = parser.parse_args(argv)
     if args.command == "train":
-        from workbench.runs.recipe_command import train_recipe
+        from workbench.interfaces.recipe_command import train_recipe
 
         return train_recipe(args.config, args.set)
     handlers = {"runs": _runs, "export": _export, "dpo": _dpo, "rl": _rl}
@@ -50,7 +50,7 @@ def _run_command(argv: list[str] | None) -> int:
 
     if args.command == "demo":
         from workbench.lessons.demo import DemoSettings, run_demo
-        from workbench.training.models import DEFAULT_MODEL
+        from workbench.model.loading import DEFAULT_MODEL
 
         settings = DemoSettings(max_steps=args.max_steps, held_out=args.held_out)
         run_demo(settings, model_name=args.model or DEFAULT_MODEL)
@@ -65,7 +65,7 @@ def _run_command(argv: list[str] | None) -> int:
 
 def _resume(args: argparse.Namespace) -> int:
     """Continue a run; a recipe run that recorded held-out rows ends with its before/after."""
-    from workbench.runs.recipe_command import report_before_after
+    from workbench.interfaces.recipe_command import report_before_after
     from workbench.training.finetune import resume_run
 
     run = resume_run(args.run_dir, max_steps=args.max_steps)
@@ -151,7 +151,7 @@ def _add_rl_command(commands) -> None:
 def _rl(args: argparse.Namespace) -> int:
     """Reinforcement learning on held-out-measured prompts, printing the reward as it goes."""
     from workbench.data.loading import load_data
-    from workbench.evaluation.rewards import rl_experiment
+    from workbench.experiments.reinforcement import rl_experiment
     from workbench.training.reinforcement import RLSettings
 
     settings = RLSettings(
@@ -165,12 +165,12 @@ def _rl(args: argparse.Namespace) -> int:
     prompts = load_data(args.prompts, verbose=False)
     reward = _reward_of(args.reward, prompts)
     if args.run_dir:
-        from workbench.runs.export import load_run_model
+        from workbench.runs.saved import load_run_model
 
         model, tokenizer, template = load_run_model(args.run_dir, trainable=True)
     else:
+        from workbench.model.loading import DEFAULT_MODEL, load_model
         from workbench.tokens.templates import get_template
-        from workbench.training.models import DEFAULT_MODEL, load_model
 
         model, tokenizer = load_model(args.model or DEFAULT_MODEL)
         template = get_template(args.template)
@@ -235,7 +235,12 @@ def _runs(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from workbench.runs.export import check_can_push, export_script, merge_adapter, push_to_hub
+    from workbench.interfaces.export import (
+        check_can_push,
+        export_script,
+        merge_adapter,
+        push_to_hub,
+    )
 
     if args.push_to_hub:  # before anything is written: offline, nothing would be pushed
         check_can_push(args.push_to_hub)
@@ -247,7 +252,7 @@ def _export(args: argparse.Namespace) -> int:
     if args.script or both:
         print(f"training script: {export_script(args.run_dir, args.out if args.script else None)}")
     if args.gguf:
-        from workbench.runs.gguf_export import export_gguf
+        from workbench.interfaces.gguf_export import export_gguf
 
         out = None if args.merged or args.script else args.out
         gguf = export_gguf(args.run_dir, out, quantization=args.gguf_type)
@@ -260,7 +265,7 @@ def _export(args: argparse.Namespace) -> int:
 
 def _dpo(args: argparse.Namespace) -> int:
     from workbench.data.loading import load_data
-    from workbench.evaluation.preferences import preference_experiment
+    from workbench.experiments.preferences import preference_experiment
     from workbench.training.preference import PreferenceSettings
 
     settings = PreferenceSettings(

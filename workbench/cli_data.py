@@ -75,9 +75,9 @@ def load_cli_data(path: str, args: argparse.Namespace, *, verbose: bool = False)
 
 def check(args: argparse.Namespace) -> int:
     """Print every finding, errors first, then a summary; 1 when any is an error."""
+    from workbench.model.loading import DEFAULT_MODEL, load_tokenizer
     from workbench.tokens.checks import check_dataset, findings_summary
     from workbench.tokens.templates import get_template
-    from workbench.training.models import DEFAULT_MODEL, load_tokenizer
 
     data = load_cli_data(args.data, args)  # a file that does not load exits 2 in main()
     validation = load_cli_data(args.validation, args) if args.validation else None
@@ -96,10 +96,10 @@ def check(args: argparse.Namespace) -> int:
 def preview(args: argparse.Namespace) -> int:
     """Print one row as it is trained ([..] marks the tokens that carry loss) and the
     dataset's token statistics."""
-    from workbench.data.stats import dataset_stats
+    from workbench.model.loading import DEFAULT_MODEL, load_tokenizer
+    from workbench.tokens.stats import dataset_stats
     from workbench.tokens.templates import get_template
     from workbench.tokens.tokenizing import row_token_view, token_view_text
-    from workbench.training.models import DEFAULT_MODEL, load_tokenizer
 
     tokenizer = load_tokenizer(args.model or DEFAULT_MODEL)
     data = load_cli_data(args.data, args, verbose=True)

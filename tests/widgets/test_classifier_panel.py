@@ -7,9 +7,9 @@ import yaml
 from conftest import SAMPLE_DATA
 
 import workbench
+from workbench.model.methods import Method, apply_method
 from workbench.runs.report import VALIDATION_ACCURACY
 from workbench.training.classification import DEFAULT_LEARNING_RATE
-from workbench.training.methods import Method, apply_method
 from workbench.widgets.classifier_panel import ClassifierPanel
 
 TICKETS = SAMPLE_DATA / "support_tickets.jsonl"

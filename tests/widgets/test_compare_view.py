@@ -10,9 +10,9 @@ from conftest import SAMPLE_DATA
 
 import workbench
 from workbench.evaluation.compare import evaluate_model
-from workbench.evaluation.generation import Decoding, adapter_disabled, generate
+from workbench.model.generation import Decoding, adapter_disabled, generate
+from workbench.runs.hyperparameters import Hyperparameters
 from workbench.training.finetune import train
-from workbench.training.hyperparameters import Hyperparameters
 from workbench.widgets.compare_view import NO_BASE, CompareView, word_diff_html
 
 SHORT = Decoding(max_new_tokens=4)

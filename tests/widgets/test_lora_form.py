@@ -9,14 +9,14 @@ import warnings
 import pytest
 from transformers import GPT2Config, LlamaConfig
 
-from workbench.training.hyperparameters import Hyperparameters
-from workbench.training.methods import (
+from workbench.model.methods import (
     Method,
     MethodKind,
     apply_method,
     count_parameters,
     linear_layer_names,
 )
+from workbench.runs.hyperparameters import Hyperparameters
 from workbench.widgets import LoraForm
 
 
@@ -88,7 +88,7 @@ def test_with_the_rows_the_form_predicts_what_training_will(tiny, ticket_split):
 
 
 def test_the_form_says_whether_the_run_fits_and_what_would(model, monkeypatch):
-    import workbench.training.fitting as fitting
+    import workbench.runs.fitting as fitting
 
     form = LoraForm(model, hyperparameters=Hyperparameters(batch_size=16))
     assert form.fit.fits and "✓ fits in the" in form.summary.value
@@ -237,8 +237,8 @@ def test_choices_come_from_the_library_literal_types(model):
 
 
 def test_the_rows_trait_gives_the_estimate_train_will_make(tiny, ticket_split):
+    from workbench.runs import fitting
     from workbench.tokens.tokenizing import tokenize_examples
-    from workbench.training import fitting
 
     model, tokenizer = tiny
     form = LoraForm(model)
@@ -283,8 +283,8 @@ def test_set_model_offers_the_new_model_layers(model):
 
 
 def test_follow_takes_the_editor_settings_and_tokenizes_the_rows_as_it_does(tiny, ticket_split):
+    from workbench.runs import fitting
     from workbench.tokens.tokenizing import tokenize_examples
-    from workbench.training import fitting
     from workbench.widgets import TemplateEditor
 
     model, tokenizer = tiny

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from conftest import quick
 
-from workbench.evaluation.generation import Decoding
+from workbench.model.generation import Decoding
 from workbench.runs.report import REWARD_MARGIN, VALIDATION_LOSS
 from workbench.training.finetune import train
 from workbench.widgets.compare_view import CompareView

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from workbench.evaluation.generation import Decoding
 from workbench.evaluation.rewards import held_out_reward, one_of_labels
+from workbench.model.generation import Decoding
 from workbench.runs.report import HELD_OUT_REWARD, KL, MEAN_REWARD, RESPONSE_LENGTH
 from workbench.training.reinforcement import RLSettings
 from workbench.widgets.compare_view import CompareView

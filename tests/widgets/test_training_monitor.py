@@ -10,6 +10,7 @@ import torch
 from conftest import quick
 
 import workbench
+from workbench.model.methods import Method
 from workbench.runs.report import (
     EXACT_MATCH,
     LEARNING_RATE,
@@ -19,7 +20,6 @@ from workbench.runs.report import (
     VALIDATION_LOSS,
 )
 from workbench.training.finetune import train
-from workbench.training.methods import Method
 from workbench.widgets.training_monitor import TrainingMonitor
 
 
@@ -203,8 +203,8 @@ def test_exact_match_at_each_evaluation_is_plotted_and_reported(tiny, ticket_spl
     run.wait()
     evaluations = [e for e in run.events if e["event"] == "evaluation"]
     assert [e["scored_rows"] for e in evaluations] == [5, 5, 5]
-    from workbench.evaluation.generation import Decoding, generate
     from workbench.evaluation.metrics import load_metric
+    from workbench.model.generation import Decoding, generate
 
     rows = ticket_split[1].rows[:5]
     prompts = [run.template.render_prompt(r, tokenizer) for r in rows]

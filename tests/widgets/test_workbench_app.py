@@ -7,9 +7,9 @@ import html
 from conftest import SAMPLE_DATA
 
 import workbench
-from workbench.evaluation.generation import adapter_disabled, generate
+from workbench.model.generation import adapter_disabled, generate
+from workbench.runs import fitting
 from workbench.tokens.tokenizing import tokenize_examples
-from workbench.training import fitting
 from workbench.widgets.compare_view import CompareView
 from workbench.widgets.dataset_preview import DatasetPreview
 from workbench.widgets.lora_form import LoraForm
@@ -258,8 +258,8 @@ def test_copy_as_code_measures_the_base_first_for_full_fine_tuning(tiny):
 
 
 def test_copy_as_recipe_is_a_recipe_that_trains_on_the_same_rows(tiny, tmp_path):
-    from workbench.runs.recipe import read_recipe
-    from workbench.runs.recipe_command import load_recipe_data
+    from workbench.interfaces.recipe import read_recipe
+    from workbench.interfaces.recipe_command import load_recipe_data
 
     model, tokenizer = tiny
     app = WorkbenchApp(model, tokenizer, TICKETS)

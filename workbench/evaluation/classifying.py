@@ -43,7 +43,7 @@ def predict_proba(
     """
     import torch
 
-    from workbench.evaluation.generation import eval_mode
+    from workbench.model.generation import eval_mode
 
     if isinstance(texts, str):
         raise WorkbenchError("`texts` is one string; pass a list of texts: [text].")

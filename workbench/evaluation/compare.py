@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from workbench.data.loading import Examples
-from workbench.evaluation.generation import Decoding, adapter_disabled, eval_mode, generate
 from workbench.evaluation.metrics import load_metric
+from workbench.model.generation import Decoding, adapter_disabled, eval_mode, generate
+from workbench.model.methods import Method
 from workbench.tokens.collators import CompletionCollator
 from workbench.tokens.templates import Template, get_template
 from workbench.tokens.tokenizing import IGNORE_INDEX, tokenize_examples
-from workbench.training.methods import Method
 
 DEFAULT_METRICS = ("exact_match", "rouge_l")
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from workbench.data.loading import Examples
 from workbench.errors import WorkbenchError
 from workbench.evaluation.compare import Evaluation, evaluate_model, has_adapter
-from workbench.evaluation.generation import Decoding, adapter_disabled, eval_mode
+from workbench.model.generation import Decoding, adapter_disabled, eval_mode
 from workbench.tokens.templates import Template, get_template
 
 TEACHER_FORCED = "exact answer (teacher-forced)"  # the metric name of teacher-forced tasks
@@ -182,9 +182,9 @@ def teacher_forced_scores(
     import torch
 
     from workbench.evaluation.compare import question_of
+    from workbench.model.loss import accepts_logits_to_keep, index_logits_supported
     from workbench.tokens.collators import CompletionCollator
     from workbench.tokens.tokenizing import IGNORE_INDEX, tokenize_examples
-    from workbench.training.loss import accepts_logits_to_keep, index_logits_supported
 
     template = get_template(template, rows.format)
     data = tokenize_examples(rows, template, tokenizer, max_length=max_length)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from workbench.data.loading import Examples
 from workbench.errors import WorkbenchError
 from workbench.evaluation.compare import Evaluation, score_answers
-from workbench.evaluation.generation import Decoding, adapter_disabled, eval_mode, generate
+from workbench.model.generation import Decoding, adapter_disabled, eval_mode, generate
 from workbench.tokens.templates import Template, get_template
 
 Embed = Callable[[list[str]], Any]  # texts -> a (len(texts), dim) tensor

@@ -16,11 +16,10 @@ import datetime
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from workbench.errors import WorkbenchError
-from workbench.evaluation.generation import Decoding, generate
+from workbench.model.generation import Decoding, generate
 
 RewardFunction = Callable[[str, str], float]  # (prompt, completion) -> reward
 IN_MEMORY = "(in memory)"  # a reward model passed as an object: config.yaml cannot hold it
@@ -62,14 +61,13 @@ def valid_iso_date(prompt: str, completion: str) -> float:
 
 
 def score_all(reward: RewardFunction, prompts: list[str], completions: list[str]) -> list[float]:
-    """The reward of each (prompt, completion); a reward model scores them in batches."""
-    from workbench.training.reward import RewardModelScore
-
+    """The reward of each (prompt, completion); a scorer with a `batch` method (a reward
+    model's `RewardModelScore`) scores them in one call."""
     if len(prompts) != len(completions):
         raise WorkbenchError(
             f"{len(prompts)} prompts but {len(completions)} completions: one completion each."
         )
-    if isinstance(reward, RewardModelScore):
+    if callable(getattr(reward, "batch", None)):
         return reward.batch(prompts, completions)
     return [float(reward(p, c)) for p, c in zip(prompts, completions)]
 
@@ -121,43 +119,6 @@ class Reward:
         return reward
 
 
-def as_reward(reward) -> Reward:
-    """The reward `reinforce` was given: a function, a reward-model Run or its directory, or a
-    reward model (a `RewardModelScore`)."""
-    import torch
-
-    from workbench.runs.run import Run
-    from workbench.training.reward import RewardModelScore, load_reward_model
-
-    if isinstance(reward, Run):
-        stage = reward.directory.read_config().get("stage")
-        if stage != "reward":
-            raise WorkbenchError(
-                f"`reward` is a {stage!r} run; pass a reward model's run (train_reward_model) "
-                "or a function of (prompt, completion)."
-            )
-        score = RewardModelScore(reward.model, reward.tokenizer)
-        return Reward(score, score.name, {"reward_model": str(reward.run_dir)})
-    if isinstance(reward, (str, Path)):
-        score = RewardModelScore(*load_reward_model(reward))
-        return Reward(score, score.name, {"reward_model": str(reward)})
-    if isinstance(reward, RewardModelScore):
-        return Reward(reward, reward.name, {"reward_model": IN_MEMORY})
-    if isinstance(reward, torch.nn.Module) or not callable(reward):
-        raise WorkbenchError(
-            f"`reward` is a {type(reward).__name__}: pass a function of (prompt, completion) "
-            "returning a number, a reward model's Run or run directory, or "
-            "RewardModelScore(model, tokenizer)."
-        )
-    name = getattr(reward, "__name__", type(reward).__name__)  # a callable object: its class
-    module = getattr(reward, "__module__", None)  # functools.partial has none
-    where = getattr(reward, "__qualname__", name)  # `outer.<locals>.name` for a local function
-    record: dict[str, Any] = {"function": f"{module}.{where}" if module else where}
-    if isinstance(getattr(reward, "labels", None), list):  # one_of_labels(labels)
-        record["labels"] = list(reward.labels)
-    return Reward(reward, name, record)
-
-
 # The project's reward functions a config.yaml record rebuilds: (name, needs labels).
 RESTORABLE = {
     f"{__name__}.valid_iso_date": False,
@@ -198,119 +159,3 @@ def labels_in(rows) -> list[str]:
             "type the labels, e.g. billing, shipping, technical, account."
         )
     return sorted(labels)
-
-
-@dataclass
-class RLExperiment:
-    """Reinforcement learning measured on prompts it never trains on.
-
-    `run` trains on `train_prompts`; the `held_out` prompts (as the model sees them:
-    `prompts`) are answered greedily before training (`reward_before`) and after it
-    (`reward_after`, set by `measure_after()` once the run has ended), scored by `reward`.
-    `answer_rows`: held-out rows answered in full before (`answers_before`) and after
-    (`answers_after`), each row's reward among their per-row scores, for CompareView.
-    """
-
-    run: Any  # workbench.runs.run.Run
-    train_prompts: Any  # Examples
-    held_out: Any
-    reward: Reward
-    prompts: list[str]
-    decoding: Decoding
-    reward_before: HeldOutReward
-    answer_rows: Any
-    answers_before: Any = None  # workbench.evaluation.compare.Evaluation
-    reward_after: HeldOutReward | None = None
-    answers_after: Any = None
-
-    def measure_after(self) -> HeldOutReward:
-        """The held-out mean reward (and the answer rows) under the trained model; call it
-        once the run has ended."""
-        run = self.run
-        self.reward_after = held_out_reward(
-            run.model, run.tokenizer, self.prompts, self.reward.score, self.decoding
-        )
-        if self.answers_before is not None:
-            self.answers_after = _answers(run, self.answer_rows, self.reward, self.decoding)
-        return self.reward_after
-
-    def summary(self) -> str:
-        """One line: the held-out mean reward before and after."""
-        head = f"Held-out mean reward ({self.reward.name}, greedy answers to {len(self.prompts)} "
-        if self.reward_after is None:
-            return head + f"prompts): {self.reward_before.mean:.3g} before RL (not measured after)"
-        return head + f"prompts): {self.reward_before.mean:.3g} → {self.reward_after.mean:.3g}"
-
-
-def _answers(run, rows, reward: Reward, decoding: Decoding):
-    """`evaluate_model` on `rows`, with each answer's reward added to its per-row scores."""
-    from dataclasses import replace
-
-    from workbench.evaluation.compare import evaluate_model
-
-    evaluation = evaluate_model(run.model, run.tokenizer, rows, run.template, decoding=decoding)
-    rewards = score_all(reward.score, evaluation.prompts, evaluation.answers)
-    per_row = [{**scores, "reward": r} for scores, r in zip(evaluation.per_row, rewards)]
-    mean = sum(rewards) / len(rewards) if rewards else 0.0
-    return replace(evaluation, per_row=per_row, scores={**evaluation.scores, "reward": mean})
-
-
-def rl_experiment(
-    prompts,
-    *,
-    held_out: float | int,
-    model,
-    tokenizer,
-    reward,
-    template="alpaca",
-    settings=None,
-    algorithm: str = "grpo",
-    parent: str | Path | None = None,
-    answer_rows: int = 0,
-    decoding: Decoding | None = None,
-    start: bool = True,
-) -> RLExperiment:
-    """Keep `held_out` prompt rows (a count, or a share below 1) out of training, measure the
-    greedy answers' mean reward on them, and start `reinforce` on the rest (`algorithm`:
-    'grpo' or 'ppo').
-
-    `model` is the instruction-tuned starting model (e.g. a finished run's `run.model`);
-    `reward` is what `reinforce` takes (a function, a reward model's Run or directory; a
-    directory is loaded twice, once here and once by the run: pass its Run to load it once).
-    `answer_rows` > 0 first answers that many held-out rows in full (preference rows with their
-    chosen answer as the reference). `decoding` defaults to greedy answers as long as the
-    sampled ones (`settings.max_completion_length`). `start=False` leaves the run for
-    `experiment.run.start()`; afterwards `experiment.measure_after()` gives the reward reached.
-    """
-    from workbench.data.splits import split_data
-    from workbench.evaluation.preferences import as_answer_rows
-    from workbench.training.reinforcement import RLSettings, prompt_texts, reinforce
-
-    settings = settings or RLSettings()
-    decoding = decoding or Decoding(max_new_tokens=settings.max_completion_length)
-    train_prompts, kept = split_data(prompts, held_out, seed=settings.seed)
-    run = reinforce(
-        model,
-        tokenizer,
-        train_prompts,
-        reward=reward,
-        algorithm=algorithm,
-        held_out=kept,
-        settings=settings,
-        template=template,
-        parent=parent,
-        start=False,
-    )
-    scorer = as_reward(reward)
-    # the run's model still has its starting weights: training begins only with run.start()
-    texts = prompt_texts(kept, run.template, tokenizer)
-    before = held_out_reward(run.model, tokenizer, texts, scorer.score, decoding)
-    rows = kept.select(range(min(answer_rows, len(kept))))
-    rows = as_answer_rows(rows) if rows.format == "preference" else rows
-    answers = _answers(run, rows, scorer, decoding) if len(rows) else None
-    experiment = RLExperiment(
-        run, train_prompts, kept, scorer, texts, decoding, before, rows, answers
-    )
-    if start:
-        run.start()
-    return experiment

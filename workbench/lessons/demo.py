@@ -13,15 +13,15 @@ from workbench.data.loading import load_data
 from workbench.data.shipped import sample_file
 from workbench.data.splits import split_data
 from workbench.evaluation.compare import compare, evaluate_model
-from workbench.evaluation.generation import Decoding
+from workbench.model.generation import Decoding
+from workbench.model.loading import DEFAULT_MODEL, load_model
+from workbench.model.methods import Method
+from workbench.runs.hyperparameters import Hyperparameters
 from workbench.runs.progress import progress_bar
 from workbench.runs.report import save_comparison, write_report
 from workbench.tokens.templates import get_template
 from workbench.tokens.tokenizing import token_view, token_view_text
 from workbench.training.finetune import train
-from workbench.training.hyperparameters import Hyperparameters
-from workbench.training.methods import Method
-from workbench.training.models import DEFAULT_MODEL, load_model
 
 LABELS = ["billing", "shipping", "technical", "account"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from workbench.evaluation.generation import Decoding, generate
+from workbench.model.generation import Decoding, generate
 from workbench.runs.run import Run
 
 
@@ -67,7 +67,7 @@ def bridged(trainer, run: Run):
     from transformers import PrinterCallback
 
     from workbench.runs.directory import TENSORBOARD
-    from workbench.training.hyperparameters import direct_trackers
+    from workbench.runs.hyperparameters import direct_trackers
 
     trainer.remove_callback(PrinterCallback)
     direct_trackers(trainer, run.directory.file(TENSORBOARD))

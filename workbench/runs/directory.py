@@ -150,7 +150,7 @@ class RunDirectory(Ownership):
             "sources": sorted({train.source_of(i) for i in range(len(train))}),
             "rows": {"train": len(train), "validation": len(validation) if has_validation else 0},
         }
-        from workbench.training.models import model_origin
+        from workbench.model.loading import model_origin
 
         name, quantization = model_origin(model)
         config = {

@@ -83,7 +83,7 @@ class RunRecord:
     @property
     def method(self) -> str | None:
         """The method as `Method.describe` names it (DoRA, rsLoRA, 4- or 8-bit base...)."""
-        from workbench.training.methods import Method
+        from workbench.model.methods import Method
 
         values = {
             k[len("method.") :]: v for k, v in self.settings.items() if k.startswith("method.")

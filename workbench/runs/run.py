@@ -78,7 +78,7 @@ class RunContext:
     samples_shown: int = 0
     scored_rows: int = 0
     sample_max_new_tokens: int = 24
-    fit: Any = None  # workbench.training.fitting.Fit: the memory prediction, when made
+    fit: Any = None  # workbench.runs.fitting.Fit: the memory prediction, when made
     truncation: Any = None  # workbench.tokens.tokenizing.TruncationReport of the training rows
 
 

@@ -98,10 +98,8 @@ class PackedCollator:
 
 
 def add_loss_positions(batch: dict[str, Any], labels: list[list[int]]) -> None:
-    """Add `logits_positions` and `logits_targets` (see `workbench.loss.loss_positions`)."""
+    """Add `logits_positions` and `logits_targets` (see `loss_positions`)."""
     import torch
-
-    from workbench.training.loss import loss_positions
 
     positions, targets = loss_positions(labels)
     batch["logits_positions"] = torch.tensor(positions)
@@ -154,3 +152,19 @@ class CompletionCollator:
         if self.select_logits:
             add_loss_positions(batch, labels)
         return batch
+
+
+def loss_positions(labels: list[list[int]]) -> tuple[list[list[int]], list[list[int]]]:
+    """Per row, the positions whose next token carries a label, and those labels; rows are
+    evened out with position 0 and label -100 (ignored), so the result is rectangular.
+
+    Computed by the collator on the CPU, so that picking the logits needs no device sync.
+    """
+    positions = [[t for t in range(len(row) - 1) if row[t + 1] != IGNORE_INDEX] for row in labels]
+    width = max(1, max(len(p) for p in positions))
+    targets = [
+        [row[t + 1] for t in p] + [IGNORE_INDEX] * (width - len(p))
+        for row, p in zip(labels, positions)
+    ]
+    positions = [p + [0] * (width - len(p)) for p in positions]
+    return positions, targets

@@ -15,8 +15,10 @@ from pathlib import Path
 
 from workbench.data.loading import Examples
 from workbench.errors import RunDirectoryInUseError, WorkbenchError
+from workbench.model.methods import count_parameters
 from workbench.runs.bridge import bridged, event_bridge
 from workbench.runs.directory import RunDirectory, new_run_dir
+from workbench.runs.hyperparameters import Hyperparameters
 from workbench.runs.run import Run, RunContext
 from workbench.tokens.templates import Template
 from workbench.training.heads import (
@@ -27,8 +29,6 @@ from workbench.training.heads import (
     checked_labels,
     load_classifier,
 )
-from workbench.training.hyperparameters import Hyperparameters
-from workbench.training.methods import count_parameters
 from workbench.training.resuming import open_run
 
 STAGE = "classify"  # config.yaml's `stage` for classifier runs

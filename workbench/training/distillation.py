@@ -32,13 +32,13 @@ from typing import Any
 
 from workbench.data.loading import Examples
 from workbench.errors import WorkbenchError
+from workbench.model.loss import accepts_logits_to_keep
+from workbench.model.methods import Method
 from workbench.runs.directory import RunDirectory, new_run_dir
+from workbench.runs.hyperparameters import Hyperparameters
 from workbench.runs.run import Run
 from workbench.tokens.templates import Template
 from workbench.tokens.tokenizing import IGNORE_INDEX
-from workbench.training.hyperparameters import Hyperparameters
-from workbench.training.loss import accepts_logits_to_keep
-from workbench.training.methods import Method
 from workbench.training.resuming import open_run
 
 STAGE = "distill"
@@ -248,7 +248,7 @@ def student_from_teacher(teacher, keep_layers: int | list[int]):
 
 def _origin(model) -> str:
     """What the model was loaded from (`model_origin`), or a note that it was built in memory."""
-    from workbench.training.models import model_origin
+    from workbench.model.loading import model_origin
 
     return model_origin(model)[0] or "a model built in memory"
 
@@ -281,14 +281,14 @@ def distill(
     response tokens. The teacher stays frozen (eval mode, no grad); the student must share its
     vocabulary. `method` defaults to full fine-tuning of the student; the rest is as `train()`.
     """
-    from workbench.training.finetune import _prepare_run, _task_label
+    from workbench.training.finetune import prepare_run, task_label
 
     objective = _objective(teacher, student, alpha, temperature, _origin(teacher))
     if run_dir is not None and RunDirectory(run_dir).is_run:
         from workbench.errors import RunDirectoryInUseError
 
         raise RunDirectoryInUseError(Path(run_dir))
-    run = _prepare_run(
+    run = prepare_run(
         student,
         tokenizer,
         train_data,
@@ -296,7 +296,7 @@ def distill(
         template=template,
         method=method or Method(kind="full"),
         hp=hyperparameters or Hyperparameters(),
-        run_dir=run_dir or new_run_dir(f"distill-{_task_label(train_data)}"),
+        run_dir=run_dir or new_run_dir(f"distill-{task_label(train_data)}"),
         samples=samples,
         regularizer=None,
         resuming=False,
@@ -335,7 +335,7 @@ def resume_distillation(
     Give the teacher again (as it was: the run directory does not store it). A student made by
     `student_from_teacher` is rebuilt from the teacher and the layers config.yaml records;
     any other student must be passed as it was at the start (`student=`)."""
-    from workbench.training.finetune import _prepare_run
+    from workbench.training.finetune import prepare_run
 
     opened = open_run(
         run_dir, STAGE, Hyperparameters, max_steps,
@@ -365,7 +365,7 @@ def resume_distillation(
         settings.get("teacher") or origin,
         settings.get("teacher_layers"),
     )
-    run = _prepare_run(
+    run = prepare_run(
         student,
         tokenizer,
         directory.load_rows("train"),

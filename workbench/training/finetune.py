@@ -11,20 +11,20 @@ from pathlib import Path
 
 from workbench.data.loading import Examples
 from workbench.errors import AllLabelsMaskedError, RunDirectoryInUseError, WorkbenchError
-from workbench.evaluation.generation import cut_prompts
-from workbench.runs.bridge import bridged, event_bridge
-from workbench.runs.directory import CONFIG, RunDirectory, new_run_dir
-from workbench.runs.run import Run, RunContext
-from workbench.tokens.collators import CompletionCollator, PackedCollator
-from workbench.tokens.templates import Template, get_template
-from workbench.tokens.tokenizing import IGNORE_INDEX, tokenize_examples
-from workbench.training.hyperparameters import Hyperparameters
-from workbench.training.loss import (
+from workbench.model.generation import cut_prompts
+from workbench.model.loss import (
     accepts_logits_to_keep,
     index_logits_supported,
     workbench_trainer_class,
 )
-from workbench.training.methods import Method, apply_method, count_parameters
+from workbench.model.methods import Method, apply_method, count_parameters
+from workbench.runs.bridge import bridged, event_bridge
+from workbench.runs.directory import CONFIG, RunDirectory, new_run_dir
+from workbench.runs.hyperparameters import Hyperparameters
+from workbench.runs.run import Run, RunContext
+from workbench.tokens.collators import CompletionCollator, PackedCollator
+from workbench.tokens.templates import Template, get_template
+from workbench.tokens.tokenizing import IGNORE_INDEX, tokenize_examples
 
 
 def train(
@@ -64,7 +64,7 @@ def train(
             f"`continued_from`={str(continued_from)!r} is not a run directory: pass the earlier "
             "Run (or its folder) whose model this run trains further."
         )
-    run = _prepare_run(
+    run = prepare_run(
         model,
         tokenizer,
         train_data,
@@ -82,7 +82,7 @@ def train(
     return run.start() if start else run
 
 
-def _prepare_run(
+def prepare_run(
     model,
     tokenizer,
     train_data: Examples,
@@ -110,7 +110,7 @@ def _prepare_run(
         _warn_findings(train_data, validation, template, tokenizer, hp, train_tokens)
     has_validation = validation is not None and len(validation) > 0
     val_tokens = _tokens(validation, template, tokenizer, hp) if has_validation else None
-    model = _adapt(model, method, hp.seed)
+    model = adapt_model(model, method, hp.seed)
     if regularizer is not None:  # it must anchor weights that this model trains
         from workbench.training.regularizers import check_anchored_weights
 
@@ -121,7 +121,7 @@ def _prepare_run(
 
         tracker = ImportanceTracker(model)
     hp, fit = _size_batch(model, method, hp, train_tokens)
-    run_dir = Path(run_dir) if run_dir else new_run_dir(f"{method.kind}-{_task_label(train_data)}")
+    run_dir = Path(run_dir) if run_dir else new_run_dir(f"{method.kind}-{task_label(train_data)}")
     run_dir.mkdir(parents=True, exist_ok=True)
     scored = min(hp.eval_metric_rows, len(validation)) if has_validation else 0
     sample_rows = (validation if has_validation else train_data).rows[: max(samples, scored)]
@@ -197,7 +197,7 @@ def _tokens(rows: Examples, template: Template, tokenizer, hp: Hyperparameters):
     )
 
 
-def _adapt(model, method: Method, seed: int):
+def adapt_model(model, method: Method, seed: int):
     """The model with the method applied (LoRA layers injected, layers frozen, ...); a model
     that already carries an adapter (an earlier run's `run.model`) continues it."""
     if not (method.uses_lora and hasattr(model, "peft_config")):
@@ -219,7 +219,7 @@ def _adapt(model, method: Method, seed: int):
 
 def _size_batch(model, method: Method, hp: Hyperparameters, tokens):
     """Apply `auto_batch` on a GPU, then warn when the predicted peak exceeds free memory."""
-    from workbench.training.fitting import auto_batch_size, check_fit, row_statistics
+    from workbench.runs.fitting import auto_batch_size, check_fit, row_statistics
 
     lengths, response = row_statistics(tokens)
     on_gpu = str(next(model.parameters()).device).startswith("cuda")
@@ -233,7 +233,7 @@ def _size_batch(model, method: Method, hp: Hyperparameters, tokens):
     return hp, fit
 
 
-def _task_label(data: Examples) -> str:
+def task_label(data: Examples) -> str:
     tasks = list(data.tasks)
     return tasks[0] if len(tasks) == 1 else f"{len(tasks)}tasks"
 
@@ -295,7 +295,7 @@ def _build_trainer(
     if hp.early_stopping_patience and val_tokens is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=hp.early_stopping_patience))
     if hp.compile:
-        from workbench.training.compiling import compiling_callback
+        from workbench.model.compiling import compiling_callback
 
         callbacks.append(compiling_callback())
     trainer = workbench_trainer_class()(
@@ -356,7 +356,7 @@ def resume_run(
     opened = open_run(run_dir, "sft", Hyperparameters, max_steps)
     model, tokenizer = opened.model(model, tokenizer)
     template = opened.template()
-    run = _prepare_run(
+    run = prepare_run(
         model,
         tokenizer,
         opened.rows("train"),

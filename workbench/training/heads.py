@@ -24,8 +24,8 @@ from typing import Literal
 
 from workbench.data.loading import Examples
 from workbench.errors import WorkbenchError
+from workbench.model.methods import Method
 from workbench.settings import Settings
-from workbench.training.methods import Method
 
 ClassifierKind = Literal["head", "head+lora"]
 # The fields a row's text comes from, and the field its label is in, for each data format
@@ -147,7 +147,7 @@ def classifier_from_causal_lm(model, labels: list[str], *, pad_token_id: int | N
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from workbench.training.models import model_origin
+    from workbench.model.loading import model_origin
 
     labels = checked_labels(labels)
     pad = pad_token_id if pad_token_id is not None else _pad_token_id(model)
@@ -184,7 +184,7 @@ def classifier_from_causal_lm(model, labels: list[str], *, pad_token_id: int | N
 def load_classifier(model_id_or_dir: str, labels: list[str], **load_settings):
     """(classifier, tokenizer): `load_model(model_id_or_dir, **load_settings)` with a new
     classification head for `labels`."""
-    from workbench.training.models import load_model
+    from workbench.model.loading import load_model
 
     model, tokenizer = load_model(model_id_or_dir, **load_settings)
     return classifier_from_causal_lm(model, labels, pad_token_id=tokenizer.pad_token_id), tokenizer

@@ -150,9 +150,9 @@ def ppo_trainer_class():
     from safetensors.torch import load_file, save_file
     from transformers import Trainer
 
-    from workbench.evaluation.generation import Decoding, eval_mode, prompt_batch
     from workbench.evaluation.rewards import held_out_reward, score_all
-    from workbench.training.compiling import eager
+    from workbench.model.compiling import eager
+    from workbench.model.generation import Decoding, eval_mode, prompt_batch
 
     class PPOTrainer(Trainer):
         """PPO on a PEFT model with adapters `default` (trained) and `ref` (frozen)."""

@@ -12,16 +12,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from workbench.data.loading import Examples
 from workbench.errors import WorkbenchError
+from workbench.evaluation.preferences import check_pairs, prompt_of
+from workbench.model.methods import Method, apply_method, count_parameters
 from workbench.runs.bridge import bridged, event_bridge
 from workbench.runs.directory import RunDirectory, new_run_dir
+from workbench.runs.hyperparameters import ObjectiveSettings
 from workbench.runs.run import Run, RunContext
 from workbench.tokens.templates import Template, get_template
-from workbench.training.hyperparameters import ObjectiveSettings
-from workbench.training.methods import Method, apply_method, count_parameters
 
 # Hyperparameters that only instruction tuning uses: DPO keeps them at these values.
 
@@ -49,24 +49,7 @@ class PreferenceSettings(ObjectiveSettings):
         return [f"`beta`={self.beta} must be positive (0.1 is usual)."] if self.beta <= 0 else []
 
 
-def prompt_of(row: dict[str, Any], template: Template, tokenizer=None) -> str:
-    """The prompt of a preference row: `instruction`/`input` through the SFT template, or the
-    row's `prompt` as it is."""
-    if row.get("instruction"):
-        return template.render_prompt(row, tokenizer)
-    return row["prompt"]
-
-
-def check_pairs(pairs: Examples) -> None:
-    if pairs.format != "preference":
-        raise WorkbenchError(
-            f"{pairs.source}: DPO needs preference rows (`chosen`, `rejected` and `prompt` or "
-            f"`instruction`), but these are {pairs.format!r} rows. See "
-            "sample_data/preferences.jsonl."
-        )
-
-
-def _trl_rows(pairs: Examples, template: Template, tokenizer) -> list[dict[str, str]]:
+def trl_rows(pairs: Examples, template: Template, tokenizer) -> list[dict[str, str]]:
     return [
         {
             "prompt": prompt_of(r, template, tokenizer),
@@ -149,8 +132,8 @@ def train_preferences(
         samples_shown=len(prompts),
         sample_max_new_tokens=settings.sample_max_new_tokens,
     )
-    train_rows = _trl_rows(pairs, template, tokenizer)
-    val_rows = _trl_rows(validation, template, tokenizer) if validation is not None else None
+    train_rows = trl_rows(pairs, template, tokenizer)
+    val_rows = trl_rows(validation, template, tokenizer) if validation is not None else None
 
     def build_trainer(run: Run, resuming: bool):
         if resuming:
@@ -219,7 +202,7 @@ def dpo_from_run(
     start: bool = True,
 ) -> Run:
     """DPO on top of a finished SFT run directory: loads its base model and adapter."""
-    from workbench.runs.export import load_run_model
+    from workbench.runs.saved import load_run_model
 
     model, tokenizer, template = load_run_model(sft_run_dir, trainable=True)
     return train_preferences(

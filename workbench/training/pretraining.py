@@ -23,13 +23,13 @@ from workbench.data.documents import Documents as Documents  # re-exported
 from workbench.data.documents import read_documents
 from workbench.data.loading import Examples
 from workbench.errors import RunDirectoryInUseError
+from workbench.model.methods import Method, count_parameters
 from workbench.runs.bridge import bridged, event_bridge
 from workbench.runs.directory import RunDirectory, new_run_dir
+from workbench.runs.hyperparameters import Hyperparameters
 from workbench.runs.run import Run, RunContext
 from workbench.tokens.blocks import BlockCollator, TokenBlocks, token_blocks
 from workbench.tokens.templates import TEMPLATES
-from workbench.training.hyperparameters import Hyperparameters
-from workbench.training.methods import Method, count_parameters
 from workbench.training.resuming import open_run
 
 STAGE = "pretrain"
@@ -119,12 +119,12 @@ def _prepare(
 ) -> Run:
     """Cut the blocks, adapt the model and build the Run. A new run records its config.yaml
     (with `block_size`) and documents; a resumed one reads them and changes nothing."""
-    from workbench.training.finetune import _adapt
+    from workbench.training.finetune import adapt_model
 
     train_blocks = token_blocks(_texts(documents), tokenizer, block_size)
     has_validation = validation is not None and len(validation) > 0
     val_blocks = token_blocks(_texts(validation), tokenizer, block_size) if has_validation else None
-    model = _adapt(model, method, hp.seed)
+    model = adapt_model(model, method, hp.seed)
     fit = _check_fit(model, method, hp, train_blocks)
     task = next(iter(documents.tasks), "text")
     run_dir = Path(run_dir) if run_dir else new_run_dir(f"{STAGE}-{task}")
@@ -187,7 +187,7 @@ def _openings(texts: list[str], tokenizer, hp: Hyperparameters) -> tuple[list[st
 def _check_fit(model, method: Method, hp: Hyperparameters, blocks: TokenBlocks):
     """The predicted memory peak for batches of blocks (every token learned); a warning when
     it exceeds the free memory."""
-    from workbench.training.fitting import check_fit
+    from workbench.runs.fitting import check_fit
 
     lengths = [len(b) for b in blocks.blocks]
     fit = check_fit(model, method, hp.replace(max_length=blocks.block_size), lengths, 1.0)
@@ -200,7 +200,7 @@ def _build_trainer(run: Run, hp: Hyperparameters, train_blocks, val_blocks, resu
     """The project's Trainer with the block collator and the Run's event bridge."""
     from transformers import EarlyStoppingCallback
 
-    from workbench.training.loss import workbench_trainer_class
+    from workbench.model.loss import workbench_trainer_class
 
     model = run.model
     args = hp.run_arguments(
@@ -215,7 +215,7 @@ def _build_trainer(run: Run, hp: Hyperparameters, train_blocks, val_blocks, resu
     if hp.early_stopping_patience and val_blocks is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=hp.early_stopping_patience))
     if hp.compile:
-        from workbench.training.compiling import compiling_callback
+        from workbench.model.compiling import compiling_callback
 
         callbacks.append(compiling_callback())
     trainer = workbench_trainer_class()(
@@ -290,7 +290,7 @@ def perplexity(
     import torch
     import torch.nn.functional as F
 
-    from workbench.evaluation.generation import adapter_disabled, eval_mode
+    from workbench.model.generation import adapter_disabled, eval_mode
 
     blocks = token_blocks(_texts(read_documents(documents)), tokenizer, block_size)
     collate = BlockCollator(tokenizer.pad_token_id)

@@ -26,7 +26,7 @@ from typing import Any
 
 from workbench.data.loading import Examples, load_data
 from workbench.errors import WorkbenchError
-from workbench.evaluation.generation import eval_mode
+from workbench.model.generation import eval_mode
 from workbench.runs.files import write_atomic
 from workbench.tokens.collators import CompletionCollator
 from workbench.tokens.templates import Template, get_template

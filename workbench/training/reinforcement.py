@@ -22,14 +22,15 @@ from typing import Literal
 
 from workbench.data.loading import Examples
 from workbench.errors import RunDirectoryInUseError, WorkbenchError
-from workbench.evaluation.rewards import Reward, as_reward, reward_from_record
+from workbench.evaluation.rewards import Reward, reward_from_record
+from workbench.model.methods import Method, apply_method, count_parameters
 from workbench.runs.bridge import bridged, event_bridge
 from workbench.runs.directory import RunDirectory, new_run_dir
+from workbench.runs.hyperparameters import ObjectiveSettings
 from workbench.runs.run import Run, RunContext
 from workbench.tokens.templates import Template, get_template
-from workbench.training.hyperparameters import ObjectiveSettings
-from workbench.training.methods import Method, apply_method, count_parameters
 from workbench.training.resuming import open_run
+from workbench.training.reward_source import as_reward
 
 ALGORITHMS = ("grpo", "ppo")
 

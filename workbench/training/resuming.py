@@ -30,7 +30,7 @@ class Resuming:
 
     def method(self, method_class=None):
         """The run's method (`Method`, or the class given, e.g. a classifier's)."""
-        from workbench.training.methods import Method
+        from workbench.model.methods import Method
 
         return (method_class or Method).from_dict(self.config["method"], self.where, key="method")
 
@@ -45,7 +45,7 @@ class Resuming:
         """(model, tokenizer): the ones given, or the base model config.yaml names, loaded."""
         if model is not None:
             return model, tokenizer
-        from workbench.training.models import load_model
+        from workbench.model.loading import load_model
 
         return load_model(self.config["model"], quantization=self.config.get("quantization"))
 

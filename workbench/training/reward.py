@@ -19,14 +19,14 @@ from typing import Any
 
 from workbench.data.loading import Examples
 from workbench.errors import RunDirectoryInUseError, WorkbenchError
+from workbench.evaluation.preferences import check_pairs, prompt_of
+from workbench.model.methods import Method, apply_method, count_parameters
 from workbench.runs.bridge import bridged, event_bridge
 from workbench.runs.directory import CONFIG, RunDirectory, new_run_dir
+from workbench.runs.hyperparameters import ObjectiveSettings
 from workbench.runs.run import Run, RunContext
 from workbench.tokens.templates import Template, get_template
-from workbench.training.hyperparameters import ObjectiveSettings
-from workbench.training.methods import Method, apply_method, count_parameters
-from workbench.training.preference import _trl_rows as trl_pairs  # the rows DPO gives TRL
-from workbench.training.preference import check_pairs, prompt_of
+from workbench.training.preference import trl_rows as trl_pairs  # the rows DPO gives TRL
 from workbench.training.resuming import open_run
 
 
@@ -153,7 +153,7 @@ def train_reward_model(
     answers with `score_responses(run.model, run.tokenizer, prompts, answers)`.
     """
     if isinstance(model_or_base, str):
-        from workbench.training.models import load_model
+        from workbench.model.loading import load_model
 
         model_or_base, tokenizer = load_model(model_or_base)
     if tokenizer is None or pairs is None:
@@ -265,7 +265,7 @@ def score_responses(
     (prompt + response + EOS): higher means closer to the chosen answers."""
     import torch
 
-    from workbench.evaluation.generation import eval_mode
+    from workbench.model.generation import eval_mode
 
     if len(prompts) != len(responses):
         raise WorkbenchError(
@@ -318,12 +318,12 @@ def pair_accuracy(
 def _base_of(config: dict, directory: RunDirectory):
     """The causal LM a reward run started from: the base model, with the SFT run's adapter
     when it started from one (`parent`)."""
-    from workbench.training.models import load_model
+    from workbench.model.loading import load_model
 
     base, tokenizer = load_model(config["model"], quantization=config.get("quantization"))
     parent = config.get("parent")
     if parent and (Path(parent) / "adapter").is_dir():
-        from workbench.runs.export import load_adapter
+        from workbench.runs.saved import load_adapter
 
         base = load_adapter(base, Path(parent) / "adapter")
     elif parent:

@@ -18,9 +18,9 @@ from typing import Any
 from workbench.data.loading import Examples
 from workbench.errors import WorkbenchError
 from workbench.evaluation.forgetting import ForgettingProbe, TaskScores
+from workbench.model.methods import Method
+from workbench.runs.hyperparameters import Hyperparameters
 from workbench.tokens.templates import Template, get_template
-from workbench.training.hyperparameters import Hyperparameters
-from workbench.training.methods import Method
 from workbench.training.remedies import plan_stage, remedy_named
 
 

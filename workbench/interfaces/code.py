@@ -17,10 +17,10 @@ from typing import Any
 
 from workbench.data.loading import Examples
 from workbench.evaluation.compare import DEFAULT_METRICS, needs_base_measurement
-from workbench.evaluation.generation import Decoding
+from workbench.model.generation import Decoding
+from workbench.model.methods import Method
+from workbench.runs.hyperparameters import Hyperparameters
 from workbench.tokens.templates import TEMPLATES, Template
-from workbench.training.hyperparameters import Hyperparameters
-from workbench.training.methods import Method
 
 HEADER = "import workbench as wb"
 INLINE_ROWS = 20  # rows given as objects are written into the code up to this many (readable)
@@ -241,7 +241,7 @@ def run_code(
     directory = RunDirectory(run_dir)
     config = directory.read_config()
     if config.get("stage", "sft") != "sft":  # its own library call, from its directory alone
-        from workbench.runs.stage_code import stage_run_code
+        from workbench.interfaces.stage_code import stage_run_code
 
         return stage_run_code(directory.path, config)
     data = config["data"]
@@ -304,8 +304,8 @@ def recipe_mapping(
     columns: dict[str, str] | None = None,
     drop_invalid: bool = False,
 ) -> dict[str, Any]:
-    """The settings as a recipe (`workbench.runs.recipe`): model, data with its split, template
-    (a built-in's name, or its fields), method and hyperparameters."""
+    """The settings as a recipe (`workbench.interfaces.recipe`): model, data with its split,
+    template (a built-in's name, or its fields), method and hyperparameters."""
     data: dict[str, Any] = {"train": str(data_file), "split": split, "seed": seed}
     if columns:
         data["columns"] = dict(columns)

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from workbench.errors import WorkbenchError
+from workbench.model.compiling import eager
 from workbench.settings import Settings
-from workbench.training.compiling import eager
 
 
 @dataclass

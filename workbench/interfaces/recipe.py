@@ -7,8 +7,9 @@ Sections: `model`, `data`, `template`, `method`, `hyperparameters`, `evaluation`
 section and raises once with every problem, each naming its key path and the fix. The
 config.yaml a run directory holds is read too (its `data/` rows resolved beside it), so every
 run can be trained again. Relative data paths are looked up in the working directory, then
-beside the recipe. `python -m workbench train` runs a recipe (`workbench.runs.recipe_command`);
-a run's config.yaml and the overrides become recipe values in `workbench.runs.recipe_values`.
+beside the recipe. `python -m workbench train` runs a recipe
+(`workbench.interfaces.recipe_command`); a run's config.yaml and the overrides become recipe
+values in `workbench.interfaces.recipe_values`.
 """
 
 from __future__ import annotations
@@ -24,13 +25,13 @@ from workbench.data.loading import FORMAT_MARKERS
 from workbench.data.shipped import find_path
 from workbench.errors import WorkbenchError
 from workbench.evaluation.metrics import available_metrics
+from workbench.interfaces.recipe_values import apply_overrides, recipe_from_run_config
+from workbench.model.loading import DEFAULT_MODEL
+from workbench.model.methods import Method
 from workbench.runs.files import read_yaml_mapping
-from workbench.runs.recipe_values import apply_overrides, recipe_from_run_config
+from workbench.runs.hyperparameters import Hyperparameters
 from workbench.settings import Settings
 from workbench.tokens.templates import TEMPLATES, Template
-from workbench.training.hyperparameters import Hyperparameters
-from workbench.training.methods import Method
-from workbench.training.models import DEFAULT_MODEL
 
 
 class RecipeError(WorkbenchError):

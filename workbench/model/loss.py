@@ -36,22 +36,6 @@ def index_logits_supported() -> bool:
     return tuple(kept.shape) == (2, 2, 1)
 
 
-def loss_positions(labels: list[list[int]]) -> tuple[list[list[int]], list[list[int]]]:
-    """Per row, the positions whose next token carries a label, and those labels; rows are
-    evened out with position 0 and label -100 (ignored), so the result is rectangular.
-
-    Computed by the collator on the CPU, so that picking the logits needs no device sync.
-    """
-    positions = [[t for t in range(len(row) - 1) if row[t + 1] != IGNORE_INDEX] for row in labels]
-    width = max(1, max(len(p) for p in positions))
-    targets = [
-        [row[t + 1] for t in p] + [IGNORE_INDEX] * (width - len(p))
-        for row, p in zip(labels, positions)
-    ]
-    positions = [p + [0] * (width - len(p)) for p in positions]
-    return positions, targets
-
-
 def accepts_logits_to_keep(model) -> bool:
     """Whether the (unwrapped) model's forward takes `logits_to_keep`."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model

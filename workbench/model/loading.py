@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from workbench.errors import ModelLoadError
-from workbench.training.methods import keep_4bit_layers_trainable
+from workbench.model.methods import keep_4bit_layers_trainable
 
 Quantization = Literal["4bit", "8bit"] | None
 
@@ -240,7 +240,7 @@ def model_origin(model) -> tuple[str, str | None]:
     return name, next((q for q, a in bits.items() if getattr(model, a, False)), None)
 
 
-def _resolve_source(name_or_path: str) -> tuple[str, bool]:
+def resolve_source(name_or_path: str) -> tuple[str, bool]:
     """(what to pass to from_pretrained, whether it is local)."""
     if name_or_path in EMBEDDED_MODELS:
         return str(embedded_model_dir(name_or_path)), True
@@ -286,7 +286,7 @@ def load_model(
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    source, local = _resolve_source(name_or_path)
+    source, local = resolve_source(name_or_path)
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
     kwargs = dict(trust_remote_code=trust_remote_code, revision=revision)
@@ -324,7 +324,7 @@ def load_tokenizer(name_or_path: str = DEFAULT_MODEL, *, revision: str | None = 
     converted = cache_dir() / "models" / name_or_path
     if name_or_path in EMBEDDED_MODELS and not (converted / _COMPLETE_MARKER).is_file():
         return load_model(name_or_path, device="cpu")[1]  # converts once, then is cached
-    source, local = _resolve_source(name_or_path)
+    source, local = resolve_source(name_or_path)
     kwargs = dict(trust_remote_code=False, revision=revision)
     try:
         tokenizer = _from_pretrained(AutoTokenizer, source, local, kwargs)

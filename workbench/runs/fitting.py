@@ -12,14 +12,14 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from workbench.training.hyperparameters import Hyperparameters
-from workbench.training.memory import (
+from workbench.model.memory import (
     MemoryEstimate,
     UnsupportedModelError,
     estimate_memory,
     format_bytes,
 )
-from workbench.training.methods import Method
+from workbench.model.methods import Method
+from workbench.runs.hyperparameters import Hyperparameters
 
 HEADROOM = 0.9  # use at most this share of free memory: the allocator fragments
 # auto_batch aims lower: with packed rows of varying shapes, PyTorch's caching allocator held

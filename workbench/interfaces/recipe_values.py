@@ -1,6 +1,6 @@
 """Where a recipe's values come from besides its own YAML: a run's config.yaml, turned back into
 the recipe that reproduces the run (`recipe_from_run_config`), and `--set key.path=value`
-overrides (`apply_overrides`). `workbench.runs.recipe` checks the values that result.
+overrides (`apply_overrides`). `workbench.interfaces.recipe` checks the values that result.
 """
 
 from __future__ import annotations

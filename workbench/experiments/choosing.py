@@ -21,7 +21,6 @@ from typing import Any
 from workbench.data.loading import Examples
 from workbench.errors import WorkbenchError
 from workbench.evaluation.compare import Evaluation, has_adapter, question_of, score_answers
-from workbench.evaluation.generation import Decoding, adapter_disabled, cut_prompts, generate
 from workbench.evaluation.prompting import (
     Embed,
     ShotChoice,
@@ -29,10 +28,11 @@ from workbench.evaluation.prompting import (
     hidden_state_embedder,
     query_text,
 )
+from workbench.model.generation import Decoding, adapter_disabled, cut_prompts, generate
+from workbench.model.loading import DEFAULT_MODEL
+from workbench.model.methods import count_parameters
 from workbench.settings import Settings
 from workbench.tokens.templates import Template, get_template
-from workbench.training.methods import count_parameters
-from workbench.training.models import DEFAULT_MODEL
 
 Clock = Callable[[], float]  # seconds, monotonic (time.perf_counter)
 TOKEN_COST = "cost per 1k queries (token prices)"
@@ -181,7 +181,7 @@ class Measurement:
 
 
 def _load_model():
-    from workbench.training.models import load_model
+    from workbench.model.loading import load_model
 
     return load_model
 
@@ -202,7 +202,7 @@ def answer_token_count(tokenizer, answer: str) -> int:
 def _resolve(candidate: Candidate, loaded: dict[str, tuple]) -> tuple[Any, Any]:
     """The candidate's (model, tokenizer): given, loaded once per id, or a fine-tuned run."""
     from workbench.runs.directory import RunDirectory
-    from workbench.runs.export import load_adapter
+    from workbench.runs.saved import load_adapter
 
     if candidate.tokenizer is not None:
         return candidate.model, candidate.tokenizer

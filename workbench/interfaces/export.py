@@ -1,6 +1,6 @@
 """Take a run out of the notebook: the adapter, a merged standalone model, a training script.
 
-- `save_adapter` / `load_adapter`: the LoRA adapter alone (a few MB), on top of its base model.
+- the LoRA adapter alone (a few MB) is saved and loaded by `workbench.runs.saved`.
 - `merge_adapter`: base + adapter folded into one safetensors model that plain transformers
   loads (`AutoModelForCausalLM.from_pretrained`), without peft or this project.
 - `export_script`: a standalone `train.py` + `config.yaml` + rendered data that reproduce the
@@ -26,62 +26,12 @@ from workbench.runs.directory import (
     save_atomic_dir,
     write_atomic,
 )
+from workbench.runs.saved import load_adapter
 
 SCRIPT = Path(__file__).parent / "export_files" / "train.py"
 ACCELERATE_CONFIGS = Path(__file__).parent / "export_files" / "accelerate"
 # Where an embedded model came from, for scripts that run on machines without the workbench.
 HUB_IDS = {"smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct"}
-
-
-def save_adapter(model, folder: str | Path, tokenizer=None) -> Path:
-    """Save a PEFT model's adapter (and the tokenizer) atomically; returns the folder."""
-    if not hasattr(model, "peft_config"):
-        raise WorkbenchError(
-            "This model has no adapter to save (full fine-tuning changed the weights "
-            "themselves): use model.save_pretrained(folder) for the whole model."
-        )
-    folder = Path(folder)
-
-    def save(target: Path) -> None:
-        model.save_pretrained(target)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(target)
-
-    save_atomic_dir(save, folder)
-    return folder
-
-
-def load_adapter(base_model, folder: str | Path, *, trainable: bool = False):
-    """`base_model` with the adapter in `folder` on it (a PeftModel); `trainable` to train on."""
-    from peft import PeftModel
-
-    folder = Path(folder)
-    if not (folder / "adapter_config.json").is_file():
-        raise FileNotFoundError(
-            f"{folder / 'adapter_config.json'} not found: pass a folder written by save_adapter "
-            "(a run's adapter/ folder)."
-        )
-    return PeftModel.from_pretrained(base_model, str(folder), is_trainable=trainable)
-
-
-def load_run_model(run_dir: str | Path, *, trainable: bool = False):
-    """(model, tokenizer, template) of a finished LoRA run: the base model its config.yaml
-    names with the run's `adapter/` on it (`trainable` to go on training it: DPO, RL)."""
-    from workbench.runs.directory import load_run_config
-    from workbench.tokens.templates import Template
-    from workbench.training.models import load_model
-
-    run_dir = Path(run_dir)
-    config = load_run_config(run_dir)
-    if not (run_dir / "adapter" / "adapter_config.json").is_file():
-        raise FileNotFoundError(
-            f"{run_dir / 'adapter'} not found: pass a finished LoRA run (its adapter/ folder "
-            "holds what it learned)."
-        )
-    base, tokenizer = load_model(config["model"], quantization=config.get("quantization"))
-    model = load_adapter(base, run_dir / "adapter", trainable=trainable)
-    model.workbench_source = config["model"]
-    return model, tokenizer, Template(**config["template"])
 
 
 def _base_model(run_dir: Path, model, tokenizer):
@@ -94,7 +44,7 @@ def _base_model(run_dir: Path, model, tokenizer):
                 "(load_model(...)), or leave it out to load the one named in config.yaml."
             )
         return model, tokenizer
-    from workbench.training.models import load_model
+    from workbench.model.loading import load_model
 
     config = load_run_config(run_dir)
     if config.get("quantization"):
@@ -176,7 +126,7 @@ TRAINING_KEYS = (
 
 def script_config(config: dict, model_path: str) -> dict[str, Any]:
     """The exported script's config.yaml, from a run's config.yaml."""
-    from workbench.training.methods import Method
+    from workbench.model.methods import Method
 
     method = Method.from_dict(config["method"])
     hp = dict(config["hyperparameters"])
@@ -262,12 +212,12 @@ def export_script(run_dir: str | Path, out_dir: str | Path | None = None) -> Pat
     import yaml
     from transformers import AutoTokenizer
 
-    from workbench.training.models import _resolve_source
+    from workbench.model.loading import resolve_source
 
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
     out = Path(out_dir) if out_dir is not None else run_dir / "export"
-    source, _ = _resolve_source(config["model"])
+    source, _ = resolve_source(config["model"])
     tokenizer = AutoTokenizer.from_pretrained(source)
     settings = script_config(config, source)
     for split in ("train", "validation"):
@@ -323,7 +273,7 @@ def check_can_push(repo_id: str) -> None:
     """Raise, in one line, when a push to `repo_id` cannot happen: a malformed id, or a hub
     that cannot be reached (HF_HUB_OFFLINE set, no connection). `python -m workbench export
     --push-to-hub` checks this before it writes anything."""
-    from workbench.training.models import hub_unreachable
+    from workbench.model.loading import hub_unreachable
 
     _check_repo_id(repo_id)
     why = hub_unreachable()

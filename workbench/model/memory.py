@@ -14,7 +14,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from workbench.errors import WorkbenchError
-from workbench.training.methods import Method, ParameterCount
+from workbench.model.methods import Method, ParameterCount
 
 LLAMA_LIKE = ("llama", "mistral", "qwen2", "qwen3")
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")

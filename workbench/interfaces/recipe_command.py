@@ -21,8 +21,8 @@ from pathlib import Path
 from workbench.data.loading import Examples, load_data
 from workbench.data.splits import mix_tasks, split_data
 from workbench.errors import DataValidationError
+from workbench.interfaces.recipe import Recipe, RecipeError, read_recipe
 from workbench.runs.directory import BEFORE, HELD_OUT
-from workbench.runs.recipe import Recipe, RecipeError, read_recipe
 
 INTERRUPTED = 130  # the shell's code for a process ended by Ctrl-C (128 + SIGINT)
 
@@ -132,9 +132,9 @@ def _template_fixes(template, rows: Examples, missing: list[str]) -> str:
 def train_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> int:
     """Run the recipe at `path` and return the exit code (a bad recipe raises RecipeError,
     which `workbench.cli.main` prints and turns into exit code 2)."""
+    from workbench.model.loading import load_model
     from workbench.runs.progress import progress_bar
     from workbench.training.finetune import train
-    from workbench.training.models import load_model
     from workbench.training.regularizers import regularizer_from_config
 
     recipe = read_recipe(path, overrides)
@@ -193,7 +193,7 @@ def _template(recipe: Recipe, train: Examples):
 
 def _scoring(evaluation: dict, max_length: int) -> dict:
     """How held-out rows are scored, from config.yaml's `evaluation` (or a recipe's section)."""
-    from workbench.evaluation.generation import Decoding
+    from workbench.model.generation import Decoding
 
     return dict(
         metrics=evaluation["metrics"],

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from workbench.runs.code import model_code, script, template_code
+from workbench.interfaces.code import model_code, script, template_code
 from workbench.tokens.templates import Template
 
 # stage -> (the call, its keyword arguments (formatted with config.yaml's values), the
@@ -22,7 +22,7 @@ CALLS: dict[str, tuple[str, tuple[str, ...], str, str]] = {
         "wb.continue_pretraining",
         ("block_size={block_size!r}", "method=method", "hyperparameters=hyperparameters"),
         "hyperparameters",
-        "workbench.training.hyperparameters:Hyperparameters",
+        "workbench.runs.hyperparameters:Hyperparameters",
     ),
     "classify": (
         "wb.train_classifier",
@@ -34,7 +34,7 @@ CALLS: dict[str, tuple[str, tuple[str, ...], str, str]] = {
             "hyperparameters=hyperparameters",
         ),
         "hyperparameters",
-        "workbench.training.hyperparameters:Hyperparameters",
+        "workbench.runs.hyperparameters:Hyperparameters",
     ),
     "reward": (
         "wb.train_reward_model",
@@ -71,7 +71,7 @@ CALLS: dict[str, tuple[str, tuple[str, ...], str, str]] = {
             "template=template",
         ),
         "hyperparameters",
-        "workbench.training.hyperparameters:Hyperparameters",
+        "workbench.runs.hyperparameters:Hyperparameters",
     ),
 }
 CALLS["ppo"] = CALLS["grpo"]
@@ -136,7 +136,7 @@ def _model_lines(config: dict[str, Any], imports: list[str]) -> list[str]:
     if parent:
         adapter = Path(parent) / "adapter"
         if (adapter / "adapter_config.json").is_file():
-            imports.append("from workbench.runs.export import load_adapter")
+            imports.append("from workbench.runs.saved import load_adapter")
             lines.append(f"model = load_adapter(model, {str(adapter)!r}, trainable=True)")
         else:
             lines.append(f"# this run continued {parent}'s model, whose adapter/ is not there")
@@ -149,7 +149,7 @@ def _method_lines(config: dict[str, Any], imports: list[str]) -> list[str]:
 
         imports.append("from workbench.training.heads import ClassifierMethod")
         return [ClassifierMethod.from_dict(config["method"]).to_code("method")]
-    from workbench.training.methods import Method
+    from workbench.model.methods import Method
 
     return [Method.from_dict(config["method"]).to_code("method", "wb.")]
 

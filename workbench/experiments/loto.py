@@ -14,9 +14,9 @@ from typing import Any
 from workbench.data.loading import Examples
 from workbench.errors import WorkbenchError
 from workbench.evaluation.compare import Evaluation, evaluate_model
+from workbench.model.methods import Method
+from workbench.runs.hyperparameters import Hyperparameters
 from workbench.tokens.templates import Template
-from workbench.training.hyperparameters import Hyperparameters
-from workbench.training.methods import Method
 
 
 @dataclass

@@ -88,7 +88,7 @@ def export_gguf(
             f"{source} is neither a run directory (no config.yaml) nor a model folder (no "
             "config.json): pass runs/<id> or a folder written by save_pretrained."
         )
-    from workbench.runs.export import merge_adapter
+    from workbench.interfaces.export import merge_adapter
 
     out = _out_file(source, out_path, quantization)
     with tempfile.TemporaryDirectory(prefix=".gguf-merge-", dir=out.parent) as tmp:
