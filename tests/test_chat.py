@@ -10,7 +10,8 @@ from conftest import CHATML, build_tiny_tokenizer
 
 import workbench
 from workbench.tokens.chat import PrefixError, chat_segments
-from workbench.tokens.templates import TEMPLATES, Segment, Template
+from workbench.tokens.segments import Segment
+from workbench.tokens.templates import TEMPLATES, Template
 from workbench.tokens.tokenizing import IGNORE_INDEX, tokenize_segments
 
 CONVERSATION = [

@@ -23,7 +23,8 @@ from workbench.runs.directory import (
     new_run_dir,
 )
 from workbench.runs.report import TRAIN_LOSS, curves_figure
-from workbench.training.finetune import RunDirectoryInUseError, resume_run, train
+from workbench.training.finetune import RunDirectoryInUseError, train
+from workbench.training.resume import resume
 
 
 def _fingerprint(folder):
@@ -50,7 +51,7 @@ def test_resuming_a_finished_run_says_so_and_changes_nothing(tiny, ticket_split,
     assert run.status == "finished", run.error
     before = _fingerprint(run.run_dir)
     with pytest.raises(RunFinishedError, match="finished at step 6 of 6"):
-        resume_run(run.run_dir)
+        resume(run.run_dir)
     with pytest.raises(RunFinishedError, match="max_steps"):
         run.resume()
     assert cli(["resume", str(run.run_dir)]) == 2
@@ -66,14 +67,14 @@ def test_a_run_stopped_on_its_last_step_saves_its_results_without_training_again
     directory = RunDirectory(last.run_dir)
     assert directory.final_artefact() is None  # stopped: no adapter, no report yet
     steps = [e["step"] for e in last.events if e["event"] == "step"]
-    resumed = resume_run(last.run_dir, *workbench.load_model(str(tiny_model_dir))).wait()
+    resumed = resume(last.run_dir, *workbench.load_model(str(tiny_model_dir))).wait()
     assert resumed.status == "finished", resumed.error
     events, _ = directory.read_events()
     assert [e["step"] for e in events if e["event"] == "step"] == steps  # not one step more
     assert directory.final_artefact().name == "adapter" and directory.file("report.html").is_file()
     before = _fingerprint(last.run_dir)
     with pytest.raises(RunFinishedError, match="finished at step 6 of 6"):
-        resume_run(last.run_dir)
+        resume(last.run_dir)
     assert _fingerprint(last.run_dir) == before
 
 
@@ -86,7 +87,7 @@ def test_a_run_whose_max_steps_was_lowered_below_its_checkpoint_is_left_alone(ti
     directory.write_config(config)
     before = _fingerprint(early.run_dir)
     with pytest.raises(RunFinishedError, match="step 4 of 3"):
-        resume_run(early.run_dir)
+        resume(early.run_dir)
     assert _fingerprint(early.run_dir) == before
 
 
@@ -132,7 +133,7 @@ def test_a_directory_has_one_owner_and_a_dead_owner_is_recognised(
     try:
         assert other.stdout.readline().strip() == "held"
         with pytest.raises(RunLockedError, match=f"process {other.pid}"):
-            resume_run(run.run_dir, *workbench.load_model(str(tiny_model_dir)))
+            resume(run.run_dir, *workbench.load_model(str(tiny_model_dir)))
         with pytest.raises(RunLockedError):
             run.resume()
     finally:
@@ -267,7 +268,7 @@ import workbench
 from workbench.runs.hyperparameters import Hyperparameters
 model_dir, data, run_dir, mode = sys.argv[1:5]
 if mode == "resume":
-    workbench.resume_run(run_dir).wait()
+    workbench.resume(run_dir).wait()
 else:
     model, tokenizer = workbench.load_model(model_dir, device="cpu")
     rows = workbench.load_data(data, verbose=False)

@@ -436,6 +436,6 @@ def test_resuming_a_lora_run_with_lwf_repeats_the_uninterrupted_losses(
     first = start(stop_at=2)
     assert first.status == "stopped"
     fresh_model, fresh_tokenizer = workbench.load_model(str(tiny_model_dir))
-    resumed = workbench.resume_run(first.run_dir, fresh_model, fresh_tokenizer).wait()
+    resumed = workbench.resume(first.run_dir, fresh_model, fresh_tokenizer).wait()
     assert resumed.status == "finished", resumed.error
     assert resumed.losses == pytest.approx(reference.losses[3:], rel=1e-5)

@@ -8,8 +8,9 @@ import yaml
 from conftest import SAMPLE_DATA, quick
 
 import workbench
-from workbench.training.finetune import resume_run, train
+from workbench.training.finetune import train
 from workbench.training.regularizers import attach_regularizer, fisher_diagonal, fisher_ewc
+from workbench.training.resume import resume
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +179,7 @@ def test_resume_rebuilds_the_ewc_from_config_and_repeats_the_losses(
     assert config["regularizer"]["kind"] == "ewc" and config["regularizer"]["strength"] == 50.0
     assert len((first.run_dir / config["regularizer"]["reference"]).read_text().splitlines()) == 4
     fresh_model, fresh_tokenizer = workbench.load_model(str(tiny_model_dir))
-    resumed = resume_run(first.run_dir, fresh_model, fresh_tokenizer).wait()
+    resumed = resume(first.run_dir, fresh_model, fresh_tokenizer).wait()
     assert resumed.status == "finished", resumed.error
     assert resumed.losses == pytest.approx(reference.losses[3:], rel=1e-5)
 

@@ -229,7 +229,7 @@ def test_resume_from_the_run_directory_with_a_fresh_model(tiny_model_dir, manual
 
 
 def test_resume_pretraining_refuses_an_instruction_tuning_run(lora_run):
-    with pytest.raises(WorkbenchError, match="stage.*'sft'.*resume_run"):
+    with pytest.raises(WorkbenchError, match="stage.*'sft'.*workbench.resume"):
         resume_pretraining(lora_run.run_dir)
 
 

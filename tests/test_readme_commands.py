@@ -116,9 +116,11 @@ def test_a_broken_command_is_reported_with_its_readme_line(tmp_path):
     assert result.returncode == 2 and "--held-outt" in result.stderr
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def workdirs() -> dict[str, Path]:
-    """An empty working directory per group, shared by its commands in README order."""
+    """An empty working directory per group, shared by its commands in README order (for the
+    whole session: an xdist worker may run other modules' tests between two of them, which
+    would tear down a module-scoped fixture)."""
     return {}
 
 

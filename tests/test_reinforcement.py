@@ -358,7 +358,7 @@ def test_a_run_with_a_project_reward_resumes_from_its_directory_alone(tiny_token
         "labels": ["billing", "shipping"],
     }
     assert read_run(run.run_dir).resumable  # no Python function to pass again
-    resumed = workbench.resume_run(
+    resumed = workbench.resume(
         run.run_dir, model=peaked_tiny_model(tiny_tokenizer), tokenizer=tiny_tokenizer
     ).wait()
     assert resumed.status == "finished", resumed.error

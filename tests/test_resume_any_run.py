@@ -13,8 +13,8 @@ import workbench
 from workbench.cli import main
 from workbench.errors import WorkbenchError
 from workbench.runs.history import read_run
-from workbench.training.finetune import resume_run
 from workbench.training.pretraining import continue_pretraining, read_documents
+from workbench.training.resume import resume
 
 DOMAIN = SAMPLE_DATA / "domain"
 
@@ -46,7 +46,7 @@ def test_a_stopped_pretraining_run_is_listed_resumable_and_resume_run_finishes_i
     run = stopped_pretraining(tiny_model_dir, documents)
     record = read_run(run.run_dir)
     assert record.stage == "pretrain" and record.resumable
-    resumed = resume_run(run.run_dir).wait()  # the model config.yaml names, loaded afresh
+    resumed = resume(run.run_dir).wait()  # the model config.yaml names, loaded afresh
     assert resumed.status == "finished", resumed.error
     assert read_run(run.run_dir).status == "finished"
     assert [e["step"] for e in resumed.events if e["event"] == "step"][-1] == 6
@@ -68,9 +68,9 @@ def rewrite_stage(run_dir, stage: str) -> None:
 @pytest.mark.parametrize(
     "stage, says",
     [
-        ("distill", "needs its teacher.*resume_distillation"),
+        ("distill", r"needs its teacher.*resume\(.*teacher=\.\.\.\)"),
         ("dpo", "DPO runs cannot be resumed yet"),
-        ("tea-ceremony", "unknown `stage` 'tea-ceremony'.*sft, pretrain, classify"),
+        ("tea-ceremony", "unknown `stage` 'tea-ceremony'.*classify, distill, dpo.*sft"),
     ],
 )
 def test_runs_that_cannot_resume_from_their_directory_say_what_to_do(lora_run, stage, says):
@@ -78,4 +78,4 @@ def test_runs_that_cannot_resume_from_their_directory_say_what_to_do(lora_run, s
     shutil.copytree(lora_run.run_dir, folder)
     rewrite_stage(folder, stage)
     with pytest.raises(WorkbenchError, match=says):
-        resume_run(folder)
+        resume(folder)

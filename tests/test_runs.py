@@ -13,7 +13,8 @@ from conftest import held_at_step, quick
 import workbench
 from workbench.cli import main as cli
 from workbench.runs.history import compare_runs, list_runs, read_run, runs_table
-from workbench.training.finetune import resume_run, train
+from workbench.training.finetune import train
+from workbench.training.resume import resume
 
 
 def _fingerprint(folder):
@@ -174,7 +175,7 @@ def test_a_run_killed_mid_write_is_listed_and_resumes(tiny_model_dir, ticket_spl
     assert list_runs()[0].run_dir == folder
 
     fresh_model, fresh_tokenizer = workbench.load_model(str(tiny_model_dir))
-    resumed = resume_run(folder, fresh_model, fresh_tokenizer).wait()
+    resumed = resume(folder, fresh_model, fresh_tokenizer).wait()
     assert resumed.status == "finished", resumed.error
     record = read_run(folder)
     assert record.status == "finished" and record.step == 6

@@ -3,6 +3,7 @@ installed wheel, never through a path relative to a module's own file."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -49,10 +50,16 @@ def test_a_missing_shipped_folder_says_how_to_reinstall(tmp_path, monkeypatch):
 
 
 def test_an_installed_wheel_carries_the_sample_data_and_recipes(tmp_path):
-    """Build the wheel, unpack it, import workbench from it in another folder."""
+    """Build the wheel (from a copy: a build leaves build/ behind), unpack it, import workbench
+    from it in another folder."""
+    source = tmp_path / "source"
+    for name in ("workbench", "widgets", "sample_data", "configs"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copyfile(ROOT / name, source / name)
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-         "-w", str(tmp_path / "wheel"), str(ROOT)],
+         "-w", str(tmp_path / "wheel"), str(source)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert built.returncode == 0, built.stderr[-2000:]

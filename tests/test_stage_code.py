@@ -8,9 +8,8 @@ import pytest
 from conftest import SAMPLE_DATA, quick
 
 import workbench as wb
-from workbench.interfaces.code import run_code
+from workbench.interfaces.stage_code import run_code
 from workbench.runs.directory import RunDirectory
-from workbench.training.preference import PreferenceSettings, train_preferences
 from workbench.widgets import TrainingMonitor
 
 # what must come back the same in the new run's config.yaml
@@ -28,26 +27,28 @@ def pairs():
 
 def build(stage: str, tiny):
     """A run of `stage` on the tiny model, created but not started (its config.yaml is
-    written when it is created)."""
+    written when it is created), through the grammar every kind shares."""
     model, tokenizer = tiny
+    one_step = quick(max_steps=1).to_dict()
     if stage == "classify":
+        settings = wb.ClassifierSettings(**one_step)
         return wb.train_classifier(
-            model, tokenizer, *tickets(), method="head+lora",
-            hyperparameters=quick(max_steps=1), start=False,
-        )  # fmt: skip
+            model, tokenizer, *tickets(), settings=settings, method="head+lora", start=False
+        )
     if stage == "pretrain":
         documents = wb.load_data(SAMPLE_DATA / "domain" / "manual_train.jsonl", verbose=False)
-        return wb.continue_pretraining(
-            model, tokenizer, documents.select(range(40)), block_size=64,
-            hyperparameters=quick(max_steps=1), start=False,
-        )  # fmt: skip
+        settings = wb.PretrainingSettings(**one_step, block_size=64)
+        return wb.train_pretraining(
+            model, tokenizer, documents.select(range(40)), settings=settings, start=False
+        )
     if stage == "reward":
         settings = wb.RewardSettings(max_steps=1, max_length=512, eval_every=1)
         return wb.train_reward_model(model, tokenizer, *pairs(), settings=settings, start=False)
-    if stage == "dpo":
-        sft = wb.train(model, tokenizer, *tickets(), hyperparameters=quick(max_steps=1)).wait()
-        settings = PreferenceSettings(max_steps=1, max_length=512, batch_size=2)
-        return train_preferences(
+    if stage in ("dpo", "kto", "orpo"):
+        sft = wb.train(model, tokenizer, *tickets(), settings=quick(max_steps=1)).wait()
+        settings = PREFERENCE_SETTINGS[stage](max_steps=1, max_length=512, batch_size=2)
+        function = getattr(wb, f"train_{stage}")
+        return function(
             sft.model, tokenizer, *pairs(), settings=settings, parent=sft.run_dir, start=False
         )
     if stage in ("grpo", "ppo"):
@@ -55,25 +56,31 @@ def build(stage: str, tiny):
             max_steps=1, batch_size=8, num_generations=4 if stage == "grpo" else 1,
             max_completion_length=4, eval_every=1, max_length=512,
         )  # fmt: skip
-        train, held_out = tickets()
-        return wb.reinforce(
-            model, tokenizer, train, reward=wb.one_of_labels(["billing", "account"]),
-            algorithm=stage, held_out=held_out, settings=settings, start=False,
+        function = getattr(wb, f"train_{stage}")
+        return function(
+            model, tokenizer, *tickets(), reward=wb.one_of_labels(["billing", "account"]),
+            settings=settings, start=False,
         )  # fmt: skip
     student = wb.student_from_teacher(model, keep_layers=1)
-    return wb.distill(
-        model, student, tokenizer, *tickets(), alpha=0.25,
-        hyperparameters=quick(max_steps=1), start=False,
-    )  # fmt: skip
+    settings = wb.DistillationSettings(**one_step, alpha=0.25)
+    return wb.train_distillation(
+        student, tokenizer, *tickets(), teacher=model, settings=settings, start=False
+    )
+
+
+PREFERENCE_SETTINGS = {
+    "dpo": wb.PreferenceSettings, "kto": wb.KTOSettings, "orpo": wb.ORPOSettings
+}  # fmt: skip
 
 
 @pytest.mark.parametrize(
-    "stage", ["classify", "pretrain", "reward", "dpo", "grpo", "ppo", "distill"]
+    "stage", ["classify", "pretrain", "reward", "dpo", "kto", "orpo", "grpo", "ppo", "distill"]
 )
 def test_the_code_of_a_run_starts_the_same_run_again(stage, tiny):
     original = build(stage, tiny)
     code = run_code(original.run_dir)
     assert code.startswith("import workbench as wb\n")
+    assert f"run = wb.{wb.KINDS[stage].function}(" in code  # the grammar every kind shares
     namespace: dict = {}
     exec(compile(code, f"<{stage} code>", "exec"), namespace)  # the script, as a user runs it
     again = namespace["run"]
@@ -104,7 +111,7 @@ def test_a_reward_function_of_your_own_is_imported_or_named_for_you_to_bind(tiny
 
     model, tokenizer = tiny
     settings = wb.RLSettings(max_steps=1, batch_size=8, num_generations=4, max_length=512)
-    run = wb.reinforce(
+    run = wb.train_grpo(
         model, tokenizer, tickets()[0], reward=answered, settings=settings, start=False
     )
     code = run_code(run.run_dir)
@@ -114,7 +121,7 @@ def test_a_reward_function_of_your_own_is_imported_or_named_for_you_to_bind(tiny
     exec(compile(code, "<code>", "exec"), namespace)
     assert namespace["run"].wait().status == "finished"
 
-    run = wb.reinforce(
+    run = wb.train_grpo(
         namespace["run"].model, tokenizer, tickets()[0], reward=local, settings=settings,
         start=False,
     )  # fmt: skip

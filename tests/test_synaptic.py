@@ -10,8 +10,9 @@ from conftest import SAMPLE_DATA, quick
 from safetensors.torch import load_file
 
 import workbench
-from workbench.training.finetune import resume_run, train
+from workbench.training.finetune import train
 from workbench.training.regularizers import fisher_ewc
+from workbench.training.resume import resume
 from workbench.training.synaptic import (
     IMPORTANCE_FILE,
     ImportanceTracker,
@@ -222,7 +223,7 @@ def test_resume_continues_the_importance_exactly(tiny_model_dir, capitals):
     assert not (first.run_dir / IMPORTANCE_FILE).exists()  # written only when it finishes
     assert yaml.safe_load((first.run_dir / "config.yaml").read_text())["track_importance"]
     fresh_model, fresh_tokenizer = workbench.load_model(str(tiny_model_dir))
-    resumed = resume_run(first.run_dir, fresh_model, fresh_tokenizer).wait()
+    resumed = resume(first.run_dir, fresh_model, fresh_tokenizer).wait()
     assert resumed.status == "finished", resumed.error
     assert resumed.losses == pytest.approx(reference.losses[3:], rel=1e-5)
     expected = load_file(str(reference.run_dir / IMPORTANCE_FILE))
@@ -262,6 +263,6 @@ def test_a_run_with_an_si_penalty_resumes_with_the_same_losses(
     assert config["regularizer"]["kind"] == "si" and config["regularizer"]["strength"] == 50.0
     assert (stopped.run_dir / config["regularizer"]["tensors"]).is_file()
     fresh_model, fresh_tokenizer = workbench.load_model(str(tiny_model_dir))
-    resumed = resume_run(stopped.run_dir, fresh_model, fresh_tokenizer).wait()
+    resumed = resume(stopped.run_dir, fresh_model, fresh_tokenizer).wait()
     assert resumed.status == "finished", resumed.error
     assert resumed.losses == pytest.approx(reference.losses[3:], rel=1e-5)

@@ -17,7 +17,8 @@ from workbench.model.generation import Decoding, generate
 from workbench.model.methods import Method
 from workbench.runs.directory import complete_checkpoints
 from workbench.runs.hyperparameters import Hyperparameters
-from workbench.training.finetune import resume_run, train
+from workbench.training.finetune import train
+from workbench.training.resume import resume
 
 
 def test_tiny_model_learns_a_tiny_task(tiny):
@@ -124,7 +125,7 @@ def test_resume_from_a_run_directory_with_a_fresh_model(tiny_model_dir, ticket_s
     first.add_callback("step", lambda e: first.stop() if e["step"] == 2 else None)
     first.start().wait()
     fresh_model, fresh_tokenizer = workbench.load_model(str(tiny_model_dir))
-    resumed = resume_run(first.run_dir, fresh_model, fresh_tokenizer).wait()
+    resumed = resume(first.run_dir, fresh_model, fresh_tokenizer).wait()
     assert resumed.status == "finished", resumed.error
     assert resumed.losses == pytest.approx(reference.losses[3:], rel=1e-5)
 

@@ -21,7 +21,11 @@ from workbench.data.loading import Examples, load_data
 from workbench.data.splits import split_data
 from workbench.evaluation.classifying import ClassifierEvaluation, evaluate_classifier
 from workbench.runs.hyperparameters import Hyperparameters
-from workbench.training.classification import DEFAULT_LEARNING_RATE, train_classifier
+from workbench.training.classification import (
+    DEFAULT_LEARNING_RATE,
+    ClassifierSettings,
+    train_classifier,
+)
 from workbench.training.heads import ClassifierFields
 from workbench.widgets._common import TakesModel, heading, html_table, text_table
 from workbench.widgets.training_monitor import TrainingMonitor
@@ -168,10 +172,10 @@ class ClassifierPanel(TakesModel):
             tokenizer,
             train_rows,
             held_out,
-            text_fields=fields.text_fields,
-            label_field=fields.label_field,
+            settings=ClassifierSettings(
+                **hp.to_dict(), text_fields=fields.text_fields, label_field=fields.label_field
+            ),
             method=self.method.value,
-            hyperparameters=hp,
             start=False,
         )
         texts, labels = fields.texts(held_out), fields.labels(held_out)

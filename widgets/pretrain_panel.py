@@ -20,10 +20,11 @@ from workbench.model.methods import Method
 from workbench.runs.hyperparameters import Hyperparameters
 from workbench.training.pretraining import (
     Perplexity,
-    continue_pretraining,
+    PretrainingSettings,
     perplexity,
     perplexity_table,
     read_documents,
+    train_pretraining,
 )
 from workbench.widgets._common import TakesModel, heading, html_table, text_table
 from workbench.widgets.training_monitor import TrainingMonitor
@@ -133,14 +134,14 @@ class PretrainPanel(TakesModel):
         sets = self.sets()
         model, tokenizer = self._model()
         self.perplexity_html.value, self.table = "", None
-        run = continue_pretraining(
+        settings = PretrainingSettings(**hp.to_dict(), block_size=block)
+        run = train_pretraining(
             model,
             tokenizer,
             documents,
             sets["domain"],
-            block_size=block,
+            settings=settings,
             method=Method(kind=self.method.value),
-            hyperparameters=hp,
             start=False,
         )
         # measured on the run's model before it trains: right for LoRA and full alike, and

@@ -161,17 +161,15 @@ class RunBrowser(RunPanel):
         if len(selected) != 1 or not selected[0].resumable:
             raise ValueError("Select exactly one stopped, failed or interrupted run to resume.")
         record = selected[0]
-        if record.stage != "sft":
-            raise ValueError(f"{record.name} is a {record.stage} run: only SFT runs resume yet.")
         self.resume_button.disabled = True  # the refresh after loading sets it again
         self.status.value = f"<i>Loading the model to resume {record.name} ...</i>"
         self.in_background(lambda: self._resume(record.run_dir))
 
     def _resume(self, run_dir: Path) -> None:
-        from workbench.training.finetune import resume_run
+        from workbench.training.resume import resume
         from workbench.widgets.training_monitor import TrainingMonitor
 
-        run = resume_run(run_dir)
+        run = resume(run_dir)
         self.resumed = run
         self.monitor_box.children = [heading(f"Resumed {run_dir.name}"), TrainingMonitor(run)]
         for event in ("finished", "stopped", "failed"):

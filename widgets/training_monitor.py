@@ -17,7 +17,7 @@ from pathlib import Path
 
 import ipywidgets as widgets
 
-from workbench.interfaces import code as codegen
+from workbench.interfaces.stage_code import run_code
 from workbench.runs.directory import RunDirectory
 from workbench.runs.report import (
     Curves,
@@ -187,9 +187,9 @@ class TrainingMonitor(ShowsCode, Panel):
         self.in_background(self._resume_from_dir, then=self._redraw)
 
     def _resume_from_dir(self) -> None:
-        from workbench.training.finetune import resume_run
+        from workbench.training.resume import resume
 
-        self.attach(resume_run(self.run_dir))
+        self.attach(resume(self.run_dir))
 
     def wait(self, timeout: float | None = None) -> TrainingMonitor:
         """Block until a Resume being loaded has started and the followed run has ended."""
@@ -315,9 +315,9 @@ class TrainingMonitor(ShowsCode, Panel):
         if self.run_dir is None:
             raise ValueError("No run attached: attach a Run, or replay a run directory.")
         if self.run is None:
-            return codegen.run_code(self.run_dir)
+            return run_code(self.run_dir)
         run = self.run
-        return codegen.run_code(run.run_dir, run.template, run.method, run.hyperparameters)
+        return run_code(run.run_dir, run.template, run.method, run.hyperparameters)
 
     # -- without a widget frontend (StaticFallback) ----------------------------------------
     def static_text(self) -> str:

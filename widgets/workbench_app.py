@@ -299,10 +299,10 @@ class WorkbenchApp(ShowsCode, Panel):
             state.validation,
             template=state.template,
             method=state.method,
-            hyperparameters=state.hyperparameters,
+            settings=state.hyperparameters,
             regularizer=plan.regularizer,
             track_importance=plan.track_importance,
-            continued_from=continued_from,
+            parent=continued_from,
             start=False,
         )
         state.run = run

@@ -6,6 +6,7 @@ model is loaded or trained); the panels in `widgets/` are built on the public fu
 
 import logging
 
+from workbench.data.documents import read_documents
 from workbench.data.loading import Examples, load_data
 from workbench.data.splits import mix_tasks, split_data
 from workbench.errors import (
@@ -32,6 +33,7 @@ from workbench.evaluation.forgetting import (
     forgetting_table,
     learned_retained,
 )
+from workbench.evaluation.preferences import preference_margin
 from workbench.evaluation.prompting import (
     few_shot_prompt,
     hidden_state_embedder,
@@ -48,11 +50,14 @@ from workbench.experiments.choosing import (
     measure_candidates,
 )
 from workbench.experiments.loto import leave_one_task_out, loto_table, task_folds
+from workbench.experiments.preferences import PreferenceExperiment, preference_experiment
+from workbench.experiments.reinforcement import RLExperiment, rl_experiment
 from workbench.model.generation import Decoding, generate
 from workbench.model.loading import DEFAULT_MODEL, load_model, load_tokenizer
 from workbench.model.memory import MemoryEstimate, count_trainable, estimate_memory
 from workbench.model.methods import Method, ParameterCount, count_parameters, linear_layer_names
 from workbench.runs.hyperparameters import Hyperparameters
+from workbench.runs.kinds import KINDS, Kind
 from workbench.runs.report import save_forgetting, write_report
 from workbench.runs.run import Run
 from workbench.tokens.checks import Finding, check_dataset
@@ -68,23 +73,41 @@ from workbench.tokens.tokenizing import (
     tokenize_pair,
 )
 from workbench.training.classification import (
+    ClassifierSettings,
     load_trained_classifier,
     resume_classifier,
     train_classifier,
 )
-from workbench.training.distillation import distill, resume_distillation, student_from_teacher
-from workbench.training.finetune import resume_run, train
+from workbench.training.distillation import (
+    DistillationSettings,
+    distill,
+    resume_distillation,
+    student_from_teacher,
+    train_distillation,
+)
+from workbench.training.finetune import train
+from workbench.training.kto import KTOSettings, resume_kto, train_kto
 from workbench.training.lwf import LearningWithoutForgetting
+from workbench.training.orpo import ORPOSettings, resume_orpo, train_orpo
+from workbench.training.preference import PreferenceSettings, train_dpo, train_preferences
 from workbench.training.pretraining import (
+    PretrainingSettings,
     continue_pretraining,
     perplexity,
     perplexity_table,
-    read_documents,
     resume_pretraining,
+    train_pretraining,
 )
 from workbench.training.regularizers import ElasticWeightConsolidation, fisher_diagonal, fisher_ewc
-from workbench.training.reinforcement import RLSettings, reinforce, resume_reinforcement
+from workbench.training.reinforcement import (
+    RLSettings,
+    reinforce,
+    resume_reinforcement,
+    train_grpo,
+    train_ppo,
+)
 from workbench.training.remedies import REMEDIES, plan_stage
+from workbench.training.resume import resume, resume_run
 from workbench.training.reward import (
     RewardSettings,
     load_reward_model,
@@ -101,106 +124,44 @@ from workbench.training.synaptic import SynapticIntelligence, synaptic_intellige
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 __all__ = [
-    "DEFAULT_MODEL",
-    "TEMPLATES",
-    "AllLabelsMaskedError",
-    "CompletionCollator",
-    "DataValidationError",
-    "Decoding",
-    "Evaluation",
-    "ElasticWeightConsolidation",
-    "Examples",
-    "Finding",
-    "ForgettingProbe",
-    "Hyperparameters",
-    "Method",
-    "ModelLoadError",
-    "ParameterCount",
-    "Problem",
-    "Run",
-    "Template",
-    "TaskScores",
-    "TemplateError",
-    "TurnScores",
-    "WorkbenchError",
-    "answer_contains",
-    "check_dataset",
-    "compare",
-    "compare_before_after",
-    "count_parameters",
-    "dataset_stats",
-    "default_template",
-    "evaluate_model",
-    "few_shot_prompt",
-    "fisher_diagonal",
-    "fisher_ewc",
-    "forgetting_table",
-    "generate",
-    "get_template",
-    "linear_layer_names",
-    "count_trainable",
-    "estimate_memory",
-    "MemoryEstimate",
-    "hidden_state_embedder",
-    "learned_retained",
-    "leave_one_task_out",
-    "load_data",
-    "load_model",
-    "load_tokenizer",
-    "loto_table",
-    "mix_tasks",
-    "nearest_examples",
-    "prompting_baselines",
-    "prompting_table",
-    "resume_run",
-    "save_forgetting",
-    "score_turns",
-    "split_data",
-    "task_folds",
-    "row_token_view",
-    "token_view",
-    "token_view_html",
-    "token_view_text",
-    "tokenize_examples",
-    "tokenize_pair",
-    "train",
-    "write_report",
-    # added with the other kinds of training (issues 17 and 18)
-    "Candidate",
-    "Prices",
-    "compare_models",
-    "cost_table",
-    "measure_candidates",
-    "evaluate_classifier",
-    "predict_proba",
-    "held_out_reward",
-    "one_of_labels",
-    "valid_iso_date",
-    "load_trained_classifier",
-    "resume_classifier",
-    "train_classifier",
-    "distill",
-    "resume_distillation",
-    "student_from_teacher",
-    "LearningWithoutForgetting",
-    "continue_pretraining",
-    "perplexity",
-    "perplexity_table",
-    "read_documents",
-    "resume_pretraining",
-    "RLSettings",
-    "reinforce",
-    "resume_reinforcement",
-    "RewardSettings",
-    "load_reward_model",
-    "pair_accuracy",
-    "resume_reward_model",
-    "score_responses",
-    "train_reward_model",
-    "REMEDIES",
-    "SequenceResult",
-    "plan_stage",
-    "train_sequence",
-    "SynapticIntelligence",
-    "synaptic_intelligence",
-]
+    # data: read, validate, split, mix
+    "Examples", "load_data", "split_data", "mix_tasks", "read_documents",
+    # tokens: templates, the tokens trained on, pre-flight checks
+    "TEMPLATES", "Template", "get_template", "default_template", "row_token_view", "token_view",
+    "token_view_text", "token_view_html", "tokenize_examples", "tokenize_pair",
+    "CompletionCollator", "dataset_stats", "Finding", "check_dataset",
+    # the model: load it, the training method, memory
+    "DEFAULT_MODEL", "load_model", "load_tokenizer", "Method", "ParameterCount",
+    "count_parameters", "linear_layer_names", "MemoryEstimate", "estimate_memory",
+    "count_trainable", "Decoding", "generate",
+    # runs: the settings, the Run, the registry of kinds, one resume, the report
+    "Hyperparameters", "Run", "Kind", "KINDS", "resume", "write_report", "save_forgetting",
+    # the kinds of run: train_<kind>(model, tokenizer, rows, validation, *, settings, ...)
+    "train", "train_dpo", "PreferenceSettings", "train_kto", "KTOSettings", "train_orpo",
+    "ORPOSettings", "train_reward_model", "RewardSettings", "train_grpo", "train_ppo",
+    "RLSettings", "train_classifier", "ClassifierSettings", "train_pretraining",
+    "PretrainingSettings", "train_distillation", "DistillationSettings", "student_from_teacher",
+    # continual learning: tasks in sequence and the remedies against forgetting
+    "train_sequence", "SequenceResult", "REMEDIES", "plan_stage", "fisher_ewc",
+    "fisher_diagonal", "ElasticWeightConsolidation", "synaptic_intelligence",
+    "SynapticIntelligence", "LearningWithoutForgetting",
+    # evaluation: answers, metrics, before/after, forgetting, prompting baselines, rewards
+    "Evaluation", "TurnScores", "evaluate_model", "compare", "compare_before_after",
+    "score_turns", "ForgettingProbe", "TaskScores", "answer_contains", "forgetting_table",
+    "learned_retained", "few_shot_prompt", "hidden_state_embedder", "nearest_examples",
+    "prompting_baselines", "prompting_table", "evaluate_classifier", "predict_proba",
+    "load_trained_classifier", "perplexity", "perplexity_table", "preference_margin",
+    "pair_accuracy", "score_responses", "load_reward_model", "held_out_reward",
+    "one_of_labels", "valid_iso_date",
+    # experiments: measured before, trained, measured after
+    "PreferenceExperiment", "preference_experiment", "RLExperiment", "rl_experiment",
+    "leave_one_task_out", "loto_table", "task_folds", "Candidate", "Prices",
+    "compare_models", "cost_table", "measure_candidates",
+    # errors a user can cause
+    "WorkbenchError", "DataValidationError", "TemplateError", "ModelLoadError",
+    "AllLabelsMaskedError", "Problem",
+    # each kind's own resume, and the old names (kept for one release, with a warning)
+    "resume_classifier", "resume_distillation", "resume_kto", "resume_orpo",
+    "resume_pretraining", "resume_reinforcement", "resume_reward_model", "resume_run",
+    "train_preferences", "reinforce", "continue_pretraining", "distill",
+]  # fmt: skip

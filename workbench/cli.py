@@ -66,9 +66,9 @@ def _run_command(argv: list[str] | None) -> int:
 def _resume(args: argparse.Namespace) -> int:
     """Continue a run; a recipe run that recorded held-out rows ends with its before/after."""
     from workbench.interfaces.recipe_command import report_before_after
-    from workbench.training.finetune import resume_run
+    from workbench.training.resume import resume
 
-    run = resume_run(args.run_dir, max_steps=args.max_steps)
+    run = resume(args.run_dir, max_steps=args.max_steps)
     run.add_callback("step", lambda e: print(f"step {e['step']}: loss {e['loss']:.4f}"))
     run.wait()
     if run.status == "finished":

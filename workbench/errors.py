@@ -112,7 +112,7 @@ class RunFinishedError(WorkbenchError):
         super().__init__(
             f"{path} finished at step {step}{of}: there is nothing to resume, and it is left "
             f"unchanged. To train it further, give a larger max_steps: "
-            f"resume_run('{path}', max_steps=N) or `python -m workbench resume {path} "
+            f"resume('{path}', max_steps=N) or `python -m workbench resume {path} "
             f"--max-steps N` with N > {step}."
         )
 
@@ -129,5 +129,5 @@ class RunDirectoryInUseError(WorkbenchError):
             f"{path} already holds a run (its config.yaml or metrics.jsonl): training there "
             "would overwrite its data, adapter and report and mix two runs' events. Leave "
             f"`run_dir` out for a new directory, choose an empty one, or continue that run "
-            f"with resume_run('{path}')."
+            f"with resume('{path}')."
         )

@@ -1,1 +1,2 @@
-"""Evaluation: generate answers, score them, before/after, forgetting, prompting baselines."""
+"""Evaluation, scoring only: answers scored by metrics, before/after tables, forgetting
+probes, prompting baselines, preference margins and reward functions."""

@@ -24,7 +24,7 @@ from workbench.tokens.templates import TEMPLATES, Template
 
 HEADER = "import workbench as wb"
 INLINE_ROWS = 20  # rows given as objects are written into the code up to this many (readable)
-TRAIN_ARGUMENTS = "template=template, method=method, hyperparameters=hyperparameters"
+TRAIN_ARGUMENTS = "template=template, method=method, settings=hyperparameters"
 
 
 def script(*sections: list[str]) -> str:
@@ -225,39 +225,6 @@ def compare_code(
         call = f"wb.compare_before_after({model}, tokenizer, rows, template{options})"
         lines.append(f"summary, table = {call}")
     return [*lines, "print(summary)"]
-
-
-def run_code(
-    run_dir: str | Path,
-    template: Template | None = None,
-    method: Method | None = None,
-    hyperparameters: Hyperparameters | None = None,
-) -> str:
-    """The script that starts the run in `run_dir` again: its model, the rows it stored under
-    `data/`, its template and settings (given, or read from its config.yaml). A run of another
-    stage than instruction tuning gets its own call (runs/stage_code.py), from config.yaml."""
-    from workbench.runs.directory import RunDirectory
-
-    directory = RunDirectory(run_dir)
-    config = directory.read_config()
-    if config.get("stage", "sft") != "sft":  # its own library call, from its directory alone
-        from workbench.interfaces.stage_code import stage_run_code
-
-        return stage_run_code(directory.path, config)
-    data = config["data"]
-    lines = [model_code(config["model"], config.get("quantization"))]
-    for split in ("train", "validation"):
-        if data.get(split):
-            path = str(directory.file(data[split]))
-            lines.append(f"{split} = wb.load_data({path!r}, format={data['format']!r})")
-    template = template or Template(**config["template"])
-    method = method or Method.from_dict(config["method"])
-    hyperparameters = hyperparameters or Hyperparameters.from_dict(config["hyperparameters"])
-    train = train_code(validation=bool(data.get("validation")), samples=config.get("samples", 3))
-    if config.get("regularizer"):
-        train.insert(0, "# this run had a regularizer (config.yaml): pass it as regularizer=")
-    settings = [template_code(template), *settings_code(method, hyperparameters)]
-    return script(lines, settings, train)
 
 
 def workbench_script(

@@ -156,7 +156,7 @@ def train_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) 
         rows.validation,
         template=template,
         method=recipe.method,
-        hyperparameters=recipe.hyperparameters,
+        settings=recipe.hyperparameters,
         run_dir=recipe.output.run_dir,
         samples=recipe.output.samples,
         regularizer=regularizer,

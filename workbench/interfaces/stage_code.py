@@ -1,90 +1,72 @@
-"""The code that starts a run of any other `stage` again, from its run directory.
+"""The code that starts a run again, from its run directory (`run_code`).
 
-`code.run_code` writes instruction tuning's `wb.train(...)`; a run of another kind (continued
-pre-training, a classification head, a reward model, DPO, GRPO, PPO, distillation) gets its own
-library call here, with the settings class that call takes, the rows the run stored under
-`data/`, the model it continued (a parent run's adapter) and, for RL, its reward. What the
-directory cannot hold is said in a comment beside the line that needs it.
+Instruction tuning gets `wb.train(...)` with the template and settings the panel shows; a run
+of another kind (continued
+pre-training, a classification head, a reward model, DPO, KTO, ORPO, GRPO, PPO, distillation)
+gets the call every kind shares, `wb.train_<kind>(model, tokenizer, train, validation,
+settings=..., method=..., template=...)`, with the rows the run stored under `data/`, the model
+it continued (a parent run's adapter) and, for RL and distillation, the reward or teacher. What
+the directory cannot hold is said in a comment beside the line that needs it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from pathlib import Path
 from typing import Any
 
-from workbench.interfaces.code import model_code, script, template_code
+import workbench
+from workbench.interfaces.code import (
+    model_code,
+    script,
+    settings_code,
+    template_code,
+    train_code,
+)
+from workbench.model.methods import Method
+from workbench.runs.directory import RunDirectory
+from workbench.runs.hyperparameters import Hyperparameters
+from workbench.runs.kinds import kind_of
 from workbench.tokens.templates import Template
 
-# stage -> (the call, its keyword arguments (formatted with config.yaml's values), the
-# settings variable, the settings class as "module:Class")
-CALLS: dict[str, tuple[str, tuple[str, ...], str, str]] = {
-    "pretrain": (
-        "wb.continue_pretraining",
-        ("block_size={block_size!r}", "method=method", "hyperparameters=hyperparameters"),
-        "hyperparameters",
-        "workbench.runs.hyperparameters:Hyperparameters",
-    ),
-    "classify": (
-        "wb.train_classifier",
-        (
-            "labels={labels!r}",
-            "text_fields={text_fields!r}",
-            "label_field={label_field!r}",
-            "method=method",
-            "hyperparameters=hyperparameters",
-        ),
-        "hyperparameters",
-        "workbench.runs.hyperparameters:Hyperparameters",
-    ),
-    "reward": (
-        "wb.train_reward_model",
-        ("settings=settings", "method=method", "template=template"),
-        "settings",
-        "workbench.training.reward:RewardSettings",
-    ),
-    "dpo": (
-        "train_preferences",
-        ("settings=settings", "method=method", "template=template"),
-        "settings",
-        "workbench.training.preference:PreferenceSettings",
-    ),
-    "grpo": (
-        "wb.reinforce",
-        (
-            "reward=reward",
-            "algorithm={stage!r}",
-            "held_out=validation",
-            "settings=settings",
-            "method=method",
-            "template=template",
-        ),
-        "settings",
-        "workbench.training.reinforcement:RLSettings",
-    ),
-    "distill": (
-        "wb.distill",
-        (
-            "alpha={alpha!r}",
-            "temperature={temperature!r}",
-            "method=method",
-            "hyperparameters=hyperparameters",
-            "template=template",
-        ),
-        "hyperparameters",
-        "workbench.runs.hyperparameters:Hyperparameters",
-    ),
-}
-CALLS["ppo"] = CALLS["grpo"]
-# the calls that take the held-out rows as their fourth argument (RL takes `held_out=`)
-TAKES_VALIDATION = ("pretrain", "classify", "reward", "dpo", "distill")
+
+def run_code(
+    run_dir: str | Path,
+    template: Template | None = None,
+    method: Method | None = None,
+    hyperparameters: Hyperparameters | None = None,
+) -> str:
+    """The script that starts the run in `run_dir` again: its model, the rows it stored under
+    `data/`, its template and settings (given, or read from its config.yaml). A run of another
+    kind than instruction tuning gets the call every kind shares, from config.yaml."""
+    directory = RunDirectory(run_dir)
+    config = directory.read_config()
+    if config.get("stage", "sft") != "sft":  # its own library call, from its directory alone
+        return stage_run_code(directory.path, config)
+    data = config["data"]
+    lines = [model_code(config["model"], config.get("quantization"))]
+    for split in ("train", "validation"):
+        if data.get(split):
+            path = str(directory.file(data[split]))
+            lines.append(f"{split} = wb.load_data({path!r}, format={data['format']!r})")
+    template = template or Template(**config["template"])
+    method = method or Method.from_dict(config["method"])
+    hyperparameters = hyperparameters or Hyperparameters.from_dict(config["hyperparameters"])
+    train = train_code(validation=bool(data.get("validation")), samples=config.get("samples", 3))
+    if config.get("regularizer"):
+        train.insert(0, "# this run had a regularizer (config.yaml): pass it as regularizer=")
+    settings = [template_code(template), *settings_code(method, hyperparameters)]
+    return script(lines, settings, train)
 
 
 def stage_run_code(run_dir: Path, config: dict[str, Any]) -> str:
-    """The script that starts the run recorded in `config` (read from `run_dir`) again."""
-    stage = config["stage"]
-    if stage not in CALLS:
-        raise ValueError(f"{run_dir / 'config.yaml'}: no code is written for stage {stage!r}.")
-    call, arguments, variable, settings_class = CALLS[stage]
+    """The script that starts the run recorded in `config` (read from `run_dir`) again: the
+    kind's `wb.train_<kind>(model, tokenizer, train, validation, settings=..., ...)`, the call
+    every kind shares (its function and settings class come from the registry)."""
+    kind = kind_of(config["stage"], str(run_dir / "config.yaml"))
+    function = getattr(workbench, kind.function)
+    takes = inspect.signature(function).parameters
     imports: list[str] = []
     model_lines = _model_lines(config, imports)
     data = config["data"]
@@ -93,25 +75,19 @@ def stage_run_code(run_dir: Path, config: dict[str, Any]) -> str:
         for split in ("train", "validation")
         if data.get(split)
     }
-    settings = [
-        *_method_lines(config, imports),
-        _settings_line(config, variable, settings_class, imports),
-    ]
-    if config["template"].get("name") not in ("text", "classify"):
+    settings = [*_method_lines(config, imports), _settings_line(config, kind.settings)]
+    keywords = ["settings=settings", "method=method"]
+    if "template" in takes and config["template"].get("name") not in ("text", "classify"):
         settings.insert(0, template_code(Template(**config["template"])))
-    before_call = _reward_lines(config["reward"], imports) if stage in ("grpo", "ppo") else []
-    values = {**config, **config.get("distillation", {})}
-    model = "teacher, student" if stage == "distill" else "model"
-    given = "train, validation" if "validation" in rows and stage in TAKES_VALIDATION else "train"
-    keywords = [
-        argument.format(**values)
-        for argument in arguments
-        if "validation" in rows or argument != "held_out=validation"
-    ]
+        keywords.append("template=template")
+    keywords += [f"{extra}={extra}" for extra in kind.extras]
+    before_call = _reward_lines(config["reward"], imports) if "reward" in kind.extras else []
+    model = "student" if "teacher" in kind.extras else "model"
+    given = "train, validation" if "validation" in rows else "train"
     lines = "".join(
         f"    {argument},\n" for argument in [f"{model}, tokenizer, {given}", *keywords]
     )
-    run = f"run = {call}(\n{lines})"
+    run = f"run = wb.{kind.function}(\n{lines})"
     return script(
         imports,
         model_lines,
@@ -154,18 +130,18 @@ def _method_lines(config: dict[str, Any], imports: list[str]) -> list[str]:
     return [Method.from_dict(config["method"]).to_code("method", "wb.")]
 
 
-def _settings_line(
-    config: dict[str, Any], variable: str, settings_class: str, imports: list[str]
-) -> str:
-    """`variable = <Class>(...)` with the settings that differ from the class's defaults."""
-    import importlib
-
-    module, name = settings_class.split(":")
-    settings = getattr(importlib.import_module(module), name).from_dict(config["hyperparameters"])
-    if name == "PreferenceSettings":  # DPO's call and settings are not exported by `workbench`
-        imports.append(f"from {module} import {name}, train_preferences")
-        return settings.to_code(variable)
-    return settings.to_code(variable, "wb.")
+def _settings_line(config: dict[str, Any], settings_class: type) -> str:
+    """`settings = wb.<Class>(...)` with the settings that differ from the class's defaults:
+    config.yaml's `hyperparameters`, and the kind's own knobs where config.yaml keeps them
+    (`block_size`, `labels`, the distillation's `alpha`)."""
+    values = dict(config["hyperparameters"])
+    known = {f.name for f in dataclasses.fields(settings_class)}
+    for name in known - set(values):
+        for section in (config, config.get("distillation") or {}):
+            if name in section:
+                values[name] = section[name]
+    settings = settings_class.from_dict({k: v for k, v in values.items() if k in known})
+    return settings.to_code("settings", "wb.")
 
 
 def _reward_lines(record: dict[str, Any], imports: list[str]) -> list[str]:

@@ -89,7 +89,7 @@ def run_demo(settings: DemoSettings | None = None, model_name: str = DEFAULT_MOD
         validation,
         template=template,
         method=Method(kind="lora", r=16, alpha=32),  # dropout off (the default): faster
-        hyperparameters=hp,
+        settings=hp,
     )
     print(f"{run.parameters}; run directory {run.run_dir}")
     progress_bar(run)

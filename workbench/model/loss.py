@@ -129,3 +129,31 @@ class _OneToken:
 
 
 _ONE_TOKEN = _OneToken()
+
+
+def soft_kl(student_logits, teacher_logits, temperature: float = 1.0):
+    """Per-position KL(teacher_T || student_T) = sum_v p_t (log p_t - log p_s), shape [...].
+
+    Both distributions are softmaxes of logits / T, computed in float32. Zero exactly when the
+    logits are equal."""
+    import torch.nn.functional as F
+
+    student = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    teacher = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    return (teacher.exp() * (teacher - student)).sum(-1)
+
+
+def response_logits(logits, inputs: dict[str, Any], *, all_positions: bool = False):
+    """(logits, mask): the logits that predict a labelled token, and 1.0 where one does.
+
+    With `logits_positions` in the batch (the collator's `select_logits`), a model asked for
+    those alone returned [batch, width, vocab]; a model that returned every position
+    (`all_positions`) has them picked out. Without positions, position t predicts token t+1."""
+    positions = inputs.get("logits_positions")
+    if positions is None:
+        mask = inputs["labels"][:, 1:] != IGNORE_INDEX
+        return logits[:, :-1], mask.to(logits.dtype)
+    if all_positions:
+        index = positions.unsqueeze(-1).expand(-1, -1, logits.shape[-1])
+        logits = logits.gather(1, index)
+    return logits, (inputs["logits_targets"] != IGNORE_INDEX).to(logits.dtype)

@@ -18,13 +18,12 @@ from typing import Any, Literal
 from workbench.errors import WorkbenchError
 from workbench.runs.directory import COMPARISON, RunDirectory, runs_root
 from workbench.runs.files import process_alive
+from workbench.runs.kinds import KINDS
 
 RunStatus = Literal[
     "created", "running", "stopping", "stopped", "finished", "failed", "interrupted"
 ]
 END_EVENTS = ("stopped", "finished", "failed")
-# Stages whose runs `resume_run` continues from their directory (see training/finetune.py).
-RESUMABLE_STAGES = ("sft", "pretrain", "classify", "reward", "grpo", "ppo")
 # The settings shown in a listing (flattened config.yaml keys), in this order.
 KEY_SETTINGS = (
     "hyperparameters.learning_rate",
@@ -66,19 +65,14 @@ class RunRecord:
 
     @property
     def resumable(self) -> bool:
-        """Not finished, with a complete checkpoint, of a kind `resume_run` can continue from
-        the directory alone (DPO runs restart instead; distillation needs its teacher; RL
-        with a reward function of your own needs it again)."""
+        """Not finished, with a complete checkpoint, of a kind `resume` can continue from the
+        directory alone (the registry says which: DPO runs restart instead; distillation needs
+        its teacher; RL with a reward function of your own needs it again)."""
         ended_early = self.status in ("stopped", "failed", "interrupted")
         if not ended_early or self.checkpoint is None:
             return False
-        if self.stage in ("grpo", "ppo"):
-            from workbench.evaluation.rewards import restorable
-
-            prefix = "reward."
-            record = {k[len(prefix) :]: v for k, v in self.settings.items() if k.startswith(prefix)}
-            return restorable(record)
-        return self.stage in RESUMABLE_STAGES
+        kind = KINDS.get(self.stage)
+        return kind is not None and kind.resumes_from_directory(nested(self.settings))
 
     @property
     def method(self) -> str | None:
@@ -371,3 +365,15 @@ def settings_differences(records: list[RunRecord]):
     differing = [k for k in keys if len({repr(r.settings.get(k)) for r in records}) > 1]
     data = {r.name: [r.settings.get(k) for k in differing] for r in records}
     return pd.DataFrame(data, index=pd.Index(differing, name="setting"))
+
+
+def nested(flat: dict[str, object]) -> dict[str, object]:
+    """`{"reward.function": f}` -> `{"reward": {"function": f}}`: config.yaml's shape again."""
+    tree: dict[str, object] = {}
+    for key, value in flat.items():
+        *parents, last = key.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})  # type: ignore[assignment]
+        node[last] = value  # type: ignore[index]
+    return tree

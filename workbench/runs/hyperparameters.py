@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import math
 import warnings
@@ -390,3 +391,13 @@ def _checkpointing_argument(enabled: bool) -> dict:
         else ("gradient_checkpointing")
     )
     return {key: enabled}
+
+
+def as_hyperparameters(settings: Hyperparameters) -> Hyperparameters:
+    """Instruction tuning's `Hyperparameters` out of a kind's settings class (its own knobs,
+    such as `block_size`, left out): what the run engine and config.yaml's `hyperparameters`
+    section take."""
+    if type(settings) is Hyperparameters:
+        return settings
+    names = {f.name for f in dataclasses.fields(Hyperparameters) if f.init}
+    return Hyperparameters(**{name: getattr(settings, name) for name in names})

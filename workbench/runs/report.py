@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from workbench.runs.directory import COMPARISON, FORGETTING, REPORT, RunDirectory
+from workbench.runs.kinds import figure_rows
 
 
 def smooth(values: list[float], weight: float = 0.8) -> list[float]:
@@ -160,13 +161,6 @@ TRACES = (
 
 
 # The runs whose curves need the third row (reward and KL): RL, and distillation's KL.
-THIRD_ROW_STAGES = ("grpo", "ppo", "distill")
-
-
-def figure_rows(stage: str | None) -> int:
-    """How many rows a run's figure has: 3 for reinforcement learning and distillation (the
-    reward and KL row), 2 for the others (loss; exact match or accuracy)."""
-    return 3 if stage in THIRD_ROW_STAGES else 2
 
 
 def stage_of(directory: RunDirectory) -> str | None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from workbench.errors import WorkbenchError
 from workbench.model.loading import load_model
 from workbench.runs.directory import load_run_config, save_atomic_dir
-from workbench.tokens.templates import Template
+from workbench.tokens.templates import Template, get_template
 
 
 def save_adapter(model, folder: str | Path, tokenizer=None) -> Path:
@@ -56,3 +56,14 @@ def load_run_model(run_dir: str | Path, *, trainable: bool = False):
     model = load_adapter(base, run_dir / "adapter", trainable=trainable)
     model.workbench_source = config["model"]
     return model, tokenizer, Template(**config["template"])
+
+
+def template_for(template, parent, data_format: str | None) -> Template:
+    """The one rule every kind of run follows for its template: the one given; else the
+    `parent` run's (what it was trained on, so a DPO or RL run continues in the same format);
+    else the built-in that suits the rows' format."""
+    if template is not None:
+        return get_template(template)
+    if parent is not None:
+        return Template(**load_run_config(Path(getattr(parent, "run_dir", parent)))["template"])
+    return get_template(None, data_format or "alpaca")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from workbench.errors import TemplateError
-from workbench.tokens.templates import Segment
+from workbench.tokens.segments import Segment
 
 
 def chat_segments(

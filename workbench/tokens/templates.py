@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from workbench.errors import TemplateError
+from workbench.tokens.segments import Segment
 
 _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 _JINJA_FIELD = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
@@ -78,19 +79,6 @@ def fill(text: str, row: dict[str, Any], where: str = "row") -> str:
 
     template_fields(text)  # raises for malformed templates before any substitution
     return _TOKEN.sub(substitute, text)
-
-
-@dataclass(frozen=True)
-class Segment:
-    """A piece of a rendered row: its text, whether its tokens carry loss, the role it plays
-    (prompt, response, system, user, assistant, tool, or `format` for the chat template's own
-    text between turns), and whether the tokenizer's EOS follows it (a response that has no
-    end marker of its own)."""
-
-    text: str
-    learned: bool
-    role: str = "prompt"
-    eos: bool = False
 
 
 @dataclass(frozen=True)

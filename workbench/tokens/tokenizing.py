@@ -15,7 +15,8 @@ from typing import Literal
 
 from workbench.data.loading import Examples
 from workbench.errors import WorkbenchError
-from workbench.tokens.templates import Segment, Template, get_template
+from workbench.tokens.segments import Segment
+from workbench.tokens.templates import Template, get_template
 
 IGNORE_INDEX = -100  # the label PyTorch's cross-entropy skips
 TruncationSide = Literal["right", "left"]

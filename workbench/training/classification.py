@@ -11,6 +11,7 @@ loads a finished one.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from workbench.data.loading import Examples
@@ -18,7 +19,8 @@ from workbench.errors import RunDirectoryInUseError, WorkbenchError
 from workbench.model.methods import count_parameters
 from workbench.runs.bridge import bridged, event_bridge
 from workbench.runs.directory import RunDirectory, new_run_dir
-from workbench.runs.hyperparameters import Hyperparameters
+from workbench.runs.hyperparameters import Hyperparameters, as_hyperparameters
+from workbench.runs.kinds import Kind, deprecated_name, register, renamed_argument
 from workbench.runs.run import Run, RunContext
 from workbench.tokens.templates import Template
 from workbench.training.heads import (
@@ -39,37 +41,67 @@ STAGE = "classify"  # config.yaml's `stage` for classifier runs
 DEFAULT_LEARNING_RATE = {"head": 3e-3, "head+lora": 1e-3}
 
 
+@dataclass
+class ClassifierSettings(Hyperparameters):
+    """A classification head's settings: instruction tuning's `Hyperparameters` (those about
+    answers and packing do not apply) and where the labels come from."""
+
+    labels: list[str] | None = field(
+        default=None, metadata={"help": "the classes, in order; None: those found in the rows"}
+    )
+    text_fields: list[str] | None = field(
+        default=None, metadata={"help": "columns joined into the text; None: chosen by format"}
+    )
+    label_field: str | None = field(
+        default=None, metadata={"help": "the column holding the label; None: `output`"}
+    )
+    packing: bool = field(default=False, metadata={"help": "not used by a classifier"})
+    eval_metric_rows: int = field(default=0, metadata={"help": "not used by a classifier"})
+
+
 def train_classifier(
     model,
     tokenizer,
-    data: Examples,
+    rows: Examples,
     validation: Examples | None = None,
     *,
+    settings: ClassifierSettings | Hyperparameters | None = None,
+    method: ClassifierKind | ClassifierMethod = "head",
+    run_dir: str | Path | None = None,
+    start: bool = True,
     labels: list[str] | None = None,
     text_fields: tuple[str, ...] | list[str] | None = None,
     label_field: str | None = None,
-    method: ClassifierKind | ClassifierMethod = "head",
     hyperparameters: Hyperparameters | None = None,
-    run_dir: str | Path | None = None,
-    start: bool = True,
 ) -> Run:
     """Train a classification head on labelled rows and return the Run at once.
 
-    `model` is a causal LM (it gets a head for `labels`, inferred from the rows when None) or
-    a classifier from `load_classifier`. The text comes from `text_fields` and the label from
-    `label_field` (defaults: see `ClassifierFields.for_data`; for the support tickets, the
-    instruction and message, and `output`). Of `hyperparameters`, the ones about answers and
-    packing (packing, completion_only, eval_metric_rows, sample_max_new_tokens, auto_batch,
-    compile) do not apply. Every evaluation reports accuracy and a confusion matrix.
+    `model` is a causal LM (it gets a head for `settings.labels`, inferred from the rows when
+    None) or a classifier from `load_classifier`. The text comes from `settings.text_fields`
+    and the label from `settings.label_field` (defaults: see `ClassifierFields.for_data`; for
+    the support tickets, the instruction and message, and `output`). Of the settings, the ones
+    about answers and packing (packing, completion_only, eval_metric_rows,
+    sample_max_new_tokens, auto_batch, compile) do not apply. Every evaluation reports accuracy
+    and a confusion matrix. `labels=`, `text_fields=`, `label_field=` and `hyperparameters=`
+    are the old spellings of the settings (kept for one release).
     """
     if run_dir is not None and RunDirectory(run_dir).is_run:
         raise RunDirectoryInUseError(Path(run_dir))
+    settings = renamed_argument(settings, hyperparameters, "hyperparameters", "settings",
+                                "train_classifier")  # fmt: skip
     method = method if isinstance(method, ClassifierMethod) else ClassifierMethod(kind=method)
-    fields = ClassifierFields.for_data(data, text_fields, label_field)
-    labels = checked_labels(labels or sorted(set(fields.labels(data))))
-    hp = hyperparameters or Hyperparameters(
+    given = {"labels": labels, "text_fields": text_fields, "label_field": label_field}
+    for name, value in given.items():
+        if value is not None:
+            deprecated_name(f"train_classifier({name}=...)", f"ClassifierSettings({name}=...)")
+        else:
+            given[name] = getattr(settings, name, None)
+    fields = ClassifierFields.for_data(rows, given["text_fields"], given["label_field"])
+    labels = checked_labels(given["labels"] or sorted(set(fields.labels(rows))))
+    hp = as_hyperparameters(settings) if settings is not None else Hyperparameters(
         learning_rate=DEFAULT_LEARNING_RATE[method.kind], packing=False, eval_metric_rows=0
-    )
+    )  # fmt: skip
+    data = rows
     run = _prepare_run(
         model, tokenizer, data, validation, labels, fields, method, hp, run_dir, resuming=False
     )
@@ -261,3 +293,15 @@ def load_trained_classifier(run_dir: str | Path):
 
     base, _ = load_classifier(config["model"], config["labels"])
     return PeftModel.from_pretrained(base, folder), tokenizer
+
+
+register(
+    Kind(
+        stage=STAGE,
+        title="classification head",
+        function="train_classifier",
+        rows="labelled rows (a text and a label column)",
+        settings=ClassifierSettings,
+        resume=resume_classifier,
+    )
+)

@@ -31,29 +31,18 @@ from pathlib import Path
 from typing import Any
 
 from workbench.data.loading import Examples
-from workbench.errors import WorkbenchError
-from workbench.model.loss import accepts_logits_to_keep
+from workbench.errors import RunDirectoryInUseError, WorkbenchError
+from workbench.model.loss import accepts_logits_to_keep, response_logits, soft_kl
 from workbench.model.methods import Method
 from workbench.runs.directory import RunDirectory, new_run_dir
-from workbench.runs.hyperparameters import Hyperparameters
+from workbench.runs.hyperparameters import Hyperparameters, as_hyperparameters
+from workbench.runs.kinds import Kind, deprecated_name, register
 from workbench.runs.run import Run
 from workbench.tokens.templates import Template
-from workbench.tokens.tokenizing import IGNORE_INDEX
+from workbench.training.finetune import prepare_run, task_label
 from workbench.training.resuming import open_run
 
 STAGE = "distill"
-
-
-def soft_kl(student_logits, teacher_logits, temperature: float = 1.0):
-    """Per-position KL(teacher_T || student_T) = sum_v p_t (log p_t - log p_s), shape [...].
-
-    Both distributions are softmaxes of logits / T, computed in float32. Zero exactly when the
-    logits are equal."""
-    import torch.nn.functional as F
-
-    student = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    teacher = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
-    return (teacher.exp() * (teacher - student)).sum(-1)
 
 
 @dataclass
@@ -162,22 +151,6 @@ class DistillationObjective:
         return response_logits(logits, inputs, all_positions=True)[0]
 
 
-def response_logits(logits, inputs: dict[str, Any], *, all_positions: bool = False):
-    """(logits, mask): the logits that predict a labelled token, and 1.0 where one does.
-
-    With `logits_positions` in the batch (the collator's `select_logits`), a model asked for
-    those alone returned [batch, width, vocab]; a model that returned every position
-    (`all_positions`) has them picked out. Without positions, position t predicts token t+1."""
-    positions = inputs.get("logits_positions")
-    if positions is None:
-        mask = inputs["labels"][:, 1:] != IGNORE_INDEX
-        return logits[:, :-1], mask.to(logits.dtype)
-    if all_positions:
-        index = positions.unsqueeze(-1).expand(-1, -1, logits.shape[-1])
-        logits = logits.gather(1, index)
-    return logits, (inputs["logits_targets"] != IGNORE_INDEX).to(logits.dtype)
-
-
 def _layers_to_keep(keep_layers: int | list[int], total: int) -> list[int]:
     """A count becomes that many layers spread evenly, the first and the last included."""
     if isinstance(keep_layers, int):
@@ -259,6 +232,64 @@ def _ranges(numbers: list[int]) -> str:
     return ",".join(str(n) for n in numbers)
 
 
+@dataclass
+class DistillationSettings(Hyperparameters):
+    """Distillation's settings: instruction tuning's `Hyperparameters` and the mix of the two
+    losses, `(1 - alpha) * CE(labels) + alpha * T^2 * KL(teacher_T || student_T)`."""
+
+    alpha: float = field(
+        default=0.5, metadata={"help": "weight of the teacher's KL term (0: labels only)"}
+    )
+    temperature: float = field(
+        default=2.0, metadata={"help": "softens both distributions; 1 compares them as they are"}
+    )
+
+
+def train_distillation(
+    model,
+    tokenizer,
+    rows: Examples,
+    validation: Examples | None = None,
+    *,
+    teacher,
+    settings: DistillationSettings | None = None,
+    method: Method | None = None,
+    template: Template | str | None = None,
+    run_dir: str | Path | None = None,
+    start: bool = True,
+    samples: int = 3,
+) -> Run:
+    """Train the student `model` on `rows` with the `teacher`'s soft answers; returns the Run
+    at once.
+
+    The loss is `(1 - alpha) * CE(labels) + alpha * T^2 * KL(teacher_T || student_T)` over the
+    response tokens (`settings.alpha`, `settings.temperature`). The teacher stays frozen (eval
+    mode, no grad); the student must share its vocabulary. `method` defaults to full
+    fine-tuning of the student; the rest is as `train()`.
+    """
+    settings = settings or DistillationSettings()
+    alpha = getattr(settings, "alpha", DistillationSettings.alpha)
+    temperature = getattr(settings, "temperature", DistillationSettings.temperature)
+    objective = _objective(teacher, model, alpha, temperature, _origin(teacher))
+    if run_dir is not None and RunDirectory(run_dir).is_run:
+        raise RunDirectoryInUseError(Path(run_dir))
+    run = prepare_run(
+        model,
+        tokenizer,
+        rows,
+        validation,
+        template=template,
+        method=method or Method(kind="full"),
+        hp=as_hyperparameters(settings),
+        run_dir=run_dir or new_run_dir(f"distill-{task_label(rows)}"),
+        samples=samples,
+        regularizer=None,
+        resuming=False,
+        objective=objective,
+    )
+    return run.start() if start else run
+
+
 def distill(
     teacher,
     student,
@@ -275,34 +306,14 @@ def distill(
     samples: int = 3,
     start: bool = True,
 ) -> Run:
-    """Train `student` on `train_data` with the teacher's soft answers; returns the Run at once.
-
-    The loss is `(1 - alpha) * CE(labels) + alpha * T^2 * KL(teacher_T || student_T)` over the
-    response tokens. The teacher stays frozen (eval mode, no grad); the student must share its
-    vocabulary. `method` defaults to full fine-tuning of the student; the rest is as `train()`.
-    """
-    from workbench.training.finetune import prepare_run, task_label
-
-    objective = _objective(teacher, student, alpha, temperature, _origin(teacher))
-    if run_dir is not None and RunDirectory(run_dir).is_run:
-        from workbench.errors import RunDirectoryInUseError
-
-        raise RunDirectoryInUseError(Path(run_dir))
-    run = prepare_run(
-        student,
-        tokenizer,
-        train_data,
-        validation,
-        template=template,
-        method=method or Method(kind="full"),
-        hp=hyperparameters or Hyperparameters(),
-        run_dir=run_dir or new_run_dir(f"distill-{task_label(train_data)}"),
-        samples=samples,
-        regularizer=None,
-        resuming=False,
-        objective=objective,
-    )
-    return run.start() if start else run
+    """The old form of `train_distillation` (kept for one release)."""
+    deprecated_name("distill(teacher, student, ...)", "train_distillation(student, ...)")
+    base = hyperparameters or Hyperparameters()
+    settings = DistillationSettings(**base.to_dict(), alpha=alpha, temperature=temperature)
+    return train_distillation(
+        student, tokenizer, train_data, validation, teacher=teacher, settings=settings,
+        method=method, template=template, run_dir=run_dir, start=start, samples=samples,
+    )  # fmt: skip
 
 
 def _objective(teacher, student, alpha: float, temperature: float, origin: str, layers=None):
@@ -335,11 +346,9 @@ def resume_distillation(
     Give the teacher again (as it was: the run directory does not store it). A student made by
     `student_from_teacher` is rebuilt from the teacher and the layers config.yaml records;
     any other student must be passed as it was at the start (`student=`)."""
-    from workbench.training.finetune import prepare_run
-
     opened = open_run(
         run_dir, STAGE, Hyperparameters, max_steps,
-        otherwise="this is not a distillation run: resume it with workbench.resume_run(path)",
+        otherwise="this is not a distillation run: resume it with workbench.resume(path)",
     )  # fmt: skip
     directory, config, where, hp = opened.directory, opened.config, opened.where, opened.settings
     settings = config["distillation"]
@@ -380,3 +389,27 @@ def resume_distillation(
         objective=objective,
     )
     return run.resume(max_steps)
+
+
+def _resume_distillation(run_dir, model=None, tokenizer=None, *, max_steps=None, teacher=None):
+    if tokenizer is None:
+        raise WorkbenchError(
+            f"{run_dir}: a distillation run resumes with its teacher and their tokenizer: "
+            "resume(path, tokenizer=tokenizer, teacher=teacher)."
+        )
+    return resume_distillation(run_dir, teacher, tokenizer, student=model, max_steps=max_steps)
+
+
+register(
+    Kind(
+        stage=STAGE,
+        title="distillation (teacher to student)",
+        function="train_distillation",
+        rows="instruction rows, and a teacher model",
+        settings=DistillationSettings,
+        figure_rows=3,
+        resume=_resume_distillation,
+        needs=("teacher",),
+        extras=("teacher",),
+    )
+)

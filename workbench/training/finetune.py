@@ -1,7 +1,8 @@
-"""`train(...)`: fine-tune inside the kernel with transformers' Trainer, on a background thread.
+"""`train(...)`: instruction tuning inside the kernel with transformers' Trainer, on a
+background thread; the kind `sft` of the registry (`workbench.runs.kinds`).
 
 The run directory (`runs/<id>/`) holds `config.yaml` (with the exact training and validation
-rows in `data/`), so `resume_run(path)` or `python -m workbench resume path` can continue it.
+rows in `data/`), so `resume(path)` or `python -m workbench resume path` can continue it.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from workbench.model.loss import (
 )
 from workbench.model.methods import Method, apply_method, count_parameters
 from workbench.runs.bridge import bridged, event_bridge
-from workbench.runs.directory import CONFIG, RunDirectory, new_run_dir
+from workbench.runs.directory import RunDirectory, new_run_dir
 from workbench.runs.hyperparameters import Hyperparameters
+from workbench.runs.kinds import Kind, register, renamed_argument
 from workbench.runs.run import Run, RunContext
 from workbench.tokens.collators import CompletionCollator, PackedCollator
 from workbench.tokens.templates import Template, get_template
@@ -30,18 +32,20 @@ from workbench.tokens.tokenizing import IGNORE_INDEX, tokenize_examples
 def train(
     model,
     tokenizer,
-    train_data: Examples,
+    rows: Examples,
     validation: Examples | None = None,
     *,
-    template: Template | str | None = None,
+    settings: Hyperparameters | None = None,
     method: Method | None = None,
-    hyperparameters: Hyperparameters | None = None,
+    template: Template | str | None = None,
+    parent: Run | str | Path | None = None,
     run_dir: str | Path | None = None,
+    start: bool = True,
     samples: int = 3,
     regularizer=None,
     track_importance: bool = False,
+    hyperparameters: Hyperparameters | None = None,
     continued_from: Run | str | Path | None = None,
-    start: bool = True,
 ) -> Run:
     """Start fine-tuning and return the Run at once (training continues in the background).
 
@@ -52,9 +56,14 @@ def train(
     the training loss and recorded in config.yaml, so a resumed run keeps it; the weights it
     anchors must be trainable here (with LoRA: measured on this adapter, after an earlier task).
     `track_importance` accumulates synaptic-intelligence importance while training and writes
-    it to `importance/` when the run finishes. `continued_from` (an earlier run, whose
-    `run.model` this trains further) is recorded in config.yaml.
+    it to `importance/` when the run finishes. `parent` (an earlier run, whose `run.model`
+    this trains further) is recorded in config.yaml as `continued_from`.
+    `hyperparameters=` and `continued_from=` are the old names of `settings=` and `parent=`.
     """
+    hyperparameters = renamed_argument(
+        settings, hyperparameters, "hyperparameters", "settings", "train"
+    )
+    continued_from = renamed_argument(parent, continued_from, "continued_from", "parent", "train")
     if run_dir is not None and RunDirectory(run_dir).is_run:
         raise RunDirectoryInUseError(Path(run_dir))
     if isinstance(continued_from, Run):
@@ -67,7 +76,7 @@ def train(
     run = prepare_run(
         model,
         tokenizer,
-        train_data,
+        rows,
         validation,
         template=template,
         method=method or Method(),
@@ -112,7 +121,7 @@ def prepare_run(
     val_tokens = _tokens(validation, template, tokenizer, hp) if has_validation else None
     model = adapt_model(model, method, hp.seed)
     if regularizer is not None:  # it must anchor weights that this model trains
-        from workbench.training.regularizers import check_anchored_weights
+        from workbench.training.anchors import check_anchored_weights
 
         check_anchored_weights(regularizer, model)
     tracker = None
@@ -332,27 +341,21 @@ def logits_selectable(model) -> bool:
     return index_logits_supported() and accepts_logits_to_keep(model)
 
 
-def resume_run(
+def resume_instruction_tuning(
     run_dir: str | Path, model=None, tokenizer=None, *, max_steps: int | None = None
 ) -> Run:
-    """Continue a stopped, failed or killed run from its newest complete checkpoint.
+    """Continue a stopped, failed or killed instruction-tuning run from its newest complete
+    checkpoint (`workbench.resume` calls this for `stage: sft`).
 
     Loads the model named in config.yaml unless `model` and `tokenizer` are given (a fresh,
     un-adapted base model). A finished run is left unchanged (RunFinishedError) unless a larger
     `max_steps` extends it. Nothing in the directory is rewritten except by the training.
-    Runs of the other kinds (continued pre-training, classifier, reward model, GRPO, PPO) go to
-    their own resume function, by the `stage` config.yaml records (`RESUMES`); a run that
-    needs something the directory cannot hold (a teacher, a Python reward) says so.
     """
     from workbench.training.regularizers import regularizer_from_config
     from workbench.training.resuming import open_run
 
     directory = RunDirectory(run_dir)
     config = directory.read_config()
-    stage = config.get("stage", "sft")
-    if stage != "sft":
-        where = str(directory.file(CONFIG))
-        return _resume_other(stage, directory.path, model, tokenizer, max_steps, where)
     opened = open_run(run_dir, "sft", Hyperparameters, max_steps)
     model, tokenizer = opened.model(model, tokenizer)
     template = opened.template()
@@ -375,37 +378,13 @@ def resume_run(
     return run.resume(max_steps)
 
 
-# How a run of each other `stage` resumes: (module, function, whether it takes the model).
-RESUMES = {
-    "pretrain": ("workbench.training.pretraining", "resume_pretraining", True),
-    "classify": ("workbench.training.classification", "resume_classifier", True),
-    "reward": ("workbench.training.reward", "resume_reward_model", False),
-    "grpo": ("workbench.training.reinforcement", "resume_reinforcement", True),
-    "ppo": ("workbench.training.reinforcement", "resume_reinforcement", True),
-}
-# Stages that cannot resume from the directory alone: what to do instead.
-NOT_RESUMABLE = {
-    "dpo": "DPO runs cannot be resumed yet: start a new one (`python -m workbench dpo`).",
-    "distill": (
-        "a distillation run needs its teacher, which the directory does not hold: call "
-        "`resume_distillation(path, teacher, tokenizer)` from Python."
-    ),
-}
-
-
-def _resume_other(stage: str, path: Path, model, tokenizer, max_steps, where: str) -> Run:
-    """Resume a run that is not instruction tuning through its own resume function."""
-    import importlib
-
-    if stage in NOT_RESUMABLE:
-        raise WorkbenchError(f"{where}: `stage` is {stage!r}; {NOT_RESUMABLE[stage]}")
-    if stage not in RESUMES:
-        known = ", ".join(["sft", *RESUMES, *NOT_RESUMABLE])
-        raise WorkbenchError(f"{where}: unknown `stage` {stage!r}; this version knows {known}.")
-    module, name, takes_model = RESUMES[stage]
-    resume = getattr(importlib.import_module(module), name)
-    if takes_model:
-        return resume(path, model=model, tokenizer=tokenizer, max_steps=max_steps)
-    if model is not None:
-        raise WorkbenchError(f"{where}: a {stage!r} run loads its own model; drop `model=`.")
-    return resume(path, max_steps=max_steps)
+register(
+    Kind(
+        stage="sft",
+        title="instruction tuning",
+        function="train",
+        rows="Alpaca, prompt/completion, `messages`, ShareGPT or `text` rows",
+        settings=Hyperparameters,
+        resume=resume_instruction_tuning,
+    )
+)

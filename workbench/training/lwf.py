@@ -23,13 +23,17 @@ from typing import Any, Literal
 from workbench.data.loading import Examples, load_data
 from workbench.errors import WorkbenchError
 from workbench.model.generation import eval_mode
-from workbench.model.loss import accepts_logits_to_keep, index_logits_supported
+from workbench.model.loss import (
+    accepts_logits_to_keep,
+    index_logits_supported,
+    response_logits,
+    soft_kl,
+)
 from workbench.runs.directory import RunDirectory, checkpoint_step
 from workbench.runs.files import write_atomic
 from workbench.tokens.collators import CompletionCollator
 from workbench.tokens.templates import Template, get_template
 from workbench.tokens.tokenizing import tokenize_examples
-from workbench.training.distillation import response_logits, soft_kl
 
 REFERENCE_FILE = "data/lwf_reference.jsonl"
 Base = Literal["auto", "adapter", "copy"]

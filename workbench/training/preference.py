@@ -1,6 +1,6 @@
 """Preference tuning after instruction tuning: Direct Preference Optimisation with TRL's DPOTrainer.
 
-`train_preferences(model, tokenizer, pairs)` continues the SFT adapter on prompt/chosen/rejected
+`train_dpo(model, tokenizer, pairs)` continues the SFT adapter on prompt/chosen/rejected
 rows and returns a `Run` with the same events as `train()` (its `step` events also carry
 `reward_margin`, `reward_accuracy`, ...), so TrainingMonitor and the run history show it. The
 reference model is the SFT adapter itself: TRL keeps a frozen copy of it as a second adapter
@@ -20,8 +20,10 @@ from workbench.model.methods import Method, apply_method, count_parameters
 from workbench.runs.bridge import bridged, event_bridge
 from workbench.runs.directory import RunDirectory, new_run_dir
 from workbench.runs.hyperparameters import ObjectiveSettings
+from workbench.runs.kinds import Kind, deprecated_name, register
 from workbench.runs.run import Run, RunContext
-from workbench.tokens.templates import Template, get_template
+from workbench.runs.saved import load_run_model, template_for
+from workbench.tokens.templates import Template
 
 # Hyperparameters that only instruction tuning uses: DPO keeps them at these values.
 
@@ -78,32 +80,34 @@ def _dpo_config(
     )
 
 
-def train_preferences(
+def train_dpo(
     model,
     tokenizer,
-    pairs: Examples,
+    rows: Examples,
     validation: Examples | None = None,
     *,
-    template: Template | str = "alpaca",
     settings: PreferenceSettings | None = None,
     method: Method | None = None,
+    template: Template | str | None = None,
     parent: str | Path | None = None,
     run_dir: str | Path | None = None,
-    samples: int = 2,
     start: bool = True,
+    samples: int = 2,
 ) -> Run:
-    """Start DPO on `pairs` and return the Run at once (training continues in the background).
+    """Start DPO on preference `rows` (prompt/chosen/rejected) and return the Run at once
+    (training continues in the background).
 
     `model` is normally the SFT run's model (`run.model`, a PEFT model): its adapter goes on
     learning and a frozen copy is the reference. A model without an adapter gets a fresh one
     from `method` (default LoRA) and the base is the reference. `parent` names the SFT run
-    directory in the DPO run's config.
+    directory in the DPO run's config; `template` defaults to the parent's (else Alpaca).
     """
+    pairs = rows
     check_pairs(pairs)
     if validation is not None:
         check_pairs(validation)
     settings = settings or PreferenceSettings()
-    template = get_template(template)
+    template = template_for(template, parent, pairs.format)
     model, method = _with_adapter(model, method, settings.seed)
     task = next(iter(pairs.tasks), "pairs")
     run_dir = Path(run_dir) if run_dir else new_run_dir(f"dpo-{task}")
@@ -202,10 +206,8 @@ def dpo_from_run(
     start: bool = True,
 ) -> Run:
     """DPO on top of a finished SFT run directory: loads its base model and adapter."""
-    from workbench.runs.saved import load_run_model
-
     model, tokenizer, template = load_run_model(sft_run_dir, trainable=True)
-    return train_preferences(
+    return train_dpo(
         model,
         tokenizer,
         pairs,
@@ -215,3 +217,38 @@ def dpo_from_run(
         parent=sft_run_dir,
         start=start,
     )
+
+
+def train_preferences(
+    model,
+    tokenizer,
+    pairs: Examples,
+    validation: Examples | None = None,
+    *,
+    template: Template | str = "alpaca",
+    settings: PreferenceSettings | None = None,
+    method: Method | None = None,
+    parent: str | Path | None = None,
+    run_dir: str | Path | None = None,
+    samples: int = 2,
+    start: bool = True,
+) -> Run:
+    """The old name of `train_dpo` (kept for one release)."""
+    deprecated_name("train_preferences", "train_dpo")
+    return train_dpo(
+        model, tokenizer, pairs, validation, settings=settings, method=method,
+        template=template, parent=parent, run_dir=run_dir, start=start, samples=samples,
+    )  # fmt: skip
+
+
+register(
+    Kind(
+        stage="dpo",
+        title="DPO (direct preference optimisation)",
+        function="train_dpo",
+        rows="prompt/chosen/rejected pairs, after instruction tuning",
+        settings=PreferenceSettings,
+        cannot_resume="DPO runs cannot be resumed yet: start a new one (`workbench dpo`).",
+        command="dpo",
+    )
+)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from workbench.data.documents import Documents as Documents  # re-exported
@@ -26,7 +26,8 @@ from workbench.errors import RunDirectoryInUseError
 from workbench.model.methods import Method, count_parameters
 from workbench.runs.bridge import bridged, event_bridge
 from workbench.runs.directory import RunDirectory, new_run_dir
-from workbench.runs.hyperparameters import Hyperparameters
+from workbench.runs.hyperparameters import Hyperparameters, as_hyperparameters
+from workbench.runs.kinds import Kind, deprecated_name, register
 from workbench.runs.run import Run, RunContext
 from workbench.tokens.blocks import BlockCollator, TokenBlocks, token_blocks
 from workbench.tokens.templates import TEMPLATES
@@ -46,7 +47,68 @@ NOT_USED = (
 SAMPLE_PROMPT_TOKENS = 24  # the opening of a document the monitor asks the model to continue
 
 
+@dataclass
+class PretrainingSettings(Hyperparameters):
+    """Continued pre-training's settings: instruction tuning's `Hyperparameters` (the same
+    fields, meanings and checks) and the two knobs raw text adds."""
+
+    block_size: int = field(
+        default=256,
+        metadata={"help": "tokens per training block; longer blocks see more context, cost more"},
+    )
+    drop_duplicates: bool = field(
+        default=False,
+        metadata={"help": "drop documents that repeat an earlier one (kept with a warning)"},
+    )
+
+
 # -- the run ------------------------------------------------------------------------------
+def train_pretraining(
+    model,
+    tokenizer,
+    rows: Documents,
+    validation: Documents | None = None,
+    *,
+    settings: PretrainingSettings | Hyperparameters | None = None,
+    method: Method | None = None,
+    run_dir: str | Path | None = None,
+    start: bool = True,
+    samples: int = 2,
+) -> Run:
+    """Start continued pre-training on the documents `rows` and return the Run at once
+    (training continues in the background).
+
+    Documents (`text` rows, a folder of `.txt` files, or strings) are joined with EOS and cut
+    into blocks of `settings.block_size` tokens; every token is learned. `validation`
+    documents give the validation loss (and perplexity) at each evaluation, and the opening of
+    `samples` of them is continued by the model. LoRA (the default `method`) or full training;
+    a model that already carries an adapter continues it, so `train(run.model, ...)` afterwards
+    instruction-tunes the same adapter. Documents that repeat an earlier one are trained on
+    (with a warning) unless `settings.drop_duplicates`.
+    """
+    if run_dir is not None and RunDirectory(run_dir).is_run:
+        raise RunDirectoryInUseError(Path(run_dir))
+    settings = settings or PretrainingSettings()
+    block_size = getattr(settings, "block_size", PretrainingSettings.block_size)
+    read = {"drop_duplicates": getattr(settings, "drop_duplicates", False)}
+    hp = as_hyperparameters(settings)
+    _warn_not_used(hp)
+    validation = read_documents(validation, **read) if validation is not None else None
+    run = _prepare(
+        model,
+        tokenizer,
+        read_documents(rows, **read),
+        validation,
+        block_size=block_size,
+        method=method or Method(),
+        hp=hp,
+        run_dir=run_dir,
+        samples=samples,
+        resuming=False,
+    )
+    return run.start() if start else run
+
+
 def continue_pretraining(
     model,
     tokenizer,
@@ -61,35 +123,16 @@ def continue_pretraining(
     drop_duplicates: bool = False,
     start: bool = True,
 ) -> Run:
-    """Start continued pre-training on `documents` and return the Run at once (training
-    continues in the background).
-
-    Documents are joined with EOS and cut into blocks of `block_size` tokens; every token is
-    learned. `validation` documents give the validation loss (and perplexity) at each
-    evaluation, and the opening of `samples` of them is continued by the model. LoRA (the
-    default `method`) or full training; a model that already carries an adapter continues it,
-    so `train(run.model, ...)` afterwards instruction-tunes the same adapter. Documents that
-    repeat an earlier one are trained on (with a warning) unless `drop_duplicates=True`.
-    """
-    if run_dir is not None and RunDirectory(run_dir).is_run:
-        raise RunDirectoryInUseError(Path(run_dir))
-    hp = hyperparameters or Hyperparameters()
-    _warn_not_used(hp)
-    read = {"drop_duplicates": drop_duplicates}
-    validation = read_documents(validation, **read) if validation is not None else None
-    run = _prepare(
-        model,
-        tokenizer,
-        read_documents(documents, **read),
-        validation,
-        block_size=block_size,
-        method=method or Method(),
-        hp=hp,
-        run_dir=run_dir,
-        samples=samples,
-        resuming=False,
+    """The old form of `train_pretraining` (kept for one release)."""
+    deprecated_name("continue_pretraining", "train_pretraining")
+    base = hyperparameters or Hyperparameters()
+    settings = PretrainingSettings(
+        **base.to_dict(), block_size=block_size, drop_duplicates=drop_duplicates
     )
-    return run.start() if start else run
+    return train_pretraining(
+        model, tokenizer, documents, validation, settings=settings, method=method,
+        run_dir=run_dir, start=start, samples=samples,
+    )  # fmt: skip
 
 
 def _warn_not_used(hp: Hyperparameters) -> None:
@@ -238,7 +281,7 @@ def resume_pretraining(
     model named there unless `model` and `tokenizer` (a fresh base model) are given."""
     opened = open_run(
         run_dir, STAGE, Hyperparameters, max_steps,
-        otherwise="resume instruction tuning with workbench.resume_run(path)",
+        otherwise="resume instruction tuning with workbench.resume(path)",
     )  # fmt: skip
     model, tokenizer = opened.model(model, tokenizer)
     run = _prepare(
@@ -360,3 +403,15 @@ def save_perplexities(run_dir: str | Path, table) -> Path:
     no_answers = pd.DataFrame(columns=["prompt", "reference", "before", "after"])
     save_comparison(run_dir, table, no_answers)
     return write_report(run_dir)
+
+
+register(
+    Kind(
+        stage=STAGE,
+        title="continued pre-training",
+        function="train_pretraining",
+        rows="`text` rows, a folder of `.txt` files, or strings",
+        settings=PretrainingSettings,
+        resume=resume_pretraining,
+    )
+)

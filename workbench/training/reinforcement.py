@@ -22,13 +22,15 @@ from typing import Literal
 
 from workbench.data.loading import Examples
 from workbench.errors import RunDirectoryInUseError, WorkbenchError
-from workbench.evaluation.rewards import Reward, reward_from_record
+from workbench.evaluation.rewards import Reward, restorable, reward_from_record
 from workbench.model.methods import Method, apply_method, count_parameters
 from workbench.runs.bridge import bridged, event_bridge
 from workbench.runs.directory import RunDirectory, new_run_dir
 from workbench.runs.hyperparameters import ObjectiveSettings
+from workbench.runs.kinds import Kind, deprecated_name, register
 from workbench.runs.run import Run, RunContext
-from workbench.tokens.templates import Template, get_template
+from workbench.runs.saved import template_for
+from workbench.tokens.templates import Template
 from workbench.training.resuming import open_run
 from workbench.training.reward_source import as_reward
 
@@ -180,6 +182,55 @@ def _policy(model, method: Method | None, seed: int):
     return apply_method(model, method), method
 
 
+def train_grpo(
+    model,
+    tokenizer,
+    rows: Examples,
+    validation: Examples | None = None,
+    *,
+    reward,
+    settings: RLSettings | None = None,
+    method: Method | None = None,
+    template: Template | str | None = None,
+    parent: str | Path | None = None,
+    run_dir: str | Path | None = None,
+    start: bool = True,
+    samples: int = 2,
+) -> Run:
+    """Start GRPO on the prompt `rows` and return the Run at once (TRL's GRPOTrainer).
+
+    `model` is normally an instruction-tuned model (a finished run's `run.model`, or the
+    embedded instruct model); its adapter goes on learning, a frozen copy is the reference.
+    `reward`: a function of (prompt, completion) (see workbench.evaluation.rewards), a reward
+    model's Run or run directory. The `validation` prompts are answered at the start and at
+    every evaluation (`eval_reward`); the first `samples` of them are shown as sample answers.
+    `template` defaults to the parent run's (else the one that suits the rows).
+    """
+    return _start_rl("grpo", model, tokenizer, rows, validation, reward, settings, method,
+                     template, parent, run_dir, start, samples)  # fmt: skip
+
+
+def train_ppo(
+    model,
+    tokenizer,
+    rows: Examples,
+    validation: Examples | None = None,
+    *,
+    reward,
+    settings: RLSettings | None = None,
+    method: Method | None = None,
+    template: Template | str | None = None,
+    parent: str | Path | None = None,
+    run_dir: str | Path | None = None,
+    start: bool = True,
+    samples: int = 2,
+) -> Run:
+    """Start PPO on the prompt `rows` (the project's PPO on the Trainer: a value head, GAE,
+    clipped updates; see training/ppo.py). The arguments are `train_grpo`'s."""
+    return _start_rl("ppo", model, tokenizer, rows, validation, reward, settings, method,
+                     template, parent, run_dir, start, samples)  # fmt: skip
+
+
 def reinforce(
     model,
     tokenizer,
@@ -196,14 +247,16 @@ def reinforce(
     samples: int = 2,
     start: bool = True,
 ) -> Run:
-    """Start reinforcement learning on `prompts` and return the Run at once.
+    """The old form of `train_grpo` / `train_ppo` (kept for one release)."""
+    deprecated_name("reinforce(algorithm=...)", f"train_{algorithm}")
+    return _start_rl(algorithm, model, tokenizer, prompts, held_out, reward, settings, method,
+                     template, parent, run_dir, start, samples)  # fmt: skip
 
-    `model` is normally an instruction-tuned model (a finished run's `run.model`, or the
-    embedded instruct model); its adapter goes on learning, a frozen copy is the reference.
-    `reward`: a function of (prompt, completion) (see workbench.evaluation.rewards), a reward
-    model's Run or run directory. `held_out` prompts are answered at the start and at every
-    evaluation (`eval_reward`); the first `samples` of them are shown as sample answers.
-    """
+
+def _start_rl(
+    algorithm, model, tokenizer, prompts, held_out, reward, settings, method, template, parent,
+    run_dir, start, samples,
+) -> Run:  # fmt: skip
     if algorithm not in ALGORITHMS:
         raise WorkbenchError(f"`algorithm`={algorithm!r}: use 'grpo' or 'ppo'.")
     if run_dir is not None and RunDirectory(run_dir).is_run:
@@ -226,7 +279,7 @@ def reinforce(
         scorer,
         settings=settings,
         method=method,
-        template=get_template(template),
+        template=template_for(template, parent, prompts.format),
         stage=algorithm,
         parent=parent,
         run_dir=run_dir,
@@ -394,3 +447,31 @@ def _build_grpo_trainer(run: Run, settings, reward: Reward, texts, held_texts, r
         callbacks=[event_bridge(run)],
     )
     return bridged(trainer, run)
+
+
+def _resume_rl(run_dir, model=None, tokenizer=None, *, max_steps=None, reward=None) -> Run:
+    return resume_reinforcement(
+        run_dir, reward=reward, model=model, tokenizer=tokenizer, max_steps=max_steps
+    )
+
+
+def _reward_restores(config: dict) -> bool:
+    return restorable(config.get("reward") or {})
+
+
+for _algorithm, _title in (("grpo", "GRPO"), ("ppo", "PPO")):
+    register(
+        Kind(
+            stage=_algorithm,
+            title=f"{_title} (reinforcement learning with a reward)",
+            function=f"train_{_algorithm}",
+            rows="prompts, and a reward function or a reward model",
+            settings=RLSettings,
+            figure_rows=3,
+            resume=_resume_rl,
+            needs=("reward",),
+            restores=_reward_restores,
+            extras=("reward",),
+            command="rl",
+        )
+    )

@@ -56,7 +56,7 @@ def open_run(
     settings_class,
     max_steps: int | None,
     *,
-    otherwise: str = "resume it with workbench.resume_run(path)",
+    otherwise: str = "resume it with workbench.resume(path)",
 ) -> Resuming:
     """Open `run_dir` to resume a run of `stage` (one, or any of several): raise, naming
     config.yaml, when it is another kind (`otherwise` says what to do) or when there is no

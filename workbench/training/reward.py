@@ -24,6 +24,7 @@ from workbench.model.methods import Method, apply_method, count_parameters
 from workbench.runs.bridge import bridged, event_bridge
 from workbench.runs.directory import CONFIG, RunDirectory, new_run_dir
 from workbench.runs.hyperparameters import ObjectiveSettings
+from workbench.runs.kinds import Kind, register
 from workbench.runs.run import Run, RunContext
 from workbench.tokens.templates import Template, get_template
 from workbench.training.preference import trl_rows as trl_pairs  # the rows DPO gives TRL
@@ -379,3 +380,21 @@ def resume_reward_model(run_dir: str | Path, *, max_steps: int | None = None) ->
         resuming=True,
     )
     return run.resume(max_steps)
+
+
+def _resume_reward(run_dir, model=None, tokenizer=None, *, max_steps=None) -> Run:
+    if model is not None:
+        raise WorkbenchError(f"{run_dir}: a reward model run loads its own model; drop `model=`.")
+    return resume_reward_model(run_dir, max_steps=max_steps)
+
+
+register(
+    Kind(
+        stage="reward",
+        title="reward model",
+        function="train_reward_model",
+        rows="prompt/chosen/rejected pairs",
+        settings=RewardSettings,
+        resume=_resume_reward,
+    )
+)

@@ -101,7 +101,7 @@ def train_sequence(
             validation[index],
             template=template,
             method=method,
-            hyperparameters=settings[index],
+            settings=settings[index],
             run_dir=_stage_dir(run_root, index, stages[index]),
             samples=samples,
             regularizer=plan.regularizer,
@@ -111,7 +111,7 @@ def train_sequence(
         if run.status != "finished":
             raise WorkbenchError(
                 f"Stage {index + 1} of {len(stages)} ({run.run_dir}) ended `{run.status}`: "
-                f"{run.error}. Resume it with `resume_run`, then train the remaining stages."
+                f"{run.error}. Resume it with `resume`, then train the remaining stages."
             )
         runs.append(run)
         model = run.model  # LoRA: the PEFT model, its adapter continued by the next stage

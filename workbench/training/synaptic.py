@@ -234,7 +234,7 @@ class SynapticIntelligence:
     __call__ = penalty
 
     def to_config(self) -> dict[str, Any]:
-        """What config.yaml records so that `resume_run` can rebuild this penalty."""
+        """What config.yaml records so that `resume` can rebuild this penalty."""
         return {"kind": "si", "strength": self.strength, **self.settings}
 
     def save(self, run_dir: str | Path) -> dict[str, Any]:
@@ -299,7 +299,7 @@ def synaptic_intelligence(
     }
     penalty = SynapticIntelligence(omega, reference, strength, settings=settings)
     if model is not None:
-        from workbench.training.regularizers import check_anchored_weights
+        from workbench.training.anchors import check_anchored_weights
 
         check_anchored_weights(penalty, model)
     return penalty

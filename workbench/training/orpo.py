@@ -1,0 +1,211 @@
+"""ORPO: instruction tuning and preference tuning in one loss, on TRL's ORPOTrainer.
+
+`train_orpo(model, tokenizer, pairs)` learns the chosen answers as instruction tuning does (their
+negative log-likelihood) and, in the same step, raises the odds of the chosen answer over the
+rejected one (the odds ratio, weighted by `beta`, ORPO's lambda). It needs no reference model:
+nothing is compared with a frozen copy, so ORPO can start from a base model without SFT first,
+and trains LoRA or every weight alike. The Run has the same events, files and panels as every
+other run; its `step` events also carry the reward margin and accuracy. `resume_orpo(run_dir)`
+continues a stopped run.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from workbench.data.loading import Examples
+from workbench.errors import RunDirectoryInUseError, WorkbenchError
+from workbench.evaluation.preferences import prompt_of
+from workbench.model.methods import Method, count_parameters
+from workbench.runs.bridge import bridged, event_bridge
+from workbench.runs.directory import RunDirectory, new_run_dir
+from workbench.runs.hyperparameters import ObjectiveSettings
+from workbench.runs.kinds import Kind, register
+from workbench.runs.run import Run, RunContext
+from workbench.runs.saved import template_for
+from workbench.tokens.templates import Template
+from workbench.training.kto import answer_samples, model_to_train, resume_on
+
+
+@dataclass
+class ORPOSettings(ObjectiveSettings):
+    """How ORPO runs: the instruction-tuning `Hyperparameters` (same fields, meanings and
+    checks) with ORPO's defaults, plus `beta`, the weight of the odds-ratio term against the
+    chosen answers' log-likelihood (ORPO's lambda). `batch_size` counts pairs; `max_length`
+    counts prompt + answer (TRL cuts longer answers). The settings in `SFT_ONLY` do not apply
+    to ORPO and must keep their values.
+    """
+
+    what, title = "ORPO", "ORPO settings"
+
+    learning_rate: float = field(  # half of SFT's LoRA rate: the preference term pushes too
+        default=1e-4, metadata={"help": "LoRA ~1e-4; full fine-tuning ~5e-6 (the paper: 8e-6)"}
+    )
+    batch_size: int = field(default=4, metadata={"help": "pairs per forward pass"})
+    eval_every: int = field(default=10, metadata={"help": "evaluate every N steps"})
+    beta: float = field(  # the ORPO paper's lambda and TRL's default
+        default=0.1,
+        metadata={"help": "odds-ratio weight (lambda): 0.1 is usual; higher prefers harder"},
+    )
+
+    def own_problems(self) -> list[str]:
+        if self.beta <= 0:
+            return [f"`beta`={self.beta} must be positive (0.1 is usual)."]
+        return []
+
+
+def check_orpo_pairs(pairs: Examples) -> None:
+    """Raise unless `pairs` are preference rows."""
+    if pairs.format != "preference":
+        raise WorkbenchError(
+            f"{pairs.source}: ORPO needs preference rows (`chosen`, `rejected` and `prompt` or "
+            f"`instruction`), but these are {pairs.format!r} rows. See "
+            "sample_data/preferences.jsonl."
+        )
+
+
+def orpo_rows(pairs: Examples, template: Template, tokenizer) -> list[dict[str, str]]:
+    """The rows TRL's ORPOTrainer takes: the prompt through the template, both answers."""
+    return [
+        {
+            "prompt": prompt_of(r, template, tokenizer),
+            "chosen": r["chosen"],
+            "rejected": r["rejected"],
+        }
+        for r in pairs.rows
+    ]
+
+
+def train_orpo(
+    model,
+    tokenizer,
+    rows: Examples,
+    validation: Examples | None = None,
+    *,
+    settings: ORPOSettings | None = None,
+    method: Method | None = None,
+    template: Template | str | None = None,
+    parent: str | Path | None = None,
+    run_dir: str | Path | None = None,
+    start: bool = True,
+) -> Run:
+    """Start ORPO on the pair `rows` (prompt or instruction, chosen, rejected) and return the
+    Run at once (training continues in the background).
+
+    `model` is a base model, which gets `method` (default LoRA; 'full' works too), or an SFT
+    run's model, whose adapter goes on learning. No reference model is kept, which is why ORPO
+    can start from a base model without SFT. `parent` names an SFT run directory, and
+    `template` defaults to its template ('alpaca' without one).
+    """
+    pairs = rows
+    for given in (pairs, validation):
+        if given is not None:
+            check_orpo_pairs(given)
+    if run_dir is not None and RunDirectory(run_dir).is_run:
+        raise RunDirectoryInUseError(Path(run_dir))
+    settings = settings or ORPOSettings()
+    model, method = model_to_train(model, method, settings.seed)
+    template = template_for(template, parent, pairs.format)
+    run = _orpo_run(
+        model, tokenizer, pairs, validation, settings, method, template, parent, run_dir
+    )
+    return run.start() if start else run
+
+
+def _orpo_run(
+    model, tokenizer, pairs, validation, settings, method, template, parent, run_dir, resuming=False
+) -> Run:
+    """The Run of an ORPO run; a new one records config.yaml and its rows."""
+    train_rows = orpo_rows(pairs, template, tokenizer)
+    val_rows = orpo_rows(validation, template, tokenizer) if validation else None
+    run_dir = Path(run_dir) if run_dir else new_run_dir(f"orpo-{next(iter(pairs.tasks), 'pairs')}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resuming:
+        RunDirectory(run_dir).record_run(
+            stage="orpo",
+            model=model,
+            template=template,
+            method=method,
+            hyperparameters=settings,
+            train=pairs,
+            validation=validation,
+            parent=str(parent) if parent else None,
+        )
+    prompts, references = answer_samples(validation or pairs, template, tokenizer)
+    context = RunContext(
+        model=model,
+        tokenizer=tokenizer,
+        template=template,
+        method=method,
+        hyperparameters=settings,
+        parameters=count_parameters(model),
+        sample_prompts=prompts,
+        references=references,
+        samples_shown=len(prompts),
+        sample_max_new_tokens=settings.sample_max_new_tokens,
+    )
+
+    def build_trainer(run: Run, resuming: bool):  # run.hyperparameters: a resume may extend
+        return _build_orpo_trainer(run, run.hyperparameters, train_rows, val_rows, resuming)
+
+    def save_final(folder: Path) -> None:  # the adapter (or, full fine-tuning, the model)
+        if hasattr(model, "peft_config"):
+            model.save_pretrained(folder, selected_adapters=["default"])
+        else:
+            model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
+    return Run(run_dir, context, build_trainer, save_final=save_final)
+
+
+def _build_orpo_trainer(run: Run, settings: ORPOSettings, train_rows, val_rows, resuming: bool):
+    """TRL's ORPOTrainer with the Run's event bridge: the same events as an SFT run."""
+    import datasets
+
+    with warnings.catch_warnings():  # "APIs here are unstable": TRL's version is pinned and
+        warnings.filterwarnings("ignore", "You are importing from 'trl.experimental'")  # tested
+        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+    args = settings.run_arguments(
+        run.directory.checkpoints_dir,
+        run.model,
+        has_validation=val_rows is not None,
+        rows=len(train_rows),  # the plan's optimizer steps: warmup cap, too-short warning
+        args_class=ORPOConfig,
+        beta=settings.beta,
+        max_length=settings.max_length,
+        remove_unused_columns=False,  # TRL's pair collator needs its own columns
+    )
+    if resuming:
+        args.eval_on_start = False  # the resumed run already measured its start
+    trainer = ORPOTrainer(
+        model=run.model,
+        args=args,
+        train_dataset=datasets.Dataset.from_list(train_rows),
+        eval_dataset=datasets.Dataset.from_list(val_rows) if val_rows else None,
+        processing_class=run.tokenizer,
+        callbacks=[event_bridge(run)],
+    )
+    return bridged(trainer, run)
+
+
+def resume_orpo(
+    run_dir: str | Path, model=None, tokenizer=None, *, max_steps: int | None = None
+) -> Run:
+    """Continue a stopped, failed or killed ORPO run from its newest complete checkpoint, on
+    `model` or the base model (and parent adapter) its config.yaml names, with its pairs."""
+    return resume_on("orpo", ORPOSettings, _orpo_run, run_dir, model, tokenizer, max_steps)
+
+
+register(
+    Kind(
+        stage="orpo",
+        title="ORPO (instruction and preference tuning in one loss, no reference model)",
+        function="train_orpo",
+        rows="prompt/chosen/rejected pairs (`prompt` or `instruction`)",
+        settings=ORPOSettings,
+        resume=resume_orpo,
+    )
+)
