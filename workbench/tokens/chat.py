@@ -1,18 +1,63 @@
 """Conversations through the tokenizer's chat template, cut into segments, one per turn.
 
 Every assistant turn is learned, up to and including the template's end-of-turn marker
-(`<|im_end|>`, `<|eot_id|>`); `assistant_turns="last"` learns the last only. The turns come
-from the template's `{% generation %}` marks where it has them, else from rendering the
-conversation turn by turn and checking that each rendering extends the one before (the prefix
-property). A template without it is named, and only its last assistant turn is learned.
+(`<|im_end|>`, `<|eot_id|>`); `assistant_turns="last"` learns the last only. The turns are
+found in the first of these ways that works, and `Cut.turns` says which:
+- "generation marks": the template's `{% generation %}` marks, where it has them;
+- "turn by turn": the conversation rendered up to each assistant turn, each rendering the
+  start of the next (the prefix property);
+- "found by offsets": a template without the prefix property (Qwen3's writes the `<think>`
+  block only in the last assistant turn) renders the whole conversation once, and each
+  message's text is found in it, in order, each reply with the end-of-turn marker after it;
+- "last turn only": a reply the template rewrites cannot be found, so only the last assistant
+  turn is learned, with a warning (`TurnsFallbackWarning`) naming the template and message.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import warnings
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from workbench.errors import TemplateError
 from workbench.tokens.segments import Segment
+
+TurnsCut = Literal["", "generation marks", "turn by turn", "found by offsets", "last turn only"]
+PROBE = "Ready."  # a reply rendered to see what the template writes after one
+
+
+@dataclass(frozen=True)
+class Cut:
+    """A row's segments, and how a conversation's turns were found (`turns`; '' for a row of
+    a text template). `why` says why a conversation fell back to its last turn."""
+
+    segments: list[Segment]
+    turns: TurnsCut = ""
+    why: str = ""
+
+
+class TurnsFallbackWarning(UserWarning):
+    """A conversation whose assistant turns cannot be found: only its last one is learned."""
+
+
+def cut_conversation(
+    messages: list[dict[str, str]], tokenizer, assistant_turns: str = "all"
+) -> Cut:
+    """A conversation's segments, from generation marks, turn by turn, or by offsets in the
+    whole rendering; failing those, the last assistant turn alone, with a warning."""
+    learned = _learned_turns(messages, assistant_turns)
+    if _has_generation_marks(tokenizer):
+        return Cut(_marked_segments(messages, tokenizer, learned), "generation marks")
+    try:
+        return Cut(_prefix_segments(messages, tokenizer, learned), "turn by turn")
+    except PrefixError:
+        pass  # the earlier turns render differently in longer conversations: find them
+    try:
+        return Cut(offset_segments(messages, tokenizer, assistant_turns), "found by offsets")
+    except ReplyNotFoundError as error:
+        why = str(error)
+    warnings.warn(why, TurnsFallbackWarning, stacklevel=3)
+    return Cut(last_turn_segments(messages, tokenizer), "last turn only", why)
 
 
 def chat_segments(
@@ -26,11 +71,17 @@ def chat_segments(
     the next (the prefix property). Each assistant turn's text, from its content to the
     template's end-of-turn marker (`<|im_end|>`, `<|eot_id|>`), is learned; whitespace after
     the marker is not. A template that lacks the prefix property (some rewrite earlier turns)
-    raises PrefixError, naming the turn; `chat_segments_or_last` then learns the last turn.
+    raises PrefixError, naming the turn; `cut_conversation` then finds the turns by offsets.
     """
     learned = _learned_turns(messages, assistant_turns)
-    if "{% generation %}" in (tokenizer.chat_template or "").replace("{%-", "{%"):
+    if _has_generation_marks(tokenizer):
         return _marked_segments(messages, tokenizer, learned)
+    return _prefix_segments(messages, tokenizer, learned)
+
+
+def _prefix_segments(messages, tokenizer, learned: set[int]) -> list[Segment]:
+    """Segments from rendering the conversation up to each assistant turn (PrefixError where
+    a rendering is not the start of the next)."""
     segments, done = [], ""
     for k, message in enumerate(messages):
         if message["role"] != "assistant":
@@ -51,35 +102,123 @@ def chat_segments(
     return segments
 
 
-class PrefixError(TemplateError):
-    """A chat template whose rendering of the first turns is not the start of the whole."""
-
-    def __init__(self, tokenizer, turn: int, why: str) -> None:
-        name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
-        super().__init__(
-            f"The chat template of `{name}` is not prefix-stable at message {turn} ({why}): "
-            "its turns cannot be cut into learned and unlearned pieces one by one. Only the "
-            "last assistant turn of such rows is learned (assistant_turns='last')."
-        )
-
-
-def segments_or_last(
+def offset_segments(
     messages: list[dict[str, str]], tokenizer, assistant_turns: str = "all"
 ) -> list[Segment]:
-    """`chat_segments`, or for a template without the prefix property the documented
-    fallback: the whole conversation before the last assistant turn as the prompt, that turn
-    (content and EOS) learned, with a warning naming the template."""
-    import warnings
+    """The conversation rendered once and cut where each message's text is found in it.
 
+    Messages are searched in order, each after the one before, so a text that repeats maps to
+    its own turn. A reply is found with the template's end-of-turn marker right after it
+    (`end_of_turn`, or the tokenizer's EOS), and both are learned; whitespace after the marker
+    is not. A template that writes no marker gets the tokenizer's EOS after each reply, as
+    turn by turn. Raises ReplyNotFoundError for a learned reply that is not in the rendering
+    (the template rewrites it) or is empty."""
+    learned = _learned_turns(messages, assistant_turns)
+    full = render(tokenizer, messages, generation_prompt=False)
+    markers = _end_markers(tokenizer, messages)
+    spans, at = [], 0
+    for k, message in enumerate(messages):
+        reply = message["role"] == "assistant"
+        found = _find_text(full, message["content"], markers if reply else [""], at)
+        if found is None and reply and k in learned:
+            raise ReplyNotFoundError(tokenizer, k)
+        if found is not None:  # a system prompt the template rewrites is passed over
+            spans += [(k, *found)] if reply else []
+            at = found[1]
+    return _span_segments(full, messages, spans, learned, eos=markers == [""])
+
+
+def _find_text(text: str, content: str, markers: list[str], at: int) -> tuple[int, int] | None:
+    """(start, end) of the first `content` followed by one of `markers` at or after `at`, the
+    marker included; the content stripped is tried where the template trims it."""
+    for wanted in dict.fromkeys([content, content.strip()]):
+        if not wanted.strip():
+            continue  # an empty text has nothing to find
+        hits = [(i, -len(m)) for m in markers if (i := text.find(wanted + m, at)) >= 0]
+        if hits:
+            start, longest = min(hits)  # the first place; there, the longest marker
+            return start, start + len(wanted) - longest
+    return None
+
+
+def _span_segments(full: str, messages, spans, learned: set[int], eos: bool) -> list[Segment]:
+    """Segments of `full` from the assistant spans (turn, start, end): their concatenation is
+    `full` exactly, so each piece tokenises where the template put it."""
+    segments, at = [], 0
+    for k, start, end in spans:
+        if full[at:start]:
+            segments.append(Segment(full[at:start], False, _role_before(messages, k)))
+        segments.append(Segment(full[start:end], k in learned, "assistant", eos=eos))
+        at = len(full) - len(full[end:].lstrip())  # the whitespace after the marker
+        if full[end:at]:
+            segments.append(Segment(full[end:at], False, "format"))
+    if full[at:]:
+        segments.append(Segment(full[at:], False, "format"))
+    return segments
+
+
+def end_of_turn(tokenizer, messages: list[dict[str, str]] | None = None) -> str:
+    """The text the chat template writes after an assistant reply, up to the whitespace
+    before the next turn (`<|im_end|>`, `<|eot_id|>`), or ''. Found by rendering `messages`
+    (by default a user turn and a reply) up to the last reply, with that reply's text
+    replaced by a probe."""
+    messages = messages or [{"role": "user", "content": "Hello"}, {"role": "assistant"}]
+    replies = [k for k, m in enumerate(messages) if m["role"] == "assistant"]
+    last = replies[-1] if replies else len(messages)
+    probed = [*messages[:last], {"role": "assistant", "content": PROBE}]
     try:
-        return chat_segments(messages, tokenizer, assistant_turns)
-    except PrefixError as error:
-        warnings.warn(str(error), stacklevel=3)
+        text = render(tokenizer, probed, generation_prompt=False)
+    except Exception:  # noqa: BLE001 - a template with other demands: only EOS counts
+        return ""
+    return text[text.rfind(PROBE) + len(PROBE) :].rstrip() if PROBE in text else ""
+
+
+def _end_markers(tokenizer, messages: list[dict[str, str]]) -> list[str]:
+    """What may follow a reply in the rendering: the end-of-turn marker (also without the
+    space some templates put before it) or the tokenizer's EOS; [''] for a template that
+    writes none."""
+    marker = end_of_turn(tokenizer, messages)
+    if not marker:
+        return [""]
+    eos = getattr(tokenizer, "eos_token", None)
+    return list(dict.fromkeys(m for m in (marker, marker.lstrip(), eos) if m))
+
+
+def last_turn_segments(messages: list[dict[str, str]], tokenizer) -> list[Segment]:
+    """The documented fallback: the whole conversation before the last assistant turn as the
+    prompt, that turn's content learned, followed by the tokenizer's EOS."""
     prompt = render(tokenizer, messages[:-1], generation_prompt=True)
     return [
         Segment(prompt, False, "prompt"),
         Segment(messages[-1]["content"], True, "assistant", eos=True),
     ]
+
+
+def _template_name(tokenizer) -> str:
+    return getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+
+
+class PrefixError(TemplateError):
+    """A chat template whose rendering of the first turns is not the start of the whole."""
+
+    def __init__(self, tokenizer, turn: int, why: str) -> None:
+        super().__init__(
+            f"The chat template of `{_template_name(tokenizer)}` is not prefix-stable at "
+            f"message {turn} ({why}): its turns cannot be cut into learned and unlearned "
+            "pieces one by one, so they are found by their text in the whole rendering."
+        )
+
+
+class ReplyNotFoundError(TemplateError):
+    """An assistant reply that is not in the chat template's rendering of the conversation."""
+
+    def __init__(self, tokenizer, turn: int) -> None:
+        super().__init__(
+            f"The chat template of `{_template_name(tokenizer)}` is not prefix-stable, and the "
+            f"text of assistant message {turn} is not in its rendering of the whole "
+            "conversation (the template rewrites it, or it is empty). Only the last assistant "
+            "turn of such rows is learned, its content followed by EOS (assistant_turns='last')."
+        )
 
 
 def common_system(rows: list[dict]) -> str | None:
@@ -104,6 +243,10 @@ def _role_before(messages: list[dict[str, str]], k: int) -> str:
     roles = [m["role"] for m in messages[:k]]
     since = roles[len(roles) - roles[::-1].index("assistant") :] if "assistant" in roles else roles
     return "+".join(dict.fromkeys(since)) or "format"
+
+
+def _has_generation_marks(tokenizer) -> bool:
+    return "{% generation %}" in (tokenizer.chat_template or "").replace("{%-", "{%")
 
 
 def render(tokenizer, messages: list[dict[str, str]], *, generation_prompt: bool) -> str:

@@ -2,7 +2,8 @@
 
 `check_dataset` tokenises every row once, as training does, and checks for rows with nothing
 to learn, learned spans without a stop token, a generation prompt unlike the trained prefix,
-truncation of learned tokens, duplicates and leakage, empty or unused columns, and the labels
+conversations whose earlier turns could not be found (only the last is learned), truncation
+of learned tokens, duplicates and leakage, empty or unused columns, and the labels
 of classification-like tasks. Each `Finding` names the row (`data.jsonl:17`), what and the fix.
 """
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass, replace
 
 from workbench.data.loading import Examples
 from workbench.errors import WorkbenchError
+from workbench.tokens.chat import TurnsFallbackWarning, end_of_turn
 from workbench.tokens.row_checks import (
     ROWS_NAMED,
     SEVERITIES,
@@ -86,6 +88,7 @@ def check_dataset(
         findings += problems + _nothing_to_learn(rows, examples.source, completion_only)
         findings += _missing_stop(rows, examples.source, template, tokenizer)
         findings += _prompt_differs(rows, examples, template, tokenizer)
+        findings += _turns_found(rows, examples.source)
         findings += _truncated_learning(rows, examples.source, max_length, truncation_side)
     return sorted(findings, key=lambda f: SEVERITIES.index(f.severity))
 
@@ -118,10 +121,11 @@ def _tokenized_rows(examples, template, tokenizer, given, max_length, side, add_
                 rows.append(_Row(i, where, fitted, fitted))
                 continue
             try:
-                segments = template.segments(row, tokenizer, where=where)
+                cut = template.cut(row, tokenizer, where=where)
             except WorkbenchError as error:
                 failed.append((where, str(error).removeprefix(f"{where}: ")))
                 continue
+            segments = cut.segments
             if not add_eos:
                 segments = [replace(s, eos=False) for s in segments]
             whole = tokenize_segments(segments, tokenizer, max_length=WHOLE)
@@ -129,11 +133,15 @@ def _tokenized_rows(examples, template, tokenizer, given, max_length, side, add_
                 fitted = tokenize_segments(
                     segments, tokenizer, max_length=max_length, truncation_side=side
                 )
+            whole = replace(whole, turns=cut.turns)
+            fitted = replace(fitted, turns=cut.turns) if fitted is not None else None
             rows.append(_Row(i, where, fitted or whole, whole))
     findings = named_findings(
         failed, "error", "render", "", examples.source
     )  # the message says the fix
-    for message in dict.fromkeys(str(w.message) for w in caught):
+    # a conversation cut to its last turn is reported row by row (`_turns_found`)
+    messages = (str(w.message) for w in caught if w.category is not TurnsFallbackWarning)
+    for message in dict.fromkeys(messages):
         findings.append(Finding("warning", "render", message, examples.source))
     return rows, findings
 
@@ -158,23 +166,10 @@ def _nothing_to_learn(rows: list[_Row], source: str, completion_only: bool) -> l
     return findings
 
 
-def _end_of_turn(template: Template, tokenizer) -> str:
-    """The text a chat template writes after an assistant reply (`<|im_end|>`), or ''."""
-    if not template.use_chat_template:
-        return ""
-    probe = "Ready."
-    messages = [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": probe}]
-    try:
-        text = tokenizer.apply_chat_template(messages, tokenize=False)
-    except Exception:  # noqa: BLE001 - a template with other demands: only EOS counts
-        return ""
-    return text[text.rfind(probe) + len(probe) :].strip() if probe in text else ""
-
-
 def _missing_stop(rows: list[_Row], source: str, template: Template, tokenizer) -> list:
     """Rows with a learned span that ends neither with EOS nor with the end-of-turn marker:
     the model would never learn to stop."""
-    marker = _end_of_turn(template, tokenizer)
+    marker = end_of_turn(tokenizer).strip() if template.use_chat_template else ""
     stops = {tokenizer.eos_token_id} - {None}
     marker_ids = tokenizer(marker, add_special_tokens=False)["input_ids"] if marker else []
     if len(marker_ids) == 1:
@@ -255,6 +250,31 @@ def _before_last_learned(item: TokenizedExample) -> list[int] | None:
         return None
     last = item.segment_of[len(learned) - 1 - learned[::-1].index(True)]
     return item.input_ids[: item.segment_of.index(last)]
+
+
+def _turns_found(rows: list[_Row], source: str) -> list[Finding]:
+    """Conversations cut to their last assistant turn, row by row (a reply the chat template
+    rewrites, so the earlier turns cannot be found), and how many were found by offsets."""
+    last = [(r.where, _LAST_TURN_ONLY) for r in rows if r.whole.turns == "last turn only"]
+    fix = (
+        "Use a chat template that writes each reply as it is (or marks replies with "
+        "{% generation %}); or set assistant_turns='last' if only the last reply should be learned."
+    )
+    findings = named_findings(last, "warning", "last_turn_only", fix, source)
+    found = sum(r.whole.turns == "found by offsets" for r in rows)
+    if found:
+        what = (
+            f"{found} of {len(rows)} conversations: the chat template is not prefix-stable, so "
+            "every assistant turn was found by its text in the rendering of the whole conversation"
+        )
+        findings.append(Finding("info", "turns", what, source))
+    return findings
+
+
+_LAST_TURN_ONLY = (
+    "an assistant reply is not in the chat template's rendering of the conversation (the "
+    "template rewrites it), so only the last assistant turn is learned, followed by EOS"
+)
 
 
 def _truncated_learning(rows: list[_Row], source: str, max_length: int, side: str) -> list:

@@ -3,7 +3,7 @@
 A text template gives two segments, the prompt (not learned) and the response (learned). A
 conversation through the tokenizer's chat template gives one segment per turn, and every
 assistant turn is learned (or only the last, with `assistant_turns="last"`), its end-of-turn
-marker included (`workbench.tokens.chat`).
+marker included (`workbench.tokens.chat`); `Template.cut` also says how the turns were found.
 
 Templates are plain text with `{field}` placeholders. They are filled in by a small parser, not
 by `str.format` or Jinja, so a template cannot run code or reach attributes: `{x.__class__}` is
@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from workbench.errors import TemplateError
+from workbench.tokens import chat
 from workbench.tokens.segments import Segment
 
 _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
@@ -136,14 +137,19 @@ class Template:
 
     def segments(self, row: dict[str, Any], tokenizer=None, where: str = "row") -> list[Segment]:
         """The row as segments, in order: what training sees, and which of it is learned."""
-        from workbench.tokens import chat
+        return self.cut(row, tokenizer, where).segments
 
+    def cut(self, row: dict[str, Any], tokenizer=None, where: str = "row") -> chat.Cut:
+        """The row's segments, and for a conversation how its turns were found (`Cut.turns`:
+        by generation marks, turn by turn, by offsets, or the last turn only)."""
         if self.use_chat_template:
             self._check_chat_tokenizer(tokenizer)
             messages = self._messages(row, where)
-            return chat.segments_or_last(messages, tokenizer, self.assistant_turns)
+            return chat.cut_conversation(messages, tokenizer, self.assistant_turns)
         prompt, response = self.render(row, tokenizer, where)
-        return [Segment(prompt, False, "prompt"), Segment(response, True, "response", eos=True)]
+        return chat.Cut(
+            [Segment(prompt, False, "prompt"), Segment(response, True, "response", eos=True)]
+        )
 
     def render_prompt(self, row: dict[str, Any], tokenizer=None, where: str = "row") -> str:
         """Only the prompt: what a model is given at generation time."""
@@ -154,8 +160,6 @@ class Template:
     ) -> list[tuple[str, str]]:
         """(prompt, reference) for every answer in the row: each assistant turn of a
         conversation with the conversation before it as its prompt; one pair otherwise."""
-        from workbench.tokens import chat
-
         if not self.use_chat_template:
             prompt, response = self.render(row, tokenizer, where)
             return [(prompt, response)]
@@ -171,8 +175,6 @@ class Template:
         """The prompt for a new message a person types, rendered as the training rows were: a
         chat template gets the rows' own system message (the most common one) rather than
         the tokenizer's default, so the prompt tried is the prompt learned."""
-        from workbench.tokens import chat
-
         if not self.use_chat_template:
             return self.render_prompt({"instruction": text, "input": "", "prompt": text}, tokenizer)
         self._check_chat_tokenizer(tokenizer)
@@ -192,8 +194,6 @@ class Template:
         return prompt, messages[-1]["content"]
 
     def _messages(self, row: dict[str, Any], where: str) -> list[dict[str, str]]:
-        from workbench.tokens import chat
-
         messages = chat.chat_messages(row, where)
         if self.system and messages[0]["role"] != "system":
             messages = [{"role": "system", "content": self.system}, *messages]

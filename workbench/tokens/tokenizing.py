@@ -15,6 +15,7 @@ from typing import Literal
 
 from workbench.data.loading import Examples
 from workbench.errors import WorkbenchError
+from workbench.tokens.chat import TurnsCut
 from workbench.tokens.segments import Segment
 from workbench.tokens.templates import Template, get_template
 
@@ -34,6 +35,9 @@ class TokenizedExample:
     truncated: Literal["none", "response", "prompt"]  # "response": learned tokens were lost
     segment_of: list[int] = field(default_factory=list)  # each token's segment
     segment_roles: list[str] = field(default_factory=list)  # each segment's role
+    # how a conversation's turns were found ("found by offsets", "last turn only", ...; see
+    # `workbench.tokens.chat`); '' for a text template's row or bare segments
+    turns: TurnsCut = ""
 
     @property
     def loss_tokens(self) -> int:
@@ -200,7 +204,8 @@ def tokenize_examples(
     report = TruncationReport(rows=len(examples), max_length=max_length, side=truncation_side)
     tokenized = []
     for i, row in enumerate(examples.rows):
-        segments = template.segments(row, tokenizer, where=examples.where(i))
+        cut = template.cut(row, tokenizer, where=examples.where(i))
+        segments = cut.segments
         if not add_eos:
             segments = [replace(s, eos=False) for s in segments]
         item = tokenize_segments(
@@ -210,6 +215,7 @@ def tokenize_examples(
             completion_only=completion_only,
             truncation_side=truncation_side,
         )
+        item = replace(item, turns=cut.turns)
         if item.truncated == "response":
             report.truncated_response.append(i)
         elif item.truncated == "prompt":
@@ -264,15 +270,17 @@ def row_token_view(
     truncation_side: TruncationSide = "right",
 ) -> tuple[list[TokenInfo], TokenizedExample]:
     """Each token of one dataset row as training sees it: every turn of a conversation, with
-    every learned segment marked."""
-    segments = get_template(template).segments(row, tokenizer)
-    return segments_view(
-        segments,
+    every learned segment marked; the example's `turns` says how a conversation's turns were
+    found ("found by offsets", "last turn only", ...)."""
+    cut = get_template(template).cut(row, tokenizer)
+    tokens, item = segments_view(
+        cut.segments,
         tokenizer,
         max_length=max_length,
         completion_only=completion_only,
         truncation_side=truncation_side,
     )
+    return tokens, replace(item, turns=cut.turns)
 
 
 def segments_view(
