@@ -112,7 +112,7 @@ def _generate_batch(model, tokenizer, prompts: list[str], decoding: Decoding) ->
         max_new_tokens=decoding.max_new_tokens,
         do_sample=decoding.do_sample,
         pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
+        eos_token_id=stop_token_ids(model, tokenizer),
     )
     if decoding.do_sample:
         kwargs.update(temperature=decoding.temperature, top_p=decoding.top_p)
@@ -157,3 +157,14 @@ def cut_prompts(
             stacklevel=3,
         )
     return out
+
+
+def stop_token_ids(model, tokenizer) -> list[int]:
+    """Every token generation stops on: the tokenizer's EOS and the model's own list (Gemma's
+    `<end_of_turn>`, Phi-3's `<|end|>`, Llama 3's `<|eot_id|>`). Passing the tokenizer's EOS
+    alone would replace that list, and the answer would run on past the end of its turn."""
+    ids = [tokenizer.eos_token_id]
+    config = getattr(model, "generation_config", None)
+    own = getattr(config, "eos_token_id", None)
+    ids += own if isinstance(own, (list, tuple)) else [own]
+    return sorted({int(i) for i in ids if i is not None})

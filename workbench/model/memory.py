@@ -67,7 +67,7 @@ def linear_shapes(model_config: Any) -> dict[str, LinearShape]:
         raise UnsupportedModelError(
             f"Cannot count parameters of model_type={model_type!r} from its config: only "
             f"Llama-like decoders ({', '.join(LLAMA_LIKE)}) are known. Count on the model "
-            "instead: workbench.adapters.count_parameters(apply_method(model, method))."
+            "instead: workbench.count_parameters(model) after applying the method."
         )
     hidden, inner = config.hidden_size, config.intermediate_size
     heads = config.num_attention_heads

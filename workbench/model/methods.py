@@ -145,7 +145,8 @@ class Method(Settings):
 
 
 def linear_layer_names(model) -> list[str]:
-    """Names of the linear layers LoRA can target (`q_proj`, ...), without the output head."""
+    """Names of the linear layers LoRA can target (`q_proj`, ...), without the output head;
+    GPT-2's `Conv1D` layers (`c_attn`, `c_fc`, `c_proj`) count, as they do for peft."""
     import torch
 
     names = set()
@@ -153,6 +154,7 @@ def linear_layer_names(model) -> list[str]:
         is_linear = isinstance(module, torch.nn.Linear) or type(module).__name__ in (
             "Linear4bit",
             "Linear8bitLt",
+            "Conv1D",
         )
         if is_linear and "lm_head" not in full_name and "lora_" not in full_name:
             names.add(full_name.rsplit(".", 1)[-1])
