@@ -16,13 +16,13 @@ from workbench.runs.directory import RunDirectory
 
 
 def test_demo_help_and_default_steps_come_from_the_demo_settings(monkeypatch, capsys):
-    import workbench.lessons.demo as demo
+    import workbench.cli as cli
 
     with pytest.raises(SystemExit):
         main(["demo", "--help"])
     assert f"(default {DemoSettings.max_steps})" in capsys.readouterr().out
     received = []
-    monkeypatch.setattr(demo, "run_demo", lambda settings, model_name: received.append(settings))
+    monkeypatch.setattr(cli, "run_demo", lambda settings, model_name: received.append(settings))
     assert main(["demo"]) == 0
     assert received[0].max_steps == DemoSettings().max_steps
     assert main(["demo", "--max-steps", "3"]) == 0
@@ -44,7 +44,7 @@ def test_preview_takes_a_model_and_a_column_mapping(tiny_model_dir, tmp_path, ca
 
 
 def test_dpo_passes_learning_rate_and_batch_size_to_the_preference_settings(monkeypatch):
-    import workbench.experiments.preferences as preferences
+    import workbench.cli as cli
 
     received = []
 
@@ -52,7 +52,7 @@ def test_dpo_passes_learning_rate_and_batch_size_to_the_preference_settings(monk
         received.append(settings)
         raise WorkbenchError("captured")  # stop before any model loads
 
-    monkeypatch.setattr(preferences, "preference_experiment", capture)
+    monkeypatch.setattr(cli, "preference_experiment", capture)
     args = ["dpo", "runs/sft", "--learning-rate", "1e-5", "--batch-size", "2"]
     assert main(args) == 2
     assert (received[0].learning_rate, received[0].batch_size) == (1e-5, 2)

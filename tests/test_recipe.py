@@ -16,6 +16,7 @@ import pytest
 import yaml
 from conftest import ROOT, quick
 
+import workbench.interfaces.recipe_command as recipe_command
 import workbench.model.loading as models
 from workbench.cli import main
 from workbench.interfaces.recipe import read_recipe
@@ -48,6 +49,7 @@ def no_model_loading(monkeypatch) -> None:
         raise AssertionError("a model was loaded before the recipe was checked")
 
     monkeypatch.setattr(models, "load_model", refuse)
+    monkeypatch.setattr(recipe_command, "load_model", refuse)  # where the command calls it
 
 
 def digests(folder: Path) -> dict[str, str]:

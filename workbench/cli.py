@@ -7,13 +7,34 @@ import argparse
 import sys
 
 from workbench.cli_data import add_check_command, add_preview_command, check, preview
+from workbench.data.loading import load_data
+from workbench.errors import WorkbenchError
+from workbench.evaluation.rewards import labels_in, one_of_labels, valid_iso_date
+from workbench.experiments.preferences import preference_experiment
+from workbench.experiments.reinforcement import rl_experiment
+from workbench.interfaces.export import (
+    check_can_push,
+    export_script,
+    merge_adapter,
+    push_to_hub,
+)
+from workbench.interfaces.gguf_export import export_gguf
+from workbench.interfaces.recipe_command import report_before_after, train_recipe
+from workbench.lessons.demo import DemoSettings, run_demo
+from workbench.model.loading import DEFAULT_MODEL, load_model
+from workbench.runs.history import compare_runs, list_runs
+from workbench.runs.listing import comparison_text, runs_text
+from workbench.runs.report import write_report
+from workbench.runs.saved import load_run_model
+from workbench.tokens.templates import get_template
+from workbench.training.preference import PreferenceSettings
+from workbench.training.reinforcement import RLSettings
+from workbench.training.resume import resume
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command. Errors a user can cause (a bad file or setting, a finished or busy run
     directory, no checkpoint) print their message and exit 2; tracebacks are kept for bugs."""
-    from workbench.errors import WorkbenchError
-
     try:
         return _run_command(argv)
     except (WorkbenchError, FileNotFoundError, ValueError) as error:
@@ -40,8 +61,6 @@ def _run_command(argv: list[str] | None) -> int:
     _add_rl_command(commands)
     args = parser.parse_args(argv)
     if args.command == "train":
-        from workbench.interfaces.recipe_command import train_recipe
-
         return train_recipe(args.config, args.set)
     handlers = {"runs": _runs, "export": _export, "dpo": _dpo, "rl": _rl}
     handlers.update(check=check, preview=preview)  # the data commands: workbench/cli_data.py
@@ -49,25 +68,17 @@ def _run_command(argv: list[str] | None) -> int:
         return handlers[args.command](args)
 
     if args.command == "demo":
-        from workbench.lessons.demo import DemoSettings, run_demo
-        from workbench.model.loading import DEFAULT_MODEL
-
         settings = DemoSettings(max_steps=args.max_steps, held_out=args.held_out)
         run_demo(settings, model_name=args.model or DEFAULT_MODEL)
     elif args.command == "resume":
         return _resume(args)
     elif args.command == "report":
-        from workbench.runs.report import write_report
-
         print(write_report(args.run_dir))  # a folder that holds no run exits 2, creating nothing
     return 0
 
 
 def _resume(args: argparse.Namespace) -> int:
     """Continue a run; a recipe run that recorded held-out rows ends with its before/after."""
-    from workbench.interfaces.recipe_command import report_before_after
-    from workbench.training.resume import resume
-
     run = resume(args.run_dir, max_steps=args.max_steps)
     run.add_callback("step", lambda e: print(f"step {e['step']}: loss {e['loss']:.4f}"))
     run.wait()
@@ -78,8 +89,6 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def _add_lesson_commands(commands) -> None:
-    from workbench.lessons.demo import DemoSettings
-
     demo = commands.add_parser("demo", help="fine-tune the embedded model on sample data")
     demo.add_argument(
         "--max-steps",
@@ -98,8 +107,6 @@ def _add_lesson_commands(commands) -> None:
 
 
 def _add_history_commands(commands) -> None:
-    from workbench.training.preference import PreferenceSettings
-
     runs = commands.add_parser("runs", help="list run directories; --compare A B to diff them")
     runs.add_argument("--root", default=None, help="folder of runs (default $WORKBENCH_RUNS)")
     runs.add_argument("--compare", nargs="+", default=None, metavar="RUN_DIR")
@@ -150,10 +157,6 @@ def _add_rl_command(commands) -> None:
 
 def _rl(args: argparse.Namespace) -> int:
     """Reinforcement learning on held-out-measured prompts, printing the reward as it goes."""
-    from workbench.data.loading import load_data
-    from workbench.experiments.reinforcement import rl_experiment
-    from workbench.training.reinforcement import RLSettings
-
     settings = RLSettings(
         max_steps=args.max_steps,
         learning_rate=args.learning_rate,
@@ -165,13 +168,8 @@ def _rl(args: argparse.Namespace) -> int:
     prompts = load_data(args.prompts, verbose=False)
     reward = _reward_of(args.reward, prompts)
     if args.run_dir:
-        from workbench.runs.saved import load_run_model
-
         model, tokenizer, template = load_run_model(args.run_dir, trainable=True)
     else:
-        from workbench.model.loading import DEFAULT_MODEL, load_model
-        from workbench.tokens.templates import get_template
-
         model, tokenizer = load_model(args.model or DEFAULT_MODEL)
         template = get_template(args.template)
     experiment = rl_experiment(
@@ -193,8 +191,6 @@ def _rl(args: argparse.Namespace) -> int:
 def _reward_of(text: str, prompts):
     """The `--reward` choice as `reinforce` takes it."""
     from pathlib import Path
-
-    from workbench.evaluation.rewards import labels_in, one_of_labels, valid_iso_date
 
     if text == "iso_date":
         return valid_iso_date
@@ -218,9 +214,6 @@ def _print_rl_step(event: dict) -> None:
 
 def _runs(args: argparse.Namespace) -> int:
     """The run listing, or the comparison of several runs, each line within 120 characters."""
-    from workbench.runs.history import compare_runs, list_runs
-    from workbench.runs.listing import comparison_text, runs_text
-
     if args.compare:
         print(comparison_text(compare_runs(args.compare)))
         return 0
@@ -235,13 +228,6 @@ def _runs(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from workbench.interfaces.export import (
-        check_can_push,
-        export_script,
-        merge_adapter,
-        push_to_hub,
-    )
-
     if args.push_to_hub:  # before anything is written: offline, nothing would be pushed
         check_can_push(args.push_to_hub)
     both = not (args.merged or args.script or args.gguf)
@@ -252,8 +238,6 @@ def _export(args: argparse.Namespace) -> int:
     if args.script or both:
         print(f"training script: {export_script(args.run_dir, args.out if args.script else None)}")
     if args.gguf:
-        from workbench.interfaces.gguf_export import export_gguf
-
         out = None if args.merged or args.script else args.out
         gguf = export_gguf(args.run_dir, out, quantization=args.gguf_type)
         print(f"GGUF model: {gguf} (Modelfile beside it)")
@@ -264,10 +248,6 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _dpo(args: argparse.Namespace) -> int:
-    from workbench.data.loading import load_data
-    from workbench.experiments.preferences import preference_experiment
-    from workbench.training.preference import PreferenceSettings
-
     settings = PreferenceSettings(
         max_steps=args.max_steps,
         beta=args.beta,

@@ -8,6 +8,14 @@ from __future__ import annotations
 
 import argparse
 
+from workbench.data.loading import load_data
+from workbench.errors import DataValidationError
+from workbench.model.loading import DEFAULT_MODEL, load_tokenizer
+from workbench.tokens.checks import check_dataset, findings_summary
+from workbench.tokens.stats import dataset_stats
+from workbench.tokens.templates import get_template
+from workbench.tokens.tokenizing import row_token_view, token_view_text
+
 
 def column_pair(text: str) -> tuple[str, str]:
     """`question=instruction` -> ("question", "instruction"), for `--columns`."""
@@ -58,9 +66,6 @@ def add_preview_command(commands) -> None:
 def load_cli_data(path: str, args: argparse.Namespace, *, verbose: bool = False):
     """`load_data` with the command's flags; a file that does not load names the flags that
     would drop its rows (--drop-invalid, --drop-duplicates), not the Python arguments."""
-    from workbench.data.loading import load_data
-    from workbench.errors import DataValidationError
-
     try:
         return load_data(
             path,
@@ -75,10 +80,6 @@ def load_cli_data(path: str, args: argparse.Namespace, *, verbose: bool = False)
 
 def check(args: argparse.Namespace) -> int:
     """Print every finding, errors first, then a summary; 1 when any is an error."""
-    from workbench.model.loading import DEFAULT_MODEL, load_tokenizer
-    from workbench.tokens.checks import check_dataset, findings_summary
-    from workbench.tokens.templates import get_template
-
     data = load_cli_data(args.data, args)  # a file that does not load exits 2 in main()
     validation = load_cli_data(args.validation, args) if args.validation else None
     template = get_template(args.template, data.format)
@@ -96,11 +97,6 @@ def check(args: argparse.Namespace) -> int:
 def preview(args: argparse.Namespace) -> int:
     """Print one row as it is trained ([..] marks the tokens that carry loss) and the
     dataset's token statistics."""
-    from workbench.model.loading import DEFAULT_MODEL, load_tokenizer
-    from workbench.tokens.stats import dataset_stats
-    from workbench.tokens.templates import get_template
-    from workbench.tokens.tokenizing import row_token_view, token_view_text
-
     tokenizer = load_tokenizer(args.model or DEFAULT_MODEL)
     data = load_cli_data(args.data, args, verbose=True)
     template = get_template(args.template or None, data.format)

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from workbench.errors import WorkbenchError
+from workbench.evaluation.compare import Evaluation
+from workbench.model.generation import eval_mode
 
 
 def confusion_matrix(truth, predicted, size: int) -> list[list[int]]:
@@ -42,8 +44,6 @@ def predict_proba(
     the classifier reads the last token that is not padding, so padding changes nothing.
     """
     import torch
-
-    from workbench.model.generation import eval_mode
 
     if isinstance(texts, str):
         raise WorkbenchError("`texts` is one string; pass a list of texts: [text].")
@@ -109,8 +109,6 @@ class ClassifierEvaluation:
     def as_evaluation(self):
         """The generic `Evaluation` CompareView shows: the predicted label as the answer,
         accuracy per row, and each label's probability as a per-row column."""
-        from workbench.evaluation.compare import Evaluation
-
         per_row = [
             {"accuracy": float(p == r), **{f"p({k})": v for k, v in pr.items()}}
             for p, r, pr in zip(self.predictions, self.references, self.probabilities)

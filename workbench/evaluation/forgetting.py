@@ -25,9 +25,12 @@ from dataclasses import dataclass, field
 
 from workbench.data.loading import Examples
 from workbench.errors import WorkbenchError
-from workbench.evaluation.compare import Evaluation, evaluate_model, has_adapter
+from workbench.evaluation.compare import Evaluation, evaluate_model, has_adapter, question_of
 from workbench.model.generation import Decoding, adapter_disabled, eval_mode
+from workbench.model.loss import accepts_logits_to_keep, index_logits_supported
+from workbench.tokens.collators import CompletionCollator
 from workbench.tokens.templates import Template, get_template
+from workbench.tokens.tokenizing import IGNORE_INDEX, tokenize_examples
 
 TEACHER_FORCED = "exact answer (teacher-forced)"  # the metric name of teacher-forced tasks
 
@@ -180,11 +183,6 @@ def teacher_forced_scores(
     token, as `validation_loss`. No answers are generated (`answers` is empty).
     """
     import torch
-
-    from workbench.evaluation.compare import question_of
-    from workbench.model.loss import accepts_logits_to_keep, index_logits_supported
-    from workbench.tokens.collators import CompletionCollator
-    from workbench.tokens.tokenizing import IGNORE_INDEX, tokenize_examples
 
     template = get_template(template, rows.format)
     data = tokenize_examples(rows, template, tokenizer, max_length=max_length)

@@ -11,7 +11,10 @@ from typing import Any
 
 from workbench.data.loading import Examples
 from workbench.errors import WorkbenchError
+from workbench.model.generation import eval_mode
+from workbench.tokens.collators import CompletionCollator
 from workbench.tokens.templates import Template, get_template
+from workbench.tokens.tokenizing import IGNORE_INDEX, tokenize_pair
 
 
 def prompt_of(row: dict[str, Any], template: Template, tokenizer=None) -> str:
@@ -57,10 +60,6 @@ def preference_margin(
 ) -> Margin:
     """log p(chosen | prompt) - log p(rejected | prompt) under `model`, as tokens are trained."""
     import torch
-
-    from workbench.model.generation import eval_mode
-    from workbench.tokens.collators import CompletionCollator
-    from workbench.tokens.tokenizing import IGNORE_INDEX, tokenize_pair
 
     check_pairs(pairs)
     template = get_template(template)

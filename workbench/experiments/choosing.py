@@ -29,8 +29,10 @@ from workbench.evaluation.prompting import (
     query_text,
 )
 from workbench.model.generation import Decoding, adapter_disabled, cut_prompts, generate
-from workbench.model.loading import DEFAULT_MODEL
+from workbench.model.loading import DEFAULT_MODEL, load_model
 from workbench.model.methods import count_parameters
+from workbench.runs.directory import RunDirectory
+from workbench.runs.saved import load_adapter
 from workbench.settings import Settings
 from workbench.tokens.templates import Template, get_template
 
@@ -181,8 +183,6 @@ class Measurement:
 
 
 def _load_model():
-    from workbench.model.loading import load_model
-
     return load_model
 
 
@@ -201,9 +201,6 @@ def answer_token_count(tokenizer, answer: str) -> int:
 
 def _resolve(candidate: Candidate, loaded: dict[str, tuple]) -> tuple[Any, Any]:
     """The candidate's (model, tokenizer): given, loaded once per id, or a fine-tuned run."""
-    from workbench.runs.directory import RunDirectory
-    from workbench.runs.saved import load_adapter
-
     if candidate.tokenizer is not None:
         return candidate.model, candidate.tokenizer
     load_model = _load_model()

@@ -17,6 +17,7 @@ from workbench.evaluation.compare import Evaluation, evaluate_model
 from workbench.model.methods import Method
 from workbench.runs.hyperparameters import Hyperparameters
 from workbench.tokens.templates import Template
+from workbench.training.finetune import train
 
 
 @dataclass
@@ -100,8 +101,6 @@ def leave_one_task_out(
     `lambda: workbench.load_model()`. The base is measured on the fresh model before training.
     `evaluation` goes to `evaluate_model` (metrics, decoding). Returns (summary, results).
     """
-    from workbench.training.finetune import train
-
     results = []
     for fold in task_folds(data, clusters, rows_per_task=rows_per_task):
         model, tokenizer = load()

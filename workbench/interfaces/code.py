@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from workbench.data.loading import Examples
+from workbench.data.loading import Examples, load_data
 from workbench.evaluation.compare import DEFAULT_METRICS, needs_base_measurement
 from workbench.model.generation import Decoding
 from workbench.model.methods import Method
@@ -109,8 +109,6 @@ def examples_code(examples: Examples, variable: str = "examples") -> list[str]:
 def _positions_in_file(examples: Examples) -> tuple[list[int] | None, int]:
     """(where each row stands in its file as `load_data` reads it, the file's row count); None
     when the rows are not the file's (another source, renamed columns, several files)."""
-    from workbench.data.loading import load_data
-
     if examples.sources or not Path(examples.source).is_file():
         return None, 0
     try:

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import WorkbenchError
+from workbench.model.loading import hub_unreachable, load_model, resolve_source
+from workbench.model.methods import Method
 from workbench.runs.directory import (
     CONFIG,
     RunDirectory,
@@ -27,6 +29,7 @@ from workbench.runs.directory import (
     write_atomic,
 )
 from workbench.runs.saved import load_adapter
+from workbench.tokens.templates import Template
 
 SCRIPT = Path(__file__).parent / "export_files" / "train.py"
 ACCELERATE_CONFIGS = Path(__file__).parent / "export_files" / "accelerate"
@@ -44,8 +47,6 @@ def _base_model(run_dir: Path, model, tokenizer):
                 "(load_model(...)), or leave it out to load the one named in config.yaml."
             )
         return model, tokenizer
-    from workbench.model.loading import load_model
-
     config = load_run_config(run_dir)
     if config.get("quantization"):
         warnings.warn(
@@ -94,8 +95,6 @@ def _rendered_rows(run_dir: Path, config: dict, split: str, tokenizer) -> str:
     """The rows of one split as JSONL of {"segments": [{"text", "learned", "eos"}, ...]},
     rendered with the run's template as training rendered them (every assistant turn of a
     conversation learned), so the script needs no template code."""
-    from workbench.tokens.templates import Template
-
     examples = RunDirectory(run_dir).load_rows(split)
     template = Template(**config["template"])
     lines = []
@@ -126,8 +125,6 @@ TRAINING_KEYS = (
 
 def script_config(config: dict, model_path: str) -> dict[str, Any]:
     """The exported script's config.yaml, from a run's config.yaml."""
-    from workbench.model.methods import Method
-
     method = Method.from_dict(config["method"])
     hp = dict(config["hyperparameters"])
     lora = None
@@ -212,8 +209,6 @@ def export_script(run_dir: str | Path, out_dir: str | Path | None = None) -> Pat
     import yaml
     from transformers import AutoTokenizer
 
-    from workbench.model.loading import resolve_source
-
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
     out = Path(out_dir) if out_dir is not None else run_dir / "export"
@@ -273,8 +268,6 @@ def check_can_push(repo_id: str) -> None:
     """Raise, in one line, when a push to `repo_id` cannot happen: a malformed id, or a hub
     that cannot be reached (HF_HUB_OFFLINE set, no connection). `python -m workbench export
     --push-to-hub` checks this before it writes anything."""
-    from workbench.model.loading import hub_unreachable
-
     _check_repo_id(repo_id)
     why = hub_unreachable()
     if why is not None:

@@ -24,6 +24,7 @@ from typing import Literal
 import numpy as np
 
 from workbench.errors import WorkbenchError
+from workbench.interfaces.export import merge_adapter
 from workbench.runs.directory import RunDirectory
 from workbench.runs.files import write_atomic
 
@@ -88,8 +89,6 @@ def export_gguf(
             f"{source} is neither a run directory (no config.yaml) nor a model folder (no "
             "config.json): pass runs/<id> or a folder written by save_pretrained."
         )
-    from workbench.interfaces.export import merge_adapter
-
     out = _out_file(source, out_path, quantization)
     with tempfile.TemporaryDirectory(prefix=".gguf-merge-", dir=out.parent) as tmp:
         merged = merge_adapter(source, Path(tmp) / "merged")

@@ -18,11 +18,20 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from workbench.data.formats import FORMAT_MARKERS, guess_column
 from workbench.data.loading import Examples, load_data
 from workbench.data.splits import mix_tasks, split_data
 from workbench.errors import DataValidationError
+from workbench.evaluation.compare import Evaluation, compare, evaluate_model, has_adapter
 from workbench.interfaces.recipe import Recipe, RecipeError, read_recipe
+from workbench.model.generation import Decoding
+from workbench.model.loading import load_model
 from workbench.runs.directory import BEFORE, HELD_OUT
+from workbench.runs.progress import progress_bar
+from workbench.runs.report import save_comparison, write_report
+from workbench.tokens.templates import default_template, get_template, template_fields
+from workbench.training.finetune import train
+from workbench.training.regularizers import regularizer_from_config
 
 INTERRUPTED = 130  # the shell's code for a process ended by Ctrl-C (128 + SIGINT)
 
@@ -83,8 +92,6 @@ def check_template_fields(recipe: Recipe, rows: Examples) -> None:
     """RecipeError, before any model loads, when the template reads a field that a row lacks:
     the row, the field and the fixes (the built-in template for the rows' format, or a
     `data.columns` mapping to the fields the template reads)."""
-    from workbench.tokens.templates import template_fields
-
     template = _template(recipe, rows)
     if template.use_chat_template:
         return
@@ -106,9 +113,6 @@ def check_template_fields(recipe: Recipe, rows: Examples) -> None:
 def _template_fixes(template, rows: Examples, missing: list[str]) -> str:
     """`template: <the built-in for the rows' format>`, and the `data.columns` mapping that
     gives the rows the missing fields when the renamed columns still make a format."""
-    from workbench.data.formats import FORMAT_MARKERS, guess_column
-    from workbench.tokens.templates import default_template
-
     fixes = []
     suited = default_template(rows.format).name
     if template.name != suited:
@@ -132,11 +136,6 @@ def _template_fixes(template, rows: Examples, missing: list[str]) -> str:
 def train_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> int:
     """Run the recipe at `path` and return the exit code (a bad recipe raises RecipeError,
     which `workbench.cli.main` prints and turns into exit code 2)."""
-    from workbench.model.loading import load_model
-    from workbench.runs.progress import progress_bar
-    from workbench.training.finetune import train
-    from workbench.training.regularizers import regularizer_from_config
-
     recipe = read_recipe(path, overrides)
     rows = load_recipe_data(recipe)
     print(
@@ -186,15 +185,11 @@ def train_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) 
 
 
 def _template(recipe: Recipe, train: Examples):
-    from workbench.tokens.templates import get_template
-
     return get_template(recipe.template, train.format)
 
 
 def _scoring(evaluation: dict, max_length: int) -> dict:
     """How held-out rows are scored, from config.yaml's `evaluation` (or a recipe's section)."""
-    from workbench.model.generation import Decoding
-
     return dict(
         metrics=evaluation["metrics"],
         labels=evaluation.get("labels"),
@@ -209,8 +204,6 @@ def _measure_before(recipe: Recipe, run, held_out: Examples) -> None:
     trains) and store the scores in before.json, for the table at the end, even after a
     resume."""
     from dataclasses import asdict
-
-    from workbench.evaluation.compare import evaluate_model, has_adapter
 
     settings = recipe.evaluation.to_dict()
     evaluation = {k: settings[k] for k in ("metrics", "labels", "max_new_tokens")}
@@ -229,9 +222,6 @@ def report_before_after(run) -> bool:
     table against before.json, save it in the run directory and rewrite report.html. False
     (nothing done) for a run that recorded no held-out rows or no before.json."""
     import pandas as pd
-
-    from workbench.evaluation.compare import Evaluation, compare, evaluate_model
-    from workbench.runs.report import save_comparison, write_report
 
     directory = run.directory
     evaluation = directory.read_config().get("evaluation")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import workbench
+from workbench.evaluation.rewards import IN_MEMORY
 from workbench.interfaces.code import (
     model_code,
     script,
@@ -29,6 +30,7 @@ from workbench.runs.directory import RunDirectory
 from workbench.runs.hyperparameters import Hyperparameters
 from workbench.runs.kinds import kind_of
 from workbench.tokens.templates import Template
+from workbench.training.heads import ClassifierMethod
 
 
 def run_code(
@@ -121,12 +123,8 @@ def _model_lines(config: dict[str, Any], imports: list[str]) -> list[str]:
 
 def _method_lines(config: dict[str, Any], imports: list[str]) -> list[str]:
     if config["stage"] == "classify":
-        from workbench.training.heads import ClassifierMethod
-
         imports.append("from workbench.training.heads import ClassifierMethod")
         return [ClassifierMethod.from_dict(config["method"]).to_code("method")]
-    from workbench.model.methods import Method
-
     return [Method.from_dict(config["method"]).to_code("method", "wb.")]
 
 
@@ -146,8 +144,6 @@ def _settings_line(config: dict[str, Any], settings_class: type) -> str:
 
 def _reward_lines(record: dict[str, Any], imports: list[str]) -> list[str]:
     """`reward = ...` as the run's config.yaml records it."""
-    from workbench.evaluation.rewards import IN_MEMORY
-
     model = record.get("reward_model")
     if model == IN_MEMORY:
         return ["reward = reward_model  # the run's reward model was given in memory: bind it"]

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import math
 
+from workbench.evaluation.metrics import load_metric
 from workbench.model.generation import Decoding, generate
+from workbench.runs.directory import TENSORBOARD
+from workbench.runs.hyperparameters import direct_trackers
 from workbench.runs.run import Run
 
 
@@ -65,9 +68,6 @@ def bridged(trainer, run: Run):
     Run's events instead of the Trainer's printed log dicts, and the trackers (TensorBoard)
     writing into the run directory. Returns the trainer."""
     from transformers import PrinterCallback
-
-    from workbench.runs.directory import TENSORBOARD
-    from workbench.runs.hyperparameters import direct_trackers
 
     trainer.remove_callback(PrinterCallback)
     direct_trackers(trainer, run.directory.file(TENSORBOARD))
@@ -125,7 +125,5 @@ def _exact_match(answers: list[str], references: list[str]) -> float | None:
     """Share of answers equal to their reference (normalised), None without rows."""
     if not answers:
         return None
-    from workbench.evaluation.metrics import load_metric
-
     result = load_metric("exact_match").compute(predictions=answers, references=references)
     return float(result["exact_match"])

@@ -35,8 +35,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from workbench.data.loading import load_data
 from workbench.errors import DiskFullError, RunFinishedError, WorkbenchError
 from workbench.errors import RunLockedError as RunLockedError  # re-exported, as before the split
+from workbench.model.loading import model_origin
 from workbench.runs.files import (
     append_line,
     caused_by_full_disk,
@@ -150,8 +152,6 @@ class RunDirectory(Ownership):
             "sources": sorted({train.source_of(i) for i in range(len(train))}),
             "rows": {"train": len(train), "validation": len(validation) if has_validation else 0},
         }
-        from workbench.model.loading import model_origin
-
         name, quantization = model_origin(model)
         config = {
             "stage": stage,
@@ -168,8 +168,6 @@ class RunDirectory(Ownership):
     def load_rows(self, split: str):
         """The `train`, `validation` or `held_out` rows config.yaml names, as Examples (None
         if absent); the held-out rows are named by its `evaluation` section."""
-        from workbench.data.loading import load_data
-
         config = self.read_config()
         data = config["data"]
         evaluation = config.get("evaluation") or {}

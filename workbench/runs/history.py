@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from workbench.errors import WorkbenchError
+from workbench.model.methods import Method
 from workbench.runs.directory import COMPARISON, RunDirectory, runs_root
 from workbench.runs.files import process_alive
 from workbench.runs.kinds import KINDS
@@ -77,8 +78,6 @@ class RunRecord:
     @property
     def method(self) -> str | None:
         """The method as `Method.describe` names it (DoRA, rsLoRA, 4- or 8-bit base...)."""
-        from workbench.model.methods import Method
-
         values = {
             k[len("method.") :]: v for k, v in self.settings.items() if k.startswith("method.")
         }

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from workbench.data.loading import Examples
 from workbench.errors import RunDirectoryInUseError, WorkbenchError
+from workbench.evaluation.classifying import confusion_matrix
 from workbench.model.methods import count_parameters
 from workbench.runs.bridge import bridged, event_bridge
 from workbench.runs.directory import RunDirectory, new_run_dir
@@ -200,7 +201,6 @@ def _dataset(rows: Examples, fields: ClassifierFields, labels: list[str], tokeni
 def accuracy_metrics(labels: list[str]):
     """The Trainer's `compute_metrics`: accuracy, and the confusion matrix (rows: true
     label, columns: predicted) with its labels, at every evaluation."""
-    from workbench.evaluation.classifying import confusion_matrix
 
     def compute(prediction) -> dict:
         logits = prediction.predictions

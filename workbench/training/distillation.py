@@ -32,6 +32,7 @@ from typing import Any
 
 from workbench.data.loading import Examples
 from workbench.errors import RunDirectoryInUseError, WorkbenchError
+from workbench.model.loading import model_origin
 from workbench.model.loss import accepts_logits_to_keep, response_logits, soft_kl
 from workbench.model.methods import Method
 from workbench.runs.directory import RunDirectory, new_run_dir
@@ -221,8 +222,6 @@ def student_from_teacher(teacher, keep_layers: int | list[int]):
 
 def _origin(model) -> str:
     """What the model was loaded from (`model_origin`), or a note that it was built in memory."""
-    from workbench.model.loading import model_origin
-
     return model_origin(model)[0] or "a model built in memory"
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from workbench.data.loading import Examples
 from workbench.errors import AllLabelsMaskedError, RunDirectoryInUseError, WorkbenchError
+from workbench.model.compiling import compiling_callback
 from workbench.model.generation import cut_prompts
 from workbench.model.loss import (
     accepts_logits_to_keep,
@@ -21,12 +22,18 @@ from workbench.model.loss import (
 from workbench.model.methods import Method, apply_method, count_parameters
 from workbench.runs.bridge import bridged, event_bridge
 from workbench.runs.directory import RunDirectory, new_run_dir
+from workbench.runs.fitting import auto_batch_size, check_fit, row_statistics
 from workbench.runs.hyperparameters import Hyperparameters
 from workbench.runs.kinds import Kind, register, renamed_argument
 from workbench.runs.run import Run, RunContext
+from workbench.tokens.checks import check_dataset
 from workbench.tokens.collators import CompletionCollator, PackedCollator
 from workbench.tokens.templates import Template, get_template
 from workbench.tokens.tokenizing import IGNORE_INDEX, tokenize_examples
+from workbench.training.anchors import check_anchored_weights
+from workbench.training.regularizers import attach_regularizer, regularizer_from_config
+from workbench.training.resuming import open_run
+from workbench.training.synaptic import ImportanceTracker
 
 
 def train(
@@ -121,13 +128,9 @@ def prepare_run(
     val_tokens = _tokens(validation, template, tokenizer, hp) if has_validation else None
     model = adapt_model(model, method, hp.seed)
     if regularizer is not None:  # it must anchor weights that this model trains
-        from workbench.training.anchors import check_anchored_weights
-
         check_anchored_weights(regularizer, model)
     tracker = None
     if track_importance:
-        from workbench.training.synaptic import ImportanceTracker
-
         tracker = ImportanceTracker(model)
     hp, fit = _size_batch(model, method, hp, train_tokens)
     run_dir = Path(run_dir) if run_dir else new_run_dir(f"{method.kind}-{task_label(train_data)}")
@@ -228,8 +231,6 @@ def adapt_model(model, method: Method, seed: int):
 
 def _size_batch(model, method: Method, hp: Hyperparameters, tokens):
     """Apply `auto_batch` on a GPU, then warn when the predicted peak exceeds free memory."""
-    from workbench.runs.fitting import auto_batch_size, check_fit, row_statistics
-
     lengths, response = row_statistics(tokens)
     on_gpu = str(next(model.parameters()).device).startswith("cuda")
     if hp.auto_batch and on_gpu:
@@ -262,8 +263,6 @@ def _warn_findings(train_data, validation, template, tokenizer, hp, train_tokens
     """Each warning or error of the pre-flight checks as a Python warning. The training rows
     are reused as tokenised (their labels mark the learned tokens when completion-only);
     truncation is left to `_check_learnable`, which already reports it."""
-    from workbench.tokens.checks import check_dataset
-
     findings = check_dataset(
         train_data,
         template,
@@ -304,8 +303,6 @@ def _build_trainer(
     if hp.early_stopping_patience and val_tokens is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=hp.early_stopping_patience))
     if hp.compile:
-        from workbench.model.compiling import compiling_callback
-
         callbacks.append(compiling_callback())
     trainer = workbench_trainer_class()(
         model=model,
@@ -318,8 +315,6 @@ def _build_trainer(
     )
     bridged(trainer, run)
     if regularizer is not None:  # e.g. EWC: its penalty joins the training loss
-        from workbench.training.regularizers import attach_regularizer
-
         attach_regularizer(trainer, regularizer)
     return trainer
 
@@ -351,9 +346,6 @@ def resume_instruction_tuning(
     un-adapted base model). A finished run is left unchanged (RunFinishedError) unless a larger
     `max_steps` extends it. Nothing in the directory is rewritten except by the training.
     """
-    from workbench.training.regularizers import regularizer_from_config
-    from workbench.training.resuming import open_run
-
     directory = RunDirectory(run_dir)
     config = directory.read_config()
     opened = open_run(run_dir, "sft", Hyperparameters, max_steps)

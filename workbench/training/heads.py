@@ -24,6 +24,8 @@ from typing import Literal
 
 from workbench.data.loading import Examples
 from workbench.errors import WorkbenchError
+from workbench.evaluation.classifying import classifier_labels
+from workbench.model.loading import load_model, model_origin
 from workbench.model.methods import Method
 from workbench.settings import Settings
 
@@ -147,8 +149,6 @@ def classifier_from_causal_lm(model, labels: list[str], *, pad_token_id: int | N
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from workbench.model.loading import model_origin
-
     labels = checked_labels(labels)
     pad = pad_token_id if pad_token_id is not None else _pad_token_id(model)
     config = copy.deepcopy(model.config)
@@ -184,8 +184,6 @@ def classifier_from_causal_lm(model, labels: list[str], *, pad_token_id: int | N
 def load_classifier(model_id_or_dir: str, labels: list[str], **load_settings):
     """(classifier, tokenizer): `load_model(model_id_or_dir, **load_settings)` with a new
     classification head for `labels`."""
-    from workbench.model.loading import load_model
-
     model, tokenizer = load_model(model_id_or_dir, **load_settings)
     return classifier_from_causal_lm(model, labels, pad_token_id=tokenizer.pad_token_id), tokenizer
 
@@ -214,8 +212,6 @@ def adapt_classifier(model, labels: list[str], method: ClassifierMethod, tokeniz
 
     set_seed(seed)  # the head's initial weights (and LoRA's) come from this seed
     if is_classifier(model):
-        from workbench.evaluation.classifying import classifier_labels
-
         if classifier_labels(model) != labels:
             raise WorkbenchError(
                 f"The classifier's labels {classifier_labels(model)} differ from "

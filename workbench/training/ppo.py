@@ -33,6 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from workbench.errors import WorkbenchError
+from workbench.evaluation.rewards import held_out_reward, score_all
+from workbench.model.compiling import eager
+from workbench.model.generation import Decoding, eval_mode, prompt_batch
+from workbench.runs.bridge import bridged, event_bridge
 
 ROLLOUT_FILE = "ppo_rollout.pt"
 VALUE_HEAD_FILE = "value_head.safetensors"
@@ -149,10 +153,6 @@ def ppo_trainer_class():
     import torch
     from safetensors.torch import load_file, save_file
     from transformers import Trainer
-
-    from workbench.evaluation.rewards import held_out_reward, score_all
-    from workbench.model.compiling import eager
-    from workbench.model.generation import Decoding, eval_mode, prompt_batch
 
     class PPOTrainer(Trainer):
         """PPO on a PEFT model with adapters `default` (trained) and `ref` (frozen)."""
@@ -389,8 +389,6 @@ def build_ppo_trainer(run, settings, reward, texts, held_texts, resuming: bool):
     them. The frozen reference adapter is made from the starting adapter; a resume's
     checkpoint loads the stored one over it."""
     import datasets
-
-    from workbench.runs.bridge import bridged, event_bridge
 
     add_reference(run.model)
     args = settings.run_arguments(

@@ -23,14 +23,20 @@ from workbench.data.documents import Documents as Documents  # re-exported
 from workbench.data.documents import read_documents
 from workbench.data.loading import Examples
 from workbench.errors import RunDirectoryInUseError
+from workbench.model.compiling import compiling_callback
+from workbench.model.generation import adapter_disabled, eval_mode
+from workbench.model.loss import workbench_trainer_class
 from workbench.model.methods import Method, count_parameters
 from workbench.runs.bridge import bridged, event_bridge
 from workbench.runs.directory import RunDirectory, new_run_dir
+from workbench.runs.fitting import check_fit
 from workbench.runs.hyperparameters import Hyperparameters, as_hyperparameters
 from workbench.runs.kinds import Kind, deprecated_name, register
+from workbench.runs.report import save_comparison, write_report
 from workbench.runs.run import Run, RunContext
 from workbench.tokens.blocks import BlockCollator, TokenBlocks, token_blocks
 from workbench.tokens.templates import TEMPLATES
+from workbench.training.finetune import adapt_model
 from workbench.training.resuming import open_run
 
 STAGE = "pretrain"
@@ -162,8 +168,6 @@ def _prepare(
 ) -> Run:
     """Cut the blocks, adapt the model and build the Run. A new run records its config.yaml
     (with `block_size`) and documents; a resumed one reads them and changes nothing."""
-    from workbench.training.finetune import adapt_model
-
     train_blocks = token_blocks(_texts(documents), tokenizer, block_size)
     has_validation = validation is not None and len(validation) > 0
     val_blocks = token_blocks(_texts(validation), tokenizer, block_size) if has_validation else None
@@ -230,8 +234,6 @@ def _openings(texts: list[str], tokenizer, hp: Hyperparameters) -> tuple[list[st
 def _check_fit(model, method: Method, hp: Hyperparameters, blocks: TokenBlocks):
     """The predicted memory peak for batches of blocks (every token learned); a warning when
     it exceeds the free memory."""
-    from workbench.runs.fitting import check_fit
-
     lengths = [len(b) for b in blocks.blocks]
     fit = check_fit(model, method, hp.replace(max_length=blocks.block_size), lengths, 1.0)
     if fit is not None and not fit.fits:
@@ -242,8 +244,6 @@ def _check_fit(model, method: Method, hp: Hyperparameters, blocks: TokenBlocks):
 def _build_trainer(run: Run, hp: Hyperparameters, train_blocks, val_blocks, resuming: bool):
     """The project's Trainer with the block collator and the Run's event bridge."""
     from transformers import EarlyStoppingCallback
-
-    from workbench.model.loss import workbench_trainer_class
 
     model = run.model
     args = hp.run_arguments(
@@ -258,8 +258,6 @@ def _build_trainer(run: Run, hp: Hyperparameters, train_blocks, val_blocks, resu
     if hp.early_stopping_patience and val_blocks is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=hp.early_stopping_patience))
     if hp.compile:
-        from workbench.model.compiling import compiling_callback
-
         callbacks.append(compiling_callback())
     trainer = workbench_trainer_class()(
         model=model,
@@ -333,8 +331,6 @@ def perplexity(
     import torch
     import torch.nn.functional as F
 
-    from workbench.model.generation import adapter_disabled, eval_mode
-
     blocks = token_blocks(_texts(read_documents(documents)), tokenizer, block_size)
     collate = BlockCollator(tokenizer.pad_token_id)
     device = next(model.parameters()).device
@@ -397,8 +393,6 @@ def save_perplexities(run_dir: str | Path, table) -> Path:
     """Store a `perplexity_table` as the run's before/after comparison (there are no answers
     to show) and rebuild its report.html; returns the report's path."""
     import pandas as pd
-
-    from workbench.runs.report import save_comparison, write_report
 
     no_answers = pd.DataFrame(columns=["prompt", "reference", "before", "after"])
     save_comparison(run_dir, table, no_answers)

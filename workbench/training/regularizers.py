@@ -31,6 +31,8 @@ from workbench.runs.files import write_atomic
 from workbench.tokens.collators import CompletionCollator
 from workbench.tokens.templates import Template, get_template
 from workbench.tokens.tokenizing import tokenize_examples
+from workbench.training.lwf import lwf_from_config
+from workbench.training.synaptic import SynapticIntelligence, load_tensors, save_tensors
 
 REFERENCE_FILE = "data/ewc_reference.jsonl"
 TENSORS_FILE = "regularizer/ewc.safetensors"  # the Fisher and reference weights, when stored
@@ -109,8 +111,6 @@ class ElasticWeightConsolidation:
             write_atomic(Path(run_dir) / REFERENCE_FILE, lines)
             config.update(reference=REFERENCE_FILE, format=self.reference_rows.format)
         if self.store_tensors:
-            from workbench.training.synaptic import save_tensors
-
             tensors = {f"fisher/{n}": f for n, f in self.fisher.items()}
             tensors.update({f"reference/{n}": r for n, r in self.reference.items()})
             save_tensors(Path(run_dir) / TENSORS_FILE, tensors, {"kind": "ewc"})
@@ -124,8 +124,6 @@ class ElasticWeightConsolidation:
         """The penalty config.yaml records: its stored tensors, else measured again on `model`
         (the fresh base model of a resumed full fine-tuning run) with the stored rows."""
         if config.get("tensors"):
-            from workbench.training.synaptic import load_tensors
-
             path = Path(run_dir) / config["tensors"]
             state, _ = load_tensors(path, what="run", parts=("fisher", "reference"))
             settings = {k: v for k, v in config.items() if k not in _NOT_SETTINGS}
@@ -260,14 +258,10 @@ def fisher_ewc(
 
 
 def _synaptic_from_config(config, model, tokenizer, run_dir, template):
-    from workbench.training.synaptic import SynapticIntelligence
-
     return SynapticIntelligence.from_config(config, run_dir)
 
 
 def _lwf_from_config(config, model, tokenizer, run_dir, template):
-    from workbench.training.lwf import lwf_from_config
-
     return lwf_from_config(config, model, tokenizer, run_dir, template)
 
 

@@ -16,8 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from workbench.data.loading import Examples
+from workbench.data.splits import mix_tasks
 from workbench.errors import WorkbenchError
 from workbench.tokens.templates import Template
+from workbench.training.lwf import LearningWithoutForgetting
+from workbench.training.regularizers import fisher_ewc
+from workbench.training.synaptic import synaptic_intelligence
 
 
 @dataclass
@@ -75,8 +79,6 @@ def replay_remedy(context: StageContext) -> StagePlan:
 def ewc_remedy(context: StageContext) -> StagePlan:
     """Each stage after the first is held by EWC: the Fisher on the earlier stages' rows (up to
     `options["max_rows"]`, default 32), at the weights the previous stage left."""
-    from workbench.training.regularizers import fisher_ewc
-
     if not context.earlier:
         return StagePlan(context.rows)
     max_rows = int(context.options.get("max_rows", 32))
@@ -96,8 +98,6 @@ def ewc_remedy(context: StageContext) -> StagePlan:
 def si_remedy(context: StageContext) -> StagePlan:
     """Every stage tracks its importance; each one after the first is held by synaptic
     intelligence over the earlier stages' importances (`options["damping"]`, default 0.1)."""
-    from workbench.training.synaptic import synaptic_intelligence
-
     if not context.earlier:
         return StagePlan(context.rows, track_importance=True)
     penalty = synaptic_intelligence(
@@ -115,8 +115,6 @@ def lwf_remedy(context: StageContext) -> StagePlan:
     the outputs the model gave, before this stage, on rows of the earlier stages (up to
     `options["lwf_rows"]`, default 32; the adapter switched off for LoRA, a frozen copy for
     full fine-tuning)."""
-    from workbench.training.lwf import LearningWithoutForgetting
-
     if not context.earlier:
         return StagePlan(context.rows)
     max_rows = int(context.options.get("lwf_rows", 32))
@@ -185,8 +183,6 @@ def replay_mix(rows: Examples, earlier: list[Examples], share: float, *, seed: i
     """`rows` plus rows drawn from `earlier` (spread over those stages by size) so that the
     earlier ones make up `share` of the result, shuffled. Asks for no more than `earlier` holds:
     with too few earlier rows, all of them are replayed (a smaller share)."""
-    from workbench.data.splits import mix_tasks
-
     if not 0.0 <= share < 1.0:
         raise WorkbenchError(f"`replay_share`={share}: use a fraction from 0 up to (not) 1.")
     wanted = round(share * len(rows) / (1.0 - share))
@@ -211,8 +207,6 @@ def remedy_named(name: str | None) -> Remedy:
 def _spread(earlier: list[Examples], count: int, *, seed: int) -> Examples:
     """`count` rows drawn from the earlier stages in proportion to their sizes (all of them when
     they hold fewer), shuffled."""
-    from workbench.data.splits import mix_tasks
-
     available = sum(len(s) for s in earlier)
     count = min(count, available)
     if count <= 0:

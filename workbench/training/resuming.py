@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import WorkbenchError
+from workbench.model.loading import load_model
+from workbench.model.methods import Method
 from workbench.runs.directory import CONFIG, RunDirectory
 from workbench.tokens.templates import Template
 
@@ -30,8 +32,6 @@ class Resuming:
 
     def method(self, method_class=None):
         """The run's method (`Method`, or the class given, e.g. a classifier's)."""
-        from workbench.model.methods import Method
-
         return (method_class or Method).from_dict(self.config["method"], self.where, key="method")
 
     def template(self) -> Template:
@@ -45,8 +45,6 @@ class Resuming:
         """(model, tokenizer): the ones given, or the base model config.yaml names, loaded."""
         if model is not None:
             return model, tokenizer
-        from workbench.model.loading import load_model
-
         return load_model(self.config["model"], quantization=self.config.get("quantization"))
 
 

@@ -20,7 +20,9 @@ from workbench.errors import WorkbenchError
 from workbench.evaluation.forgetting import ForgettingProbe, TaskScores
 from workbench.model.methods import Method
 from workbench.runs.hyperparameters import Hyperparameters
+from workbench.runs.report import save_forgetting
 from workbench.tokens.templates import Template, get_template
+from workbench.training.finetune import train
 from workbench.training.remedies import plan_stage, remedy_named
 
 
@@ -71,8 +73,6 @@ def train_sequence(
     into `run_root` as `stage-<k>-<task>` (default: new run directories in the runs folder).
     Blocks until the last stage ends; a stage that does not finish raises, naming its run.
     """
-    from workbench.training.finetune import train
-
     remedy_named(remedy)  # an unknown name fails before anything trains
     settings = _per_stage(hyperparameters, len(stages))
     validation = validation if validation is not None else [None] * len(stages)
@@ -202,8 +202,6 @@ def _stage_dir(run_root, index: int, rows: Examples) -> Path | None:
 
 def _save_table(run, scores, stages, probe, runs) -> None:
     """Store the table so far in the stage's run directory, and rebuild its report with it."""
-    from workbench.runs.report import save_forgetting
-
     table = sequence_table(scores, [list(s.tasks) for s in stages], probe, runs)
     save_forgetting(run.run_dir, table)
     try:

@@ -32,6 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import WorkbenchError
+from workbench.runs.directory import RunDirectory
+from workbench.runs.run import Run
+from workbench.training.anchors import check_anchored_weights
 
 IMPORTANCE_FILE = "importance/si.safetensors"  # in the run directory, once the run finished
 CHECKPOINT_FILE = "synaptic_intelligence.safetensors"  # inside each checkpoint-N/
@@ -118,8 +121,6 @@ class ImportanceTracker:
         """Write `importance/si.safetensors` into the run directory; returns its path. A run
         that never trained here (resumed at its last step) takes the state of that checkpoint."""
         if not self._params:
-            from workbench.runs.directory import RunDirectory
-
             checkpoints = RunDirectory(run_dir).complete_checkpoints()
             if not checkpoints:
                 raise WorkbenchError(f"{run_dir}: no importance to write (it never trained).")
@@ -157,8 +158,6 @@ class ImportanceTracker:
 
 def read_importance(run_or_run_dir) -> dict[str, Any]:
     """A finished run's SI state: {"path_integral", "start", "end": {name: tensor}, "steps"}."""
-    from workbench.runs.run import Run
-
     is_run = isinstance(run_or_run_dir, Run)
     run_dir = Path(run_or_run_dir.run_dir if is_run else run_or_run_dir)
     path = run_dir / IMPORTANCE_FILE
@@ -299,8 +298,6 @@ def synaptic_intelligence(
     }
     penalty = SynapticIntelligence(omega, reference, strength, settings=settings)
     if model is not None:
-        from workbench.training.anchors import check_anchored_weights
-
         check_anchored_weights(penalty, model)
     return penalty
 
