@@ -6,7 +6,7 @@ prompt/chosen/rejected pairs also work (each pair becomes two rows). As in DPO
 (training/preference.py) the adapter goes on learning and TRL keeps a frozen copy of it as a
 second adapter (`ref`), the reference. The Run has the same events, files and panels as every
 other run; its `step` events also carry `kl` and the reward margin. `resume_kto(run_dir)`
-continues a stopped run. The helpers that ORPO (training/orpo.py) shares are public here.
+continues a stopped run. What it shares with the other TRL runs is in training/trl_runs.py.
 """
 
 from __future__ import annotations
@@ -18,17 +18,27 @@ from pathlib import Path
 from typing import Any
 
 from workbench.data.loading import Examples
-from workbench.errors import RunDirectoryInUseError, WorkbenchError
+from workbench.errors import WorkbenchError
 from workbench.evaluation.preferences import prompt_of
-from workbench.model.methods import Method, apply_method, count_parameters
-from workbench.runs.bridge import bridged, event_bridge
-from workbench.runs.directory import RunDirectory, new_run_dir
+from workbench.model.methods import Method
 from workbench.runs.hyperparameters import ObjectiveSettings
 from workbench.runs.kinds import Kind, register
-from workbench.runs.run import Run, RunContext
+from workbench.runs.run import Run
 from workbench.runs.saved import template_for
 from workbench.tokens.templates import Template
-from workbench.training.resuming import open_run
+from workbench.training.trl_runs import (
+    answer_samples,
+    bridged_trainer,
+    check_new_run_dir,
+    final_saver,
+    model_to_train,
+    record_new_run,
+    require_lora,
+    resume_on,
+    run_context,
+    run_directory,
+    trl_arguments,
+)
 
 
 @dataclass
@@ -136,58 +146,6 @@ def warn_if_unbalanced(rows: list[dict[str, Any]], settings: KTOSettings) -> Non
         )
 
 
-def model_to_train(model, method: Method | None, seed: int) -> tuple[Any, Method]:
-    """(model, method): the model's own adapter (an SFT run's), which goes on learning, or a
-    fresh one from `method` (default LoRA; the seed fixes its initial weights)."""
-    if hasattr(model, "peft_config"):
-        if "ref" in model.peft_config:  # the reference an earlier DPO or KTO run left on it
-            model.delete_adapter("ref")
-        config = model.peft_config["default"]
-        targets = config.target_modules
-        return model, method or Method(
-            kind="lora",
-            r=config.r,
-            alpha=config.lora_alpha,
-            dropout=config.lora_dropout,
-            target_modules=targets if isinstance(targets, str) else sorted(targets),
-        )
-    from transformers import set_seed
-
-    method = method or Method()
-    set_seed(seed)
-    return apply_method(model, method), method
-
-
-def resume_on(stage: str, settings_class, build_run, run_dir, model, tokenizer, max_steps) -> Run:
-    """Resume a run of `stage` (KTO, ORPO) from `run_dir` on `model` or the base model its
-    config.yaml names, with the `parent` run's adapter when that is still there. `build_run`
-    is the kind's own (model, tokenizer, rows, validation, settings, method, template, parent,
-    run_dir, resuming) -> Run."""
-    opened = open_run(run_dir, stage, settings_class, max_steps)
-    parent = opened.config.get("parent")
-    if model is None:
-        model, tokenizer = opened.model()
-        adapter = Path(parent or "") / "adapter"
-        if parent and (adapter / "adapter_config.json").is_file():
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
-    model, method = model_to_train(model, opened.method(), opened.settings.seed)
-    rows = (opened.rows("train"), opened.rows("validation"))
-    how = (opened.settings, method, opened.template(), parent, opened.directory.path)
-    run = build_run(model, tokenizer, *rows, *how, resuming=True)
-    return run.resume(max_steps)
-
-
-def answer_samples(rows: Examples, template: Template, tokenizer, count: int = 2):
-    """(prompts, reference answers) of the first rows with a desirable answer, answered at
-    each evaluation: a pair's chosen answer, or an unpaired row labelled true."""
-    wanted = [r for r in rows.rows if rows.format == "preference" or r.get("label") is True]
-    wanted = wanted[:count]  # 2 held-out prompts, as DPO answers
-    answers = [r["chosen"] if rows.format == "preference" else r["completion"] for r in wanted]
-    return [prompt_of(r, template, tokenizer) for r in wanted], answers
-
-
 def train_kto(
     model,
     tokenizer,
@@ -212,15 +170,10 @@ def train_kto(
     for given in (rows, validation):
         if given is not None:
             check_kto_rows(given)
-    if run_dir is not None and RunDirectory(run_dir).is_run:
-        raise RunDirectoryInUseError(Path(run_dir))
+    check_new_run_dir(run_dir)
     settings = settings or KTOSettings()
     model, method = model_to_train(model, method, settings.seed)
-    if not method.uses_lora:
-        raise WorkbenchError(
-            f"`method.kind`={method.kind!r}: KTO here trains a LoRA adapter (the reference is "
-            "the same model with its starting adapter frozen). Use kind='lora' or 'qlora'."
-        )
+    require_lora(method, "KTO", "the reference is the same model with its starting adapter frozen")
     template = template_for(template, parent, rows.format)
     run = _kto_run(model, tokenizer, rows, validation, settings, method, template, parent, run_dir)
     return run.start() if start else run
@@ -234,73 +187,38 @@ def _kto_run(
     val_rows = kto_rows(validation, template, tokenizer, settings.seed) if validation else None
     if not resuming:
         warn_if_unbalanced(train_rows, settings)
-    run_dir = Path(run_dir) if run_dir else new_run_dir(f"kto-{next(iter(rows.tasks), 'rows')}")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = run_directory(run_dir, "kto", rows, "rows")
     if not resuming:
-        RunDirectory(run_dir).record_run(
-            stage="kto",
-            model=model,
-            template=template,
-            method=method,
-            hyperparameters=settings,
-            train=rows,
-            validation=validation,
-            parent=str(parent) if parent else None,
-        )
-    prompts, references = answer_samples(validation or rows, template, tokenizer)
-    context = RunContext(
-        model=model,
-        tokenizer=tokenizer,
-        template=template,
-        method=method,
-        hyperparameters=settings,
-        parameters=count_parameters(model),
-        sample_prompts=prompts,
-        references=references,
-        samples_shown=len(prompts),
-        sample_max_new_tokens=settings.sample_max_new_tokens,
-    )
+        record_new_run(run_dir, "kto", model, template, method, settings, rows, validation, parent)
+    shown = answer_samples(validation or rows, template, tokenizer)
+    context = run_context(model, tokenizer, template, method, settings, shown)
 
     def build_trainer(run: Run, resuming: bool):  # run.hyperparameters: a resume may extend
         return _build_kto_trainer(run, run.hyperparameters, train_rows, val_rows, resuming)
 
-    def save_final(folder: Path) -> None:  # the KTO-tuned adapter, not TRL's frozen `ref` copy
-        model.save_pretrained(folder, selected_adapters=["default"])
-        tokenizer.save_pretrained(folder)
-
-    return Run(run_dir, context, build_trainer, save_final=save_final)
+    return Run(run_dir, context, build_trainer, save_final=final_saver(model, tokenizer))
 
 
 def _build_kto_trainer(run: Run, settings: KTOSettings, train_rows, val_rows, resuming: bool):
     """TRL's KTOTrainer with the Run's event bridge: the same events as an SFT run."""
-    import datasets
     from trl import KTOConfig, KTOTrainer
 
     if "ref" in run.model.peft_config:  # TRL copies `default` into `ref` again; a resumed run
         run.model.delete_adapter("ref")  # then loads the checkpoint's `ref`, the first one
-    args = settings.run_arguments(
-        run.directory.checkpoints_dir,
-        run.model,
+    args = trl_arguments(
+        run,
+        settings,
+        KTOConfig,
         has_validation=val_rows is not None,
         rows=len(train_rows),  # the plan's optimizer steps: warmup cap, too-short warning
-        args_class=KTOConfig,
+        resuming=resuming,
         beta=settings.beta,
         desirable_weight=settings.desirable_weight,
         undesirable_weight=settings.undesirable_weight,
         max_length=settings.max_length,
         remove_unused_columns=True,  # TRL keeps only its token ids and labels
     )
-    if resuming:
-        args.eval_on_start = False  # the resumed run already measured its start
-    trainer = KTOTrainer(
-        model=run.model,
-        args=args,
-        train_dataset=datasets.Dataset.from_list(train_rows),
-        eval_dataset=datasets.Dataset.from_list(val_rows) if val_rows else None,
-        processing_class=run.tokenizer,
-        callbacks=[event_bridge(run)],
-    )
-    return bridged(trainer, run)
+    return bridged_trainer(KTOTrainer, run, args, train_rows, val_rows)
 
 
 def resume_kto(

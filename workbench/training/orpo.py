@@ -16,17 +16,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from workbench.data.loading import Examples
-from workbench.errors import RunDirectoryInUseError, WorkbenchError
-from workbench.evaluation.preferences import prompt_of
-from workbench.model.methods import Method, count_parameters
-from workbench.runs.bridge import bridged, event_bridge
-from workbench.runs.directory import RunDirectory, new_run_dir
+from workbench.errors import WorkbenchError
+from workbench.model.methods import Method
 from workbench.runs.hyperparameters import ObjectiveSettings
 from workbench.runs.kinds import Kind, register
-from workbench.runs.run import Run, RunContext
+from workbench.runs.run import Run
 from workbench.runs.saved import template_for
 from workbench.tokens.templates import Template
-from workbench.training.kto import answer_samples, model_to_train, resume_on
+from workbench.training.trl_runs import (
+    answer_samples,
+    bridged_trainer,
+    check_new_run_dir,
+    final_saver,
+    model_to_train,
+    record_new_run,
+    resume_on,
+    run_context,
+    run_directory,
+    trl_arguments,
+)
+from workbench.training.trl_runs import pair_rows as orpo_rows  # the rows ORPOTrainer takes
 
 
 @dataclass
@@ -66,18 +75,6 @@ def check_orpo_pairs(pairs: Examples) -> None:
         )
 
 
-def orpo_rows(pairs: Examples, template: Template, tokenizer) -> list[dict[str, str]]:
-    """The rows TRL's ORPOTrainer takes: the prompt through the template, both answers."""
-    return [
-        {
-            "prompt": prompt_of(r, template, tokenizer),
-            "chosen": r["chosen"],
-            "rejected": r["rejected"],
-        }
-        for r in pairs.rows
-    ]
-
-
 def train_orpo(
     model,
     tokenizer,
@@ -103,8 +100,7 @@ def train_orpo(
     for given in (pairs, validation):
         if given is not None:
             check_orpo_pairs(given)
-    if run_dir is not None and RunDirectory(run_dir).is_run:
-        raise RunDirectoryInUseError(Path(run_dir))
+    check_new_run_dir(run_dir)
     settings = settings or ORPOSettings()
     model, method = model_to_train(model, method, settings.seed)
     template = template_for(template, parent, pairs.format)
@@ -120,75 +116,38 @@ def _orpo_run(
     """The Run of an ORPO run; a new one records config.yaml and its rows."""
     train_rows = orpo_rows(pairs, template, tokenizer)
     val_rows = orpo_rows(validation, template, tokenizer) if validation else None
-    run_dir = Path(run_dir) if run_dir else new_run_dir(f"orpo-{next(iter(pairs.tasks), 'pairs')}")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = run_directory(run_dir, "orpo", pairs, "pairs")
     if not resuming:
-        RunDirectory(run_dir).record_run(
-            stage="orpo",
-            model=model,
-            template=template,
-            method=method,
-            hyperparameters=settings,
-            train=pairs,
-            validation=validation,
-            parent=str(parent) if parent else None,
+        record_new_run(
+            run_dir, "orpo", model, template, method, settings, pairs, validation, parent
         )
-    prompts, references = answer_samples(validation or pairs, template, tokenizer)
-    context = RunContext(
-        model=model,
-        tokenizer=tokenizer,
-        template=template,
-        method=method,
-        hyperparameters=settings,
-        parameters=count_parameters(model),
-        sample_prompts=prompts,
-        references=references,
-        samples_shown=len(prompts),
-        sample_max_new_tokens=settings.sample_max_new_tokens,
-    )
+    shown = answer_samples(validation or pairs, template, tokenizer)
+    context = run_context(model, tokenizer, template, method, settings, shown)
 
     def build_trainer(run: Run, resuming: bool):  # run.hyperparameters: a resume may extend
         return _build_orpo_trainer(run, run.hyperparameters, train_rows, val_rows, resuming)
 
-    def save_final(folder: Path) -> None:  # the adapter (or, full fine-tuning, the model)
-        if hasattr(model, "peft_config"):
-            model.save_pretrained(folder, selected_adapters=["default"])
-        else:
-            model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-
-    return Run(run_dir, context, build_trainer, save_final=save_final)
+    return Run(run_dir, context, build_trainer, save_final=final_saver(model, tokenizer))
 
 
 def _build_orpo_trainer(run: Run, settings: ORPOSettings, train_rows, val_rows, resuming: bool):
     """TRL's ORPOTrainer with the Run's event bridge: the same events as an SFT run."""
-    import datasets
-
     with warnings.catch_warnings():  # "APIs here are unstable": TRL's version is pinned and
         warnings.filterwarnings("ignore", "You are importing from 'trl.experimental'")  # tested
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
-    args = settings.run_arguments(
-        run.directory.checkpoints_dir,
-        run.model,
+    args = trl_arguments(
+        run,
+        settings,
+        ORPOConfig,
         has_validation=val_rows is not None,
         rows=len(train_rows),  # the plan's optimizer steps: warmup cap, too-short warning
-        args_class=ORPOConfig,
+        resuming=resuming,
         beta=settings.beta,
         max_length=settings.max_length,
         remove_unused_columns=False,  # TRL's pair collator needs its own columns
     )
-    if resuming:
-        args.eval_on_start = False  # the resumed run already measured its start
-    trainer = ORPOTrainer(
-        model=run.model,
-        args=args,
-        train_dataset=datasets.Dataset.from_list(train_rows),
-        eval_dataset=datasets.Dataset.from_list(val_rows) if val_rows else None,
-        processing_class=run.tokenizer,
-        callbacks=[event_bridge(run)],
-    )
-    return bridged(trainer, run)
+    return bridged_trainer(ORPOTrainer, run, args, train_rows, val_rows)
 
 
 def resume_orpo(

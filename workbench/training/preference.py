@@ -15,15 +15,25 @@ from pathlib import Path
 
 from workbench.data.loading import Examples
 from workbench.errors import WorkbenchError
-from workbench.evaluation.preferences import check_pairs, prompt_of
-from workbench.model.methods import Method, apply_method, count_parameters
-from workbench.runs.bridge import bridged, event_bridge
-from workbench.runs.directory import RunDirectory, new_run_dir
+from workbench.evaluation.preferences import check_pairs
+from workbench.model.methods import Method
 from workbench.runs.hyperparameters import ObjectiveSettings
 from workbench.runs.kinds import Kind, deprecated_name, register
-from workbench.runs.run import Run, RunContext
+from workbench.runs.run import Run
 from workbench.runs.saved import load_run_model, template_for
 from workbench.tokens.templates import Template
+from workbench.training.trl_runs import (
+    answer_samples,
+    bridged_trainer,
+    final_saver,
+    model_to_train,
+    pair_rows,
+    record_new_run,
+    require_lora,
+    run_context,
+    run_directory,
+    trl_arguments,
+)
 
 # Hyperparameters that only instruction tuning uses: DPO keeps them at these values.
 
@@ -49,35 +59,6 @@ class PreferenceSettings(ObjectiveSettings):
 
     def own_problems(self) -> list[str]:
         return [f"`beta`={self.beta} must be positive (0.1 is usual)."] if self.beta <= 0 else []
-
-
-def trl_rows(pairs: Examples, template: Template, tokenizer) -> list[dict[str, str]]:
-    return [
-        {
-            "prompt": prompt_of(r, template, tokenizer),
-            "chosen": r["chosen"],
-            "rejected": r["rejected"],
-        }
-        for r in pairs.rows
-    ]
-
-
-def _dpo_config(
-    settings: PreferenceSettings, output_dir: Path, model, has_validation: bool, rows: int
-):
-    """TRL's DPOConfig: the Trainer settings as for instruction tuning, plus DPO's own."""
-    from trl import DPOConfig
-
-    return settings.run_arguments(
-        output_dir,
-        model,
-        has_validation=has_validation,
-        rows=rows,  # the plan's optimizer steps: warmup cap, too-short warning
-        args_class=DPOConfig,
-        beta=settings.beta,
-        max_length=settings.max_length,
-        remove_unused_columns=True,  # DPOConfig's default: TRL drops the text columns itself
-    )
 
 
 def train_dpo(
@@ -108,93 +89,39 @@ def train_dpo(
         check_pairs(validation)
     settings = settings or PreferenceSettings()
     template = template_for(template, parent, pairs.format)
-    model, method = _with_adapter(model, method, settings.seed)
-    task = next(iter(pairs.tasks), "pairs")
-    run_dir = Path(run_dir) if run_dir else new_run_dir(f"dpo-{task}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    RunDirectory(run_dir).record_run(
-        stage="dpo",
-        model=model,
-        template=template,
-        method=method,
-        hyperparameters=settings,
-        train=pairs,
-        validation=validation,
-        parent=str(parent) if parent else None,
-    )
-    sample_rows = (validation if validation is not None and len(validation) else pairs).rows
-    prompts = [prompt_of(r, template, tokenizer) for r in sample_rows[:samples]]
-    context = RunContext(
-        model=model,
-        tokenizer=tokenizer,
-        template=template,
-        method=method,
-        hyperparameters=settings,
-        parameters=count_parameters(model),
-        sample_prompts=prompts,
-        references=[r["chosen"] for r in sample_rows[:samples]],
-        samples_shown=len(prompts),
-        sample_max_new_tokens=settings.sample_max_new_tokens,
-    )
-    train_rows = trl_rows(pairs, template, tokenizer)
-    val_rows = trl_rows(validation, template, tokenizer) if validation is not None else None
+    model, method = model_to_train(model, method, settings.seed, fields=("dropout",))
+    require_lora(method, "DPO", "the reference is the same model with its SFT adapter frozen")
+    run_dir = run_directory(run_dir, "dpo", pairs, "pairs")
+    record_new_run(run_dir, "dpo", model, template, method, settings, pairs, validation, parent)
+    shown = answer_samples(validation or pairs, template, tokenizer, samples)
+    context = run_context(model, tokenizer, template, method, settings, shown)
+    train_rows = pair_rows(pairs, template, tokenizer)
+    val_rows = pair_rows(validation, template, tokenizer) if validation is not None else None
 
     def build_trainer(run: Run, resuming: bool):
         if resuming:
             raise WorkbenchError("DPO runs cannot be resumed yet: start a new one.")
         return _build_dpo_trainer(run, settings, train_rows, val_rows)
 
-    def save_final(folder: Path) -> None:  # the DPO-tuned adapter, not TRL's frozen `ref` copy
-        model.save_pretrained(folder, selected_adapters=["default"])
-        tokenizer.save_pretrained(folder)
-
-    run = Run(run_dir, context, build_trainer, save_final=save_final)
+    run = Run(run_dir, context, build_trainer, save_final=final_saver(model, tokenizer))
     return run.start() if start else run
 
 
 def _build_dpo_trainer(run: Run, settings: PreferenceSettings, train_rows, val_rows):
     """TRL's DPOTrainer with the Run's event bridge: the same events as an SFT run."""
-    import datasets
-    from trl import DPOTrainer
+    from trl import DPOConfig, DPOTrainer
 
-    directory = run.directory
-    args = _dpo_config(
-        settings, directory.checkpoints_dir, run.model, val_rows is not None, len(train_rows)
+    args = trl_arguments(
+        run,
+        settings,
+        DPOConfig,
+        has_validation=val_rows is not None,
+        rows=len(train_rows),  # the plan's optimizer steps: warmup cap, too-short warning
+        beta=settings.beta,
+        max_length=settings.max_length,
+        remove_unused_columns=True,  # DPOConfig's default: TRL drops the text columns itself
     )
-    trainer = DPOTrainer(
-        model=run.model,
-        args=args,
-        train_dataset=datasets.Dataset.from_list(train_rows),
-        eval_dataset=datasets.Dataset.from_list(val_rows) if val_rows else None,
-        processing_class=run.tokenizer,
-        callbacks=[event_bridge(run)],
-    )
-    return bridged(trainer, run)
-
-
-def _with_adapter(model, method: Method | None, seed: int):
-    """(model, method): the model's own SFT adapter, or a fresh one from `method`."""
-    if hasattr(model, "peft_config"):
-        if "ref" in model.peft_config:  # left by an earlier DPO run on this model
-            model.delete_adapter("ref")
-        method = method or _method_of(model)
-    else:
-        from transformers import set_seed
-
-        method = method or Method()
-        set_seed(seed)
-        model = apply_method(model, method)
-    if not method.uses_lora:
-        raise WorkbenchError(
-            f"`method.kind`={method.kind!r}: DPO here trains a LoRA adapter (the reference is "
-            "the same model with its SFT adapter frozen). Use kind='lora' or 'qlora'."
-        )
-    return model, method
-
-
-def _method_of(model) -> Method:
-    config = model.peft_config["default"]
-    return Method(kind="lora", r=config.r, alpha=config.lora_alpha, dropout=config.lora_dropout)
+    return bridged_trainer(DPOTrainer, run, args, train_rows, val_rows)
 
 
 def dpo_from_run(

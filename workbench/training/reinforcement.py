@@ -21,18 +21,27 @@ from pathlib import Path
 from typing import Literal
 
 from workbench.data.loading import Examples
-from workbench.errors import RunDirectoryInUseError, WorkbenchError
+from workbench.errors import WorkbenchError
 from workbench.evaluation.rewards import Reward, restorable, reward_from_record
-from workbench.model.methods import Method, apply_method, count_parameters
-from workbench.runs.bridge import bridged, event_bridge
-from workbench.runs.directory import RunDirectory, new_run_dir
+from workbench.model.methods import Method
 from workbench.runs.hyperparameters import ObjectiveSettings
 from workbench.runs.kinds import Kind, deprecated_name, register
-from workbench.runs.run import Run, RunContext
+from workbench.runs.run import Run
 from workbench.runs.saved import template_for
 from workbench.tokens.templates import Template
 from workbench.training.resuming import open_run
 from workbench.training.reward_source import as_reward
+from workbench.training.trl_runs import (
+    bridged_trainer,
+    check_new_run_dir,
+    final_saver,
+    model_to_train,
+    record_new_run,
+    require_lora,
+    run_context,
+    run_directory,
+    trl_arguments,
+)
 
 ALGORITHMS = ("grpo", "ppo")
 
@@ -161,25 +170,15 @@ def _check_lengths(prompts: Examples, texts: list[str], tokenizer, max_length: i
 
 
 def _policy(model, method: Method | None, seed: int):
-    """(model, method): the model's own adapter (an SFT run's), or a fresh one from `method`."""
-    if hasattr(model, "peft_config"):
-        if "ref" in model.peft_config:  # left by an earlier DPO or GRPO run on this model
-            model.delete_adapter("ref")
-        if method is None:
-            config = model.peft_config["default"]
-            method = Method(kind="lora", r=config.r, alpha=config.lora_alpha)
-        return model, method
-    from transformers import set_seed
-
-    method = method or Method()
-    if not method.uses_lora:
-        raise WorkbenchError(
-            f"`method.kind`={method.kind!r}: reinforcement learning here trains a LoRA adapter "
-            "(the KL reference is the same model with its starting adapter frozen). Use "
-            "kind='lora' or 'qlora'."
+    """(model, method): the model's own adapter (an SFT run's, recorded by rank and alpha), or
+    a fresh LoRA one from `method`; only a model without adapter has its method checked."""
+    if not hasattr(model, "peft_config"):
+        require_lora(
+            method or Method(),
+            "reinforcement learning",
+            "the KL reference is the same model with its starting adapter frozen",
         )
-    set_seed(seed)
-    return apply_method(model, method), method
+    return model_to_train(model, method, seed, fields=())
 
 
 def train_grpo(
@@ -259,8 +258,7 @@ def _start_rl(
 ) -> Run:  # fmt: skip
     if algorithm not in ALGORITHMS:
         raise WorkbenchError(f"`algorithm`={algorithm!r}: use 'grpo' or 'ppo'.")
-    if run_dir is not None and RunDirectory(run_dir).is_run:
-        raise RunDirectoryInUseError(Path(run_dir))
+    check_new_run_dir(run_dir)
     settings = settings or RLSettings()
     settings.check_for(algorithm)
     if len(prompts) * settings.num_generations < settings.batch_size:
@@ -309,35 +307,18 @@ def _rl_run(
     texts = prompt_texts(prompts, template, tokenizer)
     held_texts = prompt_texts(held_out, template, tokenizer) if held_out is not None else None
     _check_lengths(prompts, texts, tokenizer, settings.max_length)
-    task = next(iter(prompts.tasks), "prompts")
-    run_dir = Path(run_dir) if run_dir else new_run_dir(f"{stage}-{task}")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = run_directory(run_dir, stage, prompts, "prompts")
     if not resuming:
-        RunDirectory(run_dir).record_run(
-            stage=stage,
-            model=model,
-            template=template,
-            method=method,
-            hyperparameters=settings,
-            train=prompts,
-            validation=held_out,
-            reward=reward.record,
-            samples=samples,
-            parent=str(parent) if parent else None,
+        record = {"reward": reward.record, "samples": samples}  # config.yaml keys before `parent`
+        record_new_run(
+            run_dir, stage, model, template, method, settings, prompts, held_out, parent, **record
         )
     shown = (held_texts or texts)[:samples]
     shown_rows = (held_out if held_out is not None else prompts).rows[:samples]
-    context = RunContext(
-        model=model,
-        tokenizer=tokenizer,
-        template=template,
-        method=method,
-        hyperparameters=settings,
-        parameters=count_parameters(model),
-        sample_prompts=shown,
-        references=[r.get("output") or r.get("completion") or "" for r in shown_rows],
-        samples_shown=len(shown),
-        sample_max_new_tokens=settings.max_completion_length,
+    references = [r.get("output") or r.get("completion") or "" for r in shown_rows]
+    answer_tokens = settings.max_completion_length  # samples as long as the trained answers
+    context = run_context(
+        model, tokenizer, template, method, settings, (shown, references), answer_tokens
     )
 
     if stage == "ppo":
@@ -348,11 +329,7 @@ def _rl_run(
     def build_trainer(run: Run, resuming: bool):  # run.hyperparameters: a resume may extend
         return build(run, run.hyperparameters, reward, texts, held_texts, resuming)
 
-    def save_final(folder: Path) -> None:  # the trained adapter, not TRL's frozen `ref` copy
-        model.save_pretrained(folder, selected_adapters=["default"])
-        tokenizer.save_pretrained(folder)
-
-    return Run(run_dir, context, build_trainer, save_final=save_final)
+    return Run(run_dir, context, build_trainer, save_final=final_saver(model, tokenizer))
 
 
 def resume_reinforcement(
@@ -403,15 +380,22 @@ def resume_reinforcement(
     return run.resume(max_steps)
 
 
-def _grpo_config(settings: RLSettings, output_dir: Path, model, has_validation: bool):
-    """TRL's GRPOConfig: the Trainer settings as for instruction tuning, plus GRPO's own."""
-    from trl import GRPOConfig
+def _build_grpo_trainer(run: Run, settings, reward: Reward, texts, held_texts, resuming: bool):
+    """TRL's GRPOTrainer with the Run's event bridge.
 
-    return settings.run_arguments(
-        output_dir,
-        model,
-        has_validation=has_validation,
-        args_class=GRPOConfig,
+    On a resume TRL adds its `ref` adapter again (a copy of the trained one); loading the
+    checkpoint then restores both adapters, `ref` from the checkpoint's `ref/` folder, so the
+    reference stays the starting model."""
+    from trl import GRPOConfig, GRPOTrainer
+
+    if resuming and "ref" in run.model.peft_config:
+        run.model.delete_adapter("ref")
+    args = trl_arguments(  # no `rows`: the plan counts answers, which only the Trainer knows
+        run,
+        settings,
+        GRPOConfig,
+        has_validation=held_texts is not None,
+        resuming=resuming,
         num_generations=settings.num_generations,
         num_generations_eval=settings.eval_generations,
         max_completion_length=settings.max_completion_length,
@@ -419,34 +403,11 @@ def _grpo_config(settings: RLSettings, output_dir: Path, model, has_validation: 
         beta=settings.beta,
         epsilon=settings.epsilon,
     )
-
-
-def _build_grpo_trainer(run: Run, settings, reward: Reward, texts, held_texts, resuming: bool):
-    """TRL's GRPOTrainer with the Run's event bridge.
-
-    On a resume TRL adds its `ref` adapter again (a copy of the trained one); loading the
-    checkpoint then restores both adapters, `ref` from the checkpoint's `ref/` folder, so the
-    reference stays the starting model."""
-    import datasets
-    from trl import GRPOTrainer
-
-    if resuming and "ref" in run.model.peft_config:
-        run.model.delete_adapter("ref")
-    args = _grpo_config(settings, run.directory.checkpoints_dir, run.model, held_texts is not None)
-    if resuming:
-        args.eval_on_start = False  # the resumed run already measured its start
-    trainer = GRPOTrainer(
-        model=run.model,
-        reward_funcs=reward.for_trl(),
-        args=args,
-        train_dataset=datasets.Dataset.from_list([{"prompt": t} for t in texts]),
-        eval_dataset=(
-            datasets.Dataset.from_list([{"prompt": t} for t in held_texts]) if held_texts else None
-        ),
-        processing_class=run.tokenizer,
-        callbacks=[event_bridge(run)],
+    train_rows = [{"prompt": t} for t in texts]
+    val_rows = [{"prompt": t} for t in held_texts] if held_texts is not None else None
+    return bridged_trainer(
+        GRPOTrainer, run, args, train_rows, val_rows, reward_funcs=reward.for_trl()
     )
-    return bridged(trainer, run)
 
 
 def _resume_rl(run_dir, model=None, tokenizer=None, *, max_steps=None, reward=None) -> Run:

@@ -18,17 +18,25 @@ from pathlib import Path
 from typing import Any
 
 from workbench.data.loading import Examples
-from workbench.errors import RunDirectoryInUseError, WorkbenchError
+from workbench.errors import WorkbenchError
 from workbench.evaluation.preferences import check_pairs, prompt_of
-from workbench.model.methods import Method, apply_method, count_parameters
-from workbench.runs.bridge import bridged, event_bridge
-from workbench.runs.directory import CONFIG, RunDirectory, new_run_dir
+from workbench.model.methods import Method, apply_method
+from workbench.runs.directory import CONFIG, RunDirectory
 from workbench.runs.hyperparameters import ObjectiveSettings
 from workbench.runs.kinds import Kind, register
-from workbench.runs.run import Run, RunContext
+from workbench.runs.run import Run
 from workbench.tokens.templates import Template, get_template
-from workbench.training.preference import trl_rows as trl_pairs  # the rows DPO gives TRL
 from workbench.training.resuming import open_run
+from workbench.training.trl_runs import (
+    bridged_trainer,
+    check_new_run_dir,
+    final_saver,
+    pair_rows,
+    record_new_run,
+    run_context,
+    run_directory,
+    trl_arguments,
+)
 
 
 @dataclass
@@ -159,8 +167,7 @@ def train_reward_model(
         model_or_base, tokenizer = load_model(model_or_base)
     if tokenizer is None or pairs is None:
         raise WorkbenchError("train_reward_model needs the base's `tokenizer` and the `pairs`.")
-    if run_dir is not None and RunDirectory(run_dir).is_run:
-        raise RunDirectoryInUseError(Path(run_dir))
+    check_new_run_dir(run_dir)
     if hasattr(model_or_base, "peft_config") and parent is None:
         warnings.warn(
             "The base carries an adapter (an SFT run's model) but `parent` is not given: "
@@ -192,71 +199,42 @@ def _reward_run(
             check_pairs(rows)
     pairs = without_identical_pairs(pairs)
     validation = without_identical_pairs(validation) if validation is not None else None
-    train_rows = trl_pairs(pairs, template, tokenizer)
-    val_rows = trl_pairs(validation, template, tokenizer) if validation is not None else None
+    train_rows = pair_rows(pairs, template, tokenizer)
+    val_rows = pair_rows(validation, template, tokenizer) if validation is not None else None
     _check_lengths(pairs, train_rows, tokenizer, settings.max_length)
     if validation is not None:
         _check_lengths(validation, val_rows, tokenizer, settings.max_length)
     model = _reward_model(base, tokenizer, method, settings.seed)
-    task = next(iter(pairs.tasks), "pairs")
-    run_dir = Path(run_dir) if run_dir else new_run_dir(f"reward-{task}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not resuming:
-        RunDirectory(run_dir).record_run(
-            stage="reward",
-            model=base,  # names the base model, as load_model was given it
-            template=template,
-            method=method,
-            hyperparameters=settings,
-            train=pairs,
-            validation=validation,
-            parent=str(parent) if parent else None,
+    run_dir = run_directory(run_dir, "reward", pairs, "pairs")
+    if not resuming:  # `base` names the base model, as load_model was given it
+        record_new_run(
+            run_dir, "reward", base, template, method, settings, pairs, validation, parent
         )
-    context = RunContext(
-        model=model,
-        tokenizer=tokenizer,
-        template=template,
-        method=method,
-        hyperparameters=settings,
-        parameters=count_parameters(model),
-    )
+    context = run_context(model, tokenizer, template, method, settings)
 
     def build_trainer(run: Run, resuming: bool):  # run.hyperparameters: a resume may extend
         return _build_reward_trainer(run, run.hyperparameters, train_rows, val_rows, resuming)
 
-    def save_final(folder: Path) -> None:  # the adapter with the scoring head (or the model)
-        model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-
-    return Run(run_dir, context, build_trainer, save_final=save_final)
+    # final_saver: the adapter, which holds the new scoring head (or, full, the whole model)
+    return Run(run_dir, context, build_trainer, save_final=final_saver(model, tokenizer))
 
 
 def _build_reward_trainer(run: Run, settings: RewardSettings, train_rows, val_rows, resuming):
     """TRL's RewardTrainer with the Run's event bridge."""
-    import datasets
     from trl import RewardConfig, RewardTrainer
 
-    args = settings.run_arguments(
-        run.directory.checkpoints_dir,
-        run.model,
+    args = trl_arguments(
+        run,
+        settings,
+        RewardConfig,
         has_validation=val_rows is not None,
         rows=len(train_rows),  # the plan's optimizer steps: warmup cap, too-short warning
-        args_class=RewardConfig,
+        resuming=resuming,
         max_length=settings.max_length,
         center_rewards_coefficient=settings.center_rewards or None,
         remove_unused_columns=True,  # RewardConfig's default: TRL keeps only the token ids
     )
-    if resuming:
-        args.eval_on_start = False  # the resumed run already measured its start
-    trainer = RewardTrainer(
-        model=run.model,
-        args=args,
-        train_dataset=datasets.Dataset.from_list(train_rows),
-        eval_dataset=datasets.Dataset.from_list(val_rows) if val_rows else None,
-        processing_class=run.tokenizer,
-        callbacks=[event_bridge(run)],
-    )
-    return bridged(trainer, run)
+    return bridged_trainer(RewardTrainer, run, args, train_rows, val_rows)
 
 
 def score_responses(
