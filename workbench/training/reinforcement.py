@@ -29,6 +29,7 @@ from workbench.runs.kinds import Kind, deprecated_name, register
 from workbench.runs.run import Run
 from workbench.runs.saved import template_for
 from workbench.tokens.templates import Template
+from workbench.training.ppo import build_ppo_trainer
 from workbench.training.resuming import open_run
 from workbench.training.reward_source import as_reward
 from workbench.training.trl_runs import (
@@ -321,10 +322,7 @@ def _rl_run(
         model, tokenizer, template, method, settings, (shown, references), answer_tokens
     )
 
-    if stage == "ppo":
-        from workbench.training.ppo import build_ppo_trainer as build
-    else:
-        build = _build_grpo_trainer
+    build = build_ppo_trainer if stage == "ppo" else _build_grpo_trainer
 
     def build_trainer(run: Run, resuming: bool):  # run.hyperparameters: a resume may extend
         return build(run, run.hyperparameters, reward, texts, held_texts, resuming)

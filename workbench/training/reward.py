@@ -20,11 +20,14 @@ from typing import Any
 from workbench.data.loading import Examples
 from workbench.errors import WorkbenchError
 from workbench.evaluation.preferences import check_pairs, prompt_of
+from workbench.model.generation import eval_mode
+from workbench.model.loading import load_model
 from workbench.model.methods import Method, apply_method
 from workbench.runs.directory import CONFIG, RunDirectory
 from workbench.runs.hyperparameters import ObjectiveSettings
 from workbench.runs.kinds import Kind, register
 from workbench.runs.run import Run
+from workbench.runs.saved import load_adapter
 from workbench.tokens.templates import Template, get_template
 from workbench.training.resuming import open_run
 from workbench.training.trl_runs import (
@@ -162,8 +165,6 @@ def train_reward_model(
     answers with `score_responses(run.model, run.tokenizer, prompts, answers)`.
     """
     if isinstance(model_or_base, str):
-        from workbench.model.loading import load_model
-
         model_or_base, tokenizer = load_model(model_or_base)
     if tokenizer is None or pairs is None:
         raise WorkbenchError("train_reward_model needs the base's `tokenizer` and the `pairs`.")
@@ -244,8 +245,6 @@ def score_responses(
     (prompt + response + EOS): higher means closer to the chosen answers."""
     import torch
 
-    from workbench.model.generation import eval_mode
-
     if len(prompts) != len(responses):
         raise WorkbenchError(
             f"{len(prompts)} prompts but {len(responses)} responses: give one response per prompt."
@@ -297,13 +296,9 @@ def pair_accuracy(
 def _base_of(config: dict, directory: RunDirectory):
     """The causal LM a reward run started from: the base model, with the SFT run's adapter
     when it started from one (`parent`)."""
-    from workbench.model.loading import load_model
-
     base, tokenizer = load_model(config["model"], quantization=config.get("quantization"))
     parent = config.get("parent")
     if parent and (Path(parent) / "adapter").is_dir():
-        from workbench.runs.saved import load_adapter
-
         base = load_adapter(base, Path(parent) / "adapter")
     elif parent:
         warnings.warn(
