@@ -42,6 +42,19 @@ from workbench.evaluation.prompting import (
     prompting_table,
 )
 from workbench.evaluation.rewards import held_out_reward, one_of_labels, valid_iso_date
+from workbench.evaluation.shifts import (
+    Alternatives,
+    TokenShifts,
+    answer_alternatives,
+    generated_shifts,
+    shift_text,
+    token_shifts,
+)
+from workbench.experiments.checkpoints import (
+    CheckpointAnswers,
+    checkpoint_answers,
+    checkpoint_models,
+)
 from workbench.experiments.choosing import (
     Candidate,
     Prices,
@@ -153,6 +166,9 @@ __all__ = [
     "load_trained_classifier", "perplexity", "perplexity_table", "preference_margin",
     "pair_accuracy", "score_responses", "load_reward_model", "held_out_reward",
     "one_of_labels", "valid_iso_date",
+    # what fine-tuning changed: per-token shifts, alternatives, the checkpoints in between
+    "TokenShifts", "token_shifts", "generated_shifts", "shift_text", "Alternatives",
+    "answer_alternatives", "CheckpointAnswers", "checkpoint_answers", "checkpoint_models",
     # experiments: measured before, trained, measured after
     "PreferenceExperiment", "preference_experiment", "RLExperiment", "rl_experiment",
     "leave_one_task_out", "loto_table", "task_folds", "Candidate", "Prices",
