@@ -1,22 +1,18 @@
-"""Small pieces every panel shares: the `Panel` base class (error area, guard, background
-work, static fallback), an inline error area and HTML tables."""
+"""Small pieces every panel shares: the `Panel` base class (errors shown where they happen,
+guard, background work, static fallback), showing code, and HTML tables."""
 
 from __future__ import annotations
 
 import html
 import threading
-import traceback
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import ipywidgets as widgets
 
 from workbench.tokens.templates import Template, get_template
+from workbench.widgets._errors import ErrorArea, set_enabled
 
-ERROR_STYLE = (
-    "color:#9b1c1c;background:#fdecec;border-left:4px solid #d33;padding:4px 8px;"
-    "white-space:pre-wrap;font-family:monospace;font-size:12px"
-)
 TABLE_STYLE = "border-collapse:collapse;font-size:12px"
 CELL_STYLE = "border:1px solid #ddd;padding:2px 6px;text-align:left;vertical-align:top"
 
@@ -66,27 +62,6 @@ def text_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], limit: int
     return "\n".join(lines)
 
 
-class ErrorArea(widgets.HTML):
-    """A red box that shows the latest error inline; empty (and invisible) when all is well."""
-
-    def show(self, error: BaseException | str) -> None:
-        message = str(error)
-        if isinstance(error, BaseException) and not isinstance(error, ValueError):
-            message = f"{type(error).__name__}: {message}"  # unexpected: say what it was
-        self.value = f'<div style="{ERROR_STYLE}">{escape(message)}</div>'
-
-    def clear(self) -> None:
-        self.value = ""
-
-    @property
-    def message(self) -> str:
-        """The error text shown now, unescaped ('' when none)."""
-        if not self.value:
-            return ""
-        inner = self.value[self.value.index(">") + 1 : self.value.rindex("</div>")]
-        return html.unescape(inner)
-
-
 class StaticFallback:
     """Mixin for panels: a readable `text/html` and `text/plain` where widgets cannot render.
 
@@ -116,22 +91,25 @@ class StaticFallback:
 
 
 class Panel(StaticFallback, widgets.VBox):
-    """The base of every panel: a VBox with an error area, a guard that shows exceptions there
-    instead of losing them, one background worker, and the static fallback.
+    """The base of every panel: a VBox whose errors show where they happen, one background
+    worker, and the static fallback.
 
     A subclass calls `super().__init__()` first, places `error_html` in its `children`, and
     implements `static_html()` and `static_text()`. It then has:
 
-    - `error_html` (ErrorArea), also reachable as `error`: the red area.
-    - `show_error(error)`: add an exception (shown with the line that raised it) or a
-      message; the last `errors_shown` stay visible. `errors` lists every one so far.
-    - `guard(fn, *args, **kwargs)`: `fn(...)`, or None with its exception shown.
-    - `in_background(fn, disable=..., then=...)`: `fn` guarded on a thread, so the notebook
-      stays responsive; `busy` says whether it still runs, `wait()` blocks until it is done.
-      Panels that own more work (a Run) extend `wait` and call `super().wait(timeout)`.
+    - `error_html` (ErrorArea), also reachable as `error`: the panel's own error area. A
+      panel with several controls makes one more beside each control whose work can fail
+      (`ErrorArea()`, placed next to it) and sends that work's errors there.
+    - `show_error(error, area=None)`: show an error in `area` (default `error_html`), in place
+      of what it showed; `errors` lists every error shown so far, oldest first.
+    - `guard(fn, *args, **kwargs)`: `fn(...)`, or None with its exception shown in
+      `error_html`; `guard_at(area, fn, ...)` the same for the control `area` sits beside, whose
+      error goes away when its next attempt succeeds.
+    - `in_background(fn, disable=..., then=..., errors=area)`: `fn` guarded on a thread, so the
+      notebook stays responsive; its area is cleared when it starts. `busy` says whether it
+      still runs, `wait()` blocks until it is done. Panels that own more work (a Run) extend
+      `wait` and call `super().wait(timeout)`.
     """
-
-    errors_shown = 5  # older errors stay in `errors`, out of sight
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -149,21 +127,37 @@ class Panel(StaticFallback, widgets.VBox):
         """Every error shown so far, oldest first."""
         return list(self._errors)
 
-    def show_error(self, error: BaseException | str) -> None:
-        """Add an error to the red area; an exception keeps its type and the line that raised."""
-        if isinstance(error, BaseException):
-            last = traceback.format_exception(type(error), error, error.__traceback__)[-2:]
-            error = f"{type(error).__name__}: {error}\n{''.join(last).strip()}"
-        self._errors.append(error)
-        self.error_html.show("\n\n".join(self._errors[-self.errors_shown :]))
+    def show_error(self, error: BaseException | str, area: ErrorArea | None = None) -> None:
+        """Show `error` in `area` (default: `error_html`), replacing what it showed."""
+        area = area or self.error_html
+        area.show(error)
+        self._errors.append(area.message)
 
     def guard(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """`fn(*args, **kwargs)`; an exception lands in the error area and None is returned."""
+        """`fn(*args, **kwargs)`; an exception lands in `error_html` and None is returned."""
         try:
             return fn(*args, **kwargs)
         except Exception as error:  # noqa: BLE001 - shown to the user, not swallowed
             self.show_error(error)
             return None
+
+    def guard_at(self, area: ErrorArea, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """`fn(*args, **kwargs)` for the control `area` sits beside: an exception shows there
+        (and None is returned); a success clears what the last attempt left there."""
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as error:  # noqa: BLE001 - shown to the user, not swallowed
+            self.show_error(error, area)
+            return None
+        area.clear()
+        return result
+
+    def _shown_at(self, area: ErrorArea, fn: Callable[[], Any]) -> None:
+        """`fn()`, its exception shown in `area` (which it leaves as it is otherwise)."""
+        try:
+            fn()
+        except Exception as error:  # noqa: BLE001 - shown to the user, not swallowed
+            self.show_error(error, area)
 
     @property
     def busy(self) -> bool:
@@ -176,25 +170,30 @@ class Panel(StaticFallback, widgets.VBox):
         *,
         disable: Sequence[widgets.Widget] = (),
         then: Callable[[], Any] | None = None,
+        errors: ErrorArea | None = None,
     ) -> bool:
         """Run `fn` guarded on a thread; `disable` stay disabled meanwhile and get their state
-        back after, then `then()` runs. While busy, a second request is refused with a message
-        (a click must not start the same work twice). Returns whether `fn` started."""
+        back after, then `then()` runs. `errors` (default `error_html`), the area beside the
+        control that asked, is cleared as the work starts and shows its error. While busy, a
+        second request is refused there with a sentence (a click must not start the same work
+        twice). Returns whether `fn` started."""
+        area = errors or self.error_html
         if self.busy:
-            self.show_error("Still busy with the last request; try again when it is done.")
+            self.show_error("Still busy with the last request; try again when it is done.", area)
             return False
+        area.clear()
         enabled = [not control.disabled for control in disable]
         for control in disable:
             control.disabled = True
 
         def work() -> None:
             try:
-                self.guard(fn)
+                self._shown_at(area, fn)
             finally:
                 for control, was_enabled in zip(disable, enabled):
                     control.disabled = not was_enabled
                 if then is not None:
-                    self.guard(then)
+                    self._shown_at(area, then)
 
         self._worker = threading.Thread(target=work, name=type(self).__name__, daemon=True)
         self._worker.start()
@@ -209,9 +208,32 @@ class Panel(StaticFallback, widgets.VBox):
 
 class RunPanel(Panel):
     """A panel whose button starts training runs, one at a time (`run`: the newest, None
-    before): `wait()` waits for the button's work and then for the run it started."""
+    before): `wait()` waits for the button's work and then for the run it started. A panel
+    with a `train_button` that calls `start()` wires it to `train_in_background`: the button
+    is off, its tooltip saying why, while the run trains, and on again when it ends."""
 
     run = None  # set by the panel (an attribute, or a property over its experiment)
+    training_reason = "A run is training: stop it in the monitor below, or wait for it to end."
+
+    def train_in_background(self) -> bool:
+        """What the Train button does: `start()` on a thread (its error beside the button)."""
+        if self.busy:  # refused, with its sentence
+            return self.in_background(self.start)
+        set_enabled(self.train_button, "Busy with the last press: the status beside says what.")
+        return self.in_background(self.start, then=self.show_train_button)
+
+    def show_train_button(self) -> None:
+        """Train on exactly when neither the last press's work nor its run is going on."""
+        running = self.run is not None and not self.run.done
+        # the press's `then` calls this on the worker's own thread: that work is done
+        pressing = self.busy and threading.current_thread() is not self._worker
+        reason = self.training_reason if running or pressing else None
+        set_enabled(self.train_button, reason, self.train_button.description)
+
+    def follow_end(self, run) -> None:
+        """Turn Train on again when `run` ends, however it ends."""
+        for event in ("finished", "stopped", "failed"):
+            run.add_callback(event, lambda _e: self.show_train_button())
 
     def wait(self, timeout: float | None = None) -> RunPanel:
         """Block until the button's work, the run and what follows it are done."""
@@ -251,6 +273,7 @@ class ContinuesTuning(RunPanel):
         self.monitor.attach(run)
         for event in ("finished", "stopped"):
             run.add_callback(event, lambda _e: self.guard(self._on_end, experiment))
+        self.follow_end(run)
         run.start()
         self.status.value = f"{self.continues} <code>{html.escape(run.run_dir.name)}</code> ..."
 
@@ -302,6 +325,7 @@ class TakesModel(RunPanel):
         self.monitor.attach(run)
         for event in ("finished", "stopped"):
             run.add_callback(event, lambda _e: self.guard(self._on_end, run, *measured))
+        self.follow_end(run)
         run.start()
         self.status.value = f"Training <code>{html.escape(run.run_dir.name)}</code> ..."
 

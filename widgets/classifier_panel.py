@@ -74,9 +74,7 @@ class ClassifierPanel(TakesModel):
         self.status = widgets.HTML(self._waiting_text())
         self.monitor = TrainingMonitor()
         self.accuracy_html, self.confusion_html, self.rows_html = (widgets.HTML() for _ in "abc")
-        self.train_button.on_click(
-            lambda _: self.in_background(self.start, disable=(self.train_button,))
-        )
+        self.train_button.on_click(lambda _: self.train_in_background())
         self.method.observe(self._on_method, names="value")
         self.observe(self._on_rows, names="examples")
         self.data_path.observe(self._on_rows, names="value")

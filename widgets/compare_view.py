@@ -8,11 +8,10 @@ answers. A fully fine-tuned model has no base weights left, so its base column n
 
 from __future__ import annotations
 
-import difflib
 import html
-import re
 
 import ipywidgets as widgets
+import traitlets
 
 from workbench.evaluation.compare import (
     DEFAULT_METRICS,
@@ -24,58 +23,38 @@ from workbench.evaluation.compare import (
 from workbench.interfaces import code as codegen
 from workbench.model.generation import Decoding, adapter_disabled, generate
 from workbench.tokens.templates import Template, get_template
-from workbench.widgets._common import CELL_STYLE, TABLE_STYLE, Panel, ShowsCode, html_table
-
-CELL = CELL_STYLE
-NO_BASE = (
-    "No base answers: this model has no adapter to switch off (full fine-tuning changed the "
-    "weights themselves). Measure the base model before training and pass it as `before=` "
-    "(evaluate_model(model, tokenizer, rows) before train())."
+from workbench.widgets._common import Panel, ShowsCode
+from workbench.widgets._compare_tables import (  # the tables, here where panels have used them
+    NO_BASE,
+    forgetting_html,
+    rows_table_html,
+    summary_table_html,
+    try_table_html,
+    word_diff_html,
 )
+from workbench.widgets._errors import ErrorArea, set_enabled
 
-
-def word_diff_html(a: str, b: str) -> str:
-    """`b` as HTML, compared word by word with `a`: new words green, removed words struck red."""
-    old, new = _words(a), _words(b)
-    matcher = difflib.SequenceMatcher(None, [w.strip() for w in old], [w.strip() for w in new])
-    out = []
-    for op, a0, a1, b0, b1 in matcher.get_opcodes():
-        if op == "equal":
-            out.append(html.escape("".join(new[b0:b1])))
-            continue
-        if op in ("delete", "replace"):
-            removed = html.escape("".join(old[a0:a1]).strip())
-            out.append(f"<del style='color:#b00020;background:#fdecea'>{removed}</del> ")
-        if op in ("insert", "replace"):
-            added = "".join(new[b0:b1])
-            tail = added[len(added.rstrip()) :]
-            out.append(
-                "<ins style='background:#d4f7d4;text-decoration:none'>"
-                f"{html.escape(added.rstrip())}</ins>{html.escape(tail)}"
-            )
-    return "".join(out)
-
-
-def _words(text: str) -> list[str]:
-    """Words with the whitespace after them, so the text can be put back together."""
-    lead = text[: len(text) - len(text.lstrip())]
-    words = re.findall(r"\S+\s*", text)
-    if lead and words:
-        words[0] = lead + words[0]
-    return words
+__all__ = ["NO_BASE", "CompareView", "rows_table_html", "summary_table_html", "word_diff_html"]
+NO_ROWS = "No rows to compare: pass `examples=` (e.g. the validation split)."
+RUN_TOOLTIP = "Answer the rows with both models and score them"
 
 
 class CompareView(ShowsCode, Panel):
     """Before/after answers on the same rows, with per-row and total metrics.
 
-    Children: `.run_button` ("Run comparison"), `.summary_html` (totals), `.table_html` (rows:
-    prompt, reference, base, fine-tuned, metrics), `.forgetting_html` (learned and retained, per
-    task), `.prompt_box`, `.raw_prompt`, `.try_button`, `.try_output`, `.status`, `.error_html`,
-    `.copy_button` and `.code` (`as_code()`: the comparison as library calls).
-    `wait()` blocks until a button's work is done.
+    Children: `.run_button` ("Run comparison"), `.status` (what the comparison is doing, one
+    state at a time), `.summary_html` (totals), `.table_html` (rows: prompt, reference, base,
+    fine-tuned, metrics), `.forgetting_html` (learned and retained, per task), `.prompt_box`,
+    `.raw_prompt`, `.try_button`, `.try_output`, `.try_error`, `.error_html`, `.copy_button`
+    and `.code` (`as_code()`: the comparison as library calls). `state` says where the
+    comparison is: `ready` (Run comparison answers the rows), `comparing`, or `done` (the
+    table shows the answers; with rows, Run comparison answers them again). The button is
+    enabled exactly when pressing it starts a comparison. `wait()` blocks until a button's work
+    is done.
     """
 
     dom_class = "wb-compare-view"
+    state = traitlets.Enum(("ready", "comparing", "done"), "ready", help="see the class")
 
     def __init__(
         self,
@@ -100,8 +79,9 @@ class CompareView(ShowsCode, Panel):
         self.decoding = decoding or Decoding()
         self.metrics, self.labels = tuple(metrics), labels
         self.try_answers: tuple[str | None, str] | None = None
+        self._doing, self._trying = "", False
         super().__init__()
-        self._build_controls(can_run=examples is not None)
+        self._build_controls()
         self._build_code("12em")
         self.children = [
             widgets.HBox([self.run_button, self.copy_button, self.status]),
@@ -113,14 +93,13 @@ class CompareView(ShowsCode, Panel):
             widgets.HTML("<b>Try a prompt on both models</b>"),
             self.prompt_box,
             widgets.HBox([self.try_button, self.raw_prompt]),
+            self.try_error,
             self.try_output,
         ]
-        self._draw()
+        self._set_state("done" if after is not None else "ready")
 
-    def _build_controls(self, can_run: bool) -> None:
-        self.run_button = widgets.Button(
-            description="Run comparison", icon="balance-scale", disabled=not can_run
-        )
+    def _build_controls(self) -> None:
+        self.run_button = widgets.Button(description="Run comparison", icon="balance-scale")
         self.status = widgets.HTML()
         self.summary_html = widgets.HTML()
         self.table_html = widgets.HTML()
@@ -132,8 +111,9 @@ class CompareView(ShowsCode, Panel):
         self.raw_prompt = widgets.Checkbox(value=False, description="raw prompt", indent=False)
         self.try_button = widgets.Button(description="Try on both", icon="play")
         self.try_output = widgets.HTML()
-        self.run_button.on_click(lambda _: self._in_background(self.run_comparison, "Comparing"))
-        self.try_button.on_click(lambda _: self._in_background(self.try_on_both, "Generating"))
+        self.try_error = ErrorArea()
+        self.run_button.on_click(lambda _: self.compare_in_background())
+        self.try_button.on_click(lambda _: self._try_in_background())
         self.raw_prompt.observe(self._on_raw_prompt, names="value")
 
     @property
@@ -143,9 +123,10 @@ class CompareView(ShowsCode, Panel):
 
     # -- the work behind the buttons ------------------------------------------------------
     def run_comparison(self) -> None:
-        """Evaluate the rows with the adapter off (base) and on (fine-tuned), then redraw."""
+        """Evaluate the rows with the adapter off (base) and on (fine-tuned), then redraw (the
+        answers not measured yet: `after` None answers again with the model as it is now)."""
         if self.examples is None and (self.before is None or self.after is None):
-            raise ValueError("No rows to compare: pass `examples=` (e.g. the validation split).")
+            raise ValueError(NO_ROWS)
         settings = dict(metrics=self.metrics, labels=self.labels, decoding=self.decoding)
         if self.before is None and not needs_base_measurement(self.model):
             self.before = evaluate_model(
@@ -155,7 +136,24 @@ class CompareView(ShowsCode, Panel):
             self.after = evaluate_model(
                 self.model, self.tokenizer, self.examples, self.template, adapter=True, **settings
             )
-        self._draw()
+        self._set_state("done")
+
+    def compare_in_background(self, doing: str = "Comparing") -> bool:
+        """What Run comparison does: answer the rows again with the fine-tuned model as it is
+        now (the base answers stay: the adapter switched off does not change), on a thread.
+        The state is `comparing` meanwhile, then `done` (or `ready` again after an error,
+        shown in the error area). Returns whether it started."""
+        if self.busy:  # refused, with its sentence; the status keeps saying what runs
+            return self.in_background(self.run_comparison)
+        self.after = None
+        self._set_state("comparing", doing)
+        return self.in_background(
+            self.run_comparison, disable=(self.try_button,), then=self._after_comparing
+        )
+
+    def _after_comparing(self) -> None:
+        if self.after is None:  # it failed: the error area says why
+            self._set_state("ready")
 
     def measure_forgetting(self, probe, base=None):
         """Score the probe's target and probe tasks on the base and the fine-tuned model, and
@@ -180,8 +178,8 @@ class CompareView(ShowsCode, Panel):
         """Compare again, in the background, whenever `run` stops or finishes."""
 
         def on_end(event: dict) -> None:
-            self.after = None  # the adapter changed; the base (adapter off) did not
-            self._in_background(self.run_comparison, f"Comparing after step {event.get('step')}")
+            self.wait()  # a Try still answering finishes first; then the adapter changed
+            self.compare_in_background(f"Comparing after step {event.get('step')}")
 
         run.add_callback("stopped", on_end)
         run.add_callback("finished", on_end)
@@ -199,7 +197,7 @@ class CompareView(ShowsCode, Panel):
                 base = generate(self.model, self.tokenizer, [prompt], self.decoding)[0]
         tuned = generate(self.model, self.tokenizer, [prompt], self.decoding)[0]
         self.try_answers = (base, tuned)
-        self.try_output.value = self._try_html(prompt, base, tuned)
+        self.try_output.value = try_table_html(prompt, base, tuned)
         return self.try_answers
 
     def render_prompt(self, text: str) -> str:
@@ -227,17 +225,55 @@ class CompareView(ShowsCode, Panel):
         rows = codegen.examples_code(self.examples, "rows")
         return codegen.script(needs, rows, [codegen.template_code(self.template)], compare)
 
-    def _in_background(self, fn, doing: str) -> None:
-        """A button's work on a thread (Panel.in_background), saying what it is doing."""
-        if self.busy:  # refused below; the status keeps saying what is still running
-            self.in_background(fn)
+    def _try_in_background(self) -> None:
+        """What Try on both does, on a thread: Run comparison waits for it."""
+        if self.busy:  # refused, with its sentence
+            self.in_background(self.try_on_both, errors=self.try_error)
             return
-        self.status.value = f"<i>{doing} ...</i>"
+        self._trying = True
+        self._draw_state()
+        self.try_output.value = "<i>Generating ...</i>"
         self.in_background(
-            fn,
-            disable=(self.run_button, self.try_button),
-            then=lambda: setattr(self.status, "value", ""),
+            self.try_on_both,
+            disable=(self.try_button,),
+            then=self._after_trying,
+            errors=self.try_error,
         )
+
+    def _after_trying(self) -> None:
+        self._trying = False
+        if self.try_error.shown:
+            self.try_output.value = ""
+        self._draw_state()
+
+    def _set_state(self, state: str, doing: str = "") -> None:
+        """Go to `state` (`doing`: what the status says while comparing) and redraw."""
+        self.state, self._doing = state, doing
+        self._draw()
+        self._draw_state()
+
+    def _draw_state(self) -> None:
+        """The status says the one state the comparison is in; the button is enabled exactly
+        when pressing it starts a comparison (its tooltip says why not, otherwise)."""
+        reason = None
+        if self.state == "comparing":
+            reason = "Comparing: the table appears when both models have answered."
+        elif self._trying:
+            reason = "Answering the prompt box: a moment."
+        elif self.examples is None:
+            reason = NO_ROWS
+        set_enabled(self.run_button, reason, RUN_TOOLTIP)
+        if self.state == "comparing":
+            self.status.value = f"<i>{html.escape(self._doing)} ...</i>"
+        elif self.state == "done":
+            self.status.value = f"Compared {len(self.after.answers)} rows."
+        elif self.examples is not None:
+            self.status.value = (
+                f"Press <b>Run comparison</b> to answer the {len(self.examples)} rows with both "
+                "models."
+            )
+        else:
+            self.status.value = f"<i>{html.escape(NO_ROWS)}</i>"
 
     def _on_raw_prompt(self, change) -> None:
         self.prompt_box.placeholder = (
@@ -255,45 +291,20 @@ class CompareView(ShowsCode, Panel):
         except Exception as error:  # noqa: BLE001 - shown to the user, not swallowed
             self.show_error(error)
 
-    def _try_html(self, prompt: str, base: str | None, tuned: str) -> str:
-        base_cell = html.escape(base) if base is not None else f"<i>{html.escape(NO_BASE)}</i>"
-        tuned_cell = word_diff_html(base, tuned) if base is not None else html.escape(tuned)
-        return (
-            f"<details><summary>prompt sent ({len(prompt)} characters)</summary>"
-            f"<pre style='white-space:pre-wrap'>{html.escape(prompt)}</pre></details>"
-            f"<table style='{TABLE_STYLE};width:100%'><tr>"
-            f"<th style='{CELL}'>base</th><th style='{CELL}'>fine-tuned</th></tr><tr>"
-            f"<td style='{CELL};white-space:pre-wrap;width:50%'>{base_cell}</td>"
-            f"<td style='{CELL};white-space:pre-wrap;width:50%'>{tuned_cell}</td></tr></table>"
-        )
-
     def static_text(self) -> str:
         rows = len(self.after.answers) if self.after else 0
         return "\n".join([f"CompareView: {rows} rows compared; {summary_text(self)}", *self.errors])
 
     def static_html(self) -> str:
         return (
-            "<div><b>CompareView</b></div>"
+            f"<div><b>CompareView</b>: {self.status.value}</div>"
             + self.error_html.value
             + self.summary_html.value
             + self.forgetting_html.value
             + self.table_html.value
+            + self.try_error.value
             + self.try_output.value
         )
-
-
-def forgetting_html(table) -> str:
-    """Learned (trained tasks) and retained (probe tasks) side by side, as an HTML table."""
-    if table is None:
-        return ""
-    frame = table.reset_index()
-    columns = [str(c) for c in frame.columns]
-    rows = [[_cell_text(v) for v in record] for record in frame.itertuples(index=False)]
-    return "<div><b>Learned and retained</b> (forgetting probe)</div>" + html_table(columns, rows)
-
-
-def _cell_text(value) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def summary_text(view: CompareView) -> str:
@@ -301,85 +312,3 @@ def summary_text(view: CompareView) -> str:
         return "press Run comparison"
     scores = view.after.scores
     return ", ".join(f"{k} {v:.3g}" for k, v in scores.items())
-
-
-def summary_table_html(
-    before: Evaluation | None,
-    after: Evaluation | None,
-    titles: tuple[str, str] = ("base", "fine-tuned"),
-) -> str:
-    """Totals per metric: base, fine-tuned (or the given column titles) and the change."""
-    if after is None:
-        return "<i>Press <b>Run comparison</b> to answer the rows with both models.</i>"
-    head = "".join(
-        f"<th style='{CELL}'>{html.escape(c)}</th>" for c in ("metric", *titles, "change")
-    )
-    rows = []
-    for name, value in after.scores.items():
-        old = before.scores.get(name) if before else None
-        change = "" if old is None else f"{value - old:+.3g}"
-        rows.append(
-            f"<tr><td style='{CELL}'>{html.escape(name)}</td><td style='{CELL}'>"
-            f"{'' if old is None else f'{old:.3g}'}</td><td style='{CELL}'>{value:.3g}</td>"
-            f"<td style='{CELL}'>{change}</td></tr>"
-        )
-    note = "" if before is not None else f"<div><i>{html.escape(NO_BASE)}</i></div>"
-    return f"{note}<table style='{TABLE_STYLE}'><tr>{head}</tr>{''.join(rows)}</table>"
-
-
-def rows_table_html(
-    before: Evaluation | None,
-    after: Evaluation | None,
-    titles: tuple[str, str] = ("base", "fine-tuned"),
-) -> str:
-    """One row per prompt: prompt (collapsed), reference, base, fine-tuned (diffed), metrics."""
-    if after is None:
-        return ""
-    if before is not None and len(before.answers) != len(after.answers):
-        raise ValueError(
-            f"`before` has {len(before.answers)} rows but `after` has {len(after.answers)}: "
-            "evaluate both on the same rows."
-        )
-    names = list(after.per_row[0]) if after.per_row else []
-    columns = ["#", "prompt", "reference", *titles, *names]
-    head = "".join(f"<th style='{CELL}'>{html.escape(c)}</th>" for c in columns)
-    body = [_row_html(i, before, after, names) for i in range(len(after.answers))]
-    return f"<table style='{TABLE_STYLE}'><tr>{head}</tr>{''.join(body)}</table>"
-
-
-def _row_html(i: int, before: Evaluation | None, after: Evaluation, names: list[str]) -> str:
-    prompt = after.prompts[i]
-    short = _gist(after, i)
-    base = before.answers[i] if before else None
-    cells = [
-        str(i + 1),
-        f"<details><summary>{html.escape(short)}</summary>"
-        f"<pre style='white-space:pre-wrap'>{html.escape(prompt)}</pre></details>",
-        html.escape(after.references[i]),
-        html.escape(base) if base is not None else "<i>n/a</i>",
-        word_diff_html(base, after.answers[i])
-        if base is not None
-        else html.escape(after.answers[i]),
-    ]
-    for name in names:
-        new = after.per_row[i].get(name)
-        old = before.per_row[i].get(name) if before and before.per_row else None
-        cells.append(("" if old is None else f"{old:.2f} &rarr; ") + _number(new))
-    return (
-        "<tr>"
-        + "".join(f"<td style='{CELL};white-space:pre-wrap'>{c}</td>" for c in cells)
-        + "</tr>"
-    )
-
-
-def _gist(evaluation: Evaluation, i: int, width: int = 60) -> str:
-    """A one-line label for row `i`: the row's own question as the library gives it (the
-    template left out), or the start of the prompt for evaluations made without one."""
-    has_question = i < len(evaluation.questions) and evaluation.questions[i]
-    text = evaluation.questions[i] if has_question else evaluation.prompts[i]
-    line = " ".join(text.split())
-    return line if len(line) <= width else line[: width - 3] + "..."
-
-
-def _number(value) -> str:
-    return "" if value is None else f"{value:.2f}"

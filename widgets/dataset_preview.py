@@ -39,6 +39,7 @@ class DatasetPreview(ShowsCode, Panel):
     `prev_button`, `next_button`, `drop_button` (Buttons); outputs: `source_info`, `problems_html`,
     `page_label`, `table`, `summary`, `findings_html` (HTML), `histogram` (plotly FigureWidget,
     built with the first measurement and updated in place; None before) and `error` (ErrorArea).
+    The parts that need rows (or a measurement) are hidden while there are none.
     `source` is loaded with `columns` and `task` as `workbench.load_data` does; `copy_button`
     shows that code in `code` (`as_code()`).
     Data shown: `visible` (rows passing the search and task filter), `page_rows` (the table's
@@ -85,6 +86,7 @@ class DatasetPreview(ShowsCode, Panel):
         self._messages = {"split": "", "lengths": "", "checks": ""}  # shown together
         self._build()
         self._build_code("7em")
+        self._build_layout()
         with self.hold_trait_notifications():
             self.tokenizer, self.template, self.max_length = tokenizer, template, max_length
             self.examples = examples
@@ -115,15 +117,29 @@ class DatasetPreview(ShowsCode, Panel):
         self._filters = widgets.HBox([self.search, self.task_filter])
         self._pager = widgets.HBox([self.prev_button, self.page_label, self.next_button])
 
+    def _build_layout(self) -> None:
+        """The children, once: the parts that need rows sit in one box, hidden without rows."""
+        self._histogram_box = widgets.VBox()  # holds the histogram from its first measurement
+        self._rows_box = widgets.VBox(
+            [self._filters, self._pager, self.table, self.summary, self.findings_html]
+            + [self._histogram_box, self.copy_button, self.code]
+        )
+        self.children = [
+            self.source_info,
+            self.error,
+            self.problems_html,
+            self.drop_button,
+            self._rows_box,
+        ]
+
     def _layout(self) -> None:
-        """Reassign the children: the table only with rows, the histogram once measured."""
-        children = [self.source_info, self.error, self.problems_html, self.drop_button]
-        if self.examples is not None:
-            children += [self._filters, self._pager, self.table, self.summary, self.findings_html]
-            if self._measured is not None:
-                children.append(self.histogram)
-            children += [self.copy_button, self.code]
-        self.children = children
+        """Show the table only with rows, the histogram once measured. Parts are hidden, never
+        taken out of the children: a plotly figure whose view is rebuilt stops drawing (its
+        old view still takes the updates, and fails)."""
+        if self.histogram is not None and not self._histogram_box.children:
+            self._histogram_box.children = [self.histogram]  # once: updated in place after
+        self._rows_box.layout.display = None if self.examples is not None else "none"
+        self._histogram_box.layout.display = None if self._measured is not None else "none"
 
     # --- loading ------------------------------------------------------------------------
 

@@ -77,9 +77,7 @@ class PreferencePanel(ContinuesTuning):
         self.monitor = TrainingMonitor()
         self.margin_html = widgets.HTML()
         self.compare_box = widgets.VBox()
-        self.train_button.on_click(
-            lambda _: self.in_background(self.start, disable=(self.train_button,))
-        )
+        self.train_button.on_click(lambda _: self.train_in_background())
         self.children = [
             self.data_path,
             widgets.HBox([self.held_out, self.beta, self.learning_rate]),

@@ -88,9 +88,7 @@ class PretrainPanel(TakesModel):
         self.monitor = TrainingMonitor()
         self.perplexity_html = widgets.HTML()
         self.method.observe(self._on_method, names="value")
-        self.train_button.on_click(
-            lambda _: self.in_background(self.start, disable=(self.train_button,))
-        )
+        self.train_button.on_click(lambda _: self.train_in_background())
         self.children = [
             self.documents_path,
             self.domain_path,

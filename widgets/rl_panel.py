@@ -87,9 +87,7 @@ class RLPanel(ContinuesTuning):
         self.reward_model_html = widgets.HTML()
         self.reward_html = widgets.HTML()
         self.compare_box = widgets.VBox()
-        self.train_button.on_click(
-            lambda _: self.in_background(self.start, disable=(self.train_button,))
-        )
+        self.train_button.on_click(lambda _: self.train_in_background())
         self.reward_source.observe(self._on_source, names="value")
         self._on_source({"old": None, "new": self.reward_source.value})
         self.algorithm.observe(self._on_algorithm, names="value")

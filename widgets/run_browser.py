@@ -6,6 +6,7 @@ Built on `workbench.runs` (list_runs, compare_runs): what the panel shows, a scr
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from pathlib import Path
@@ -107,15 +108,11 @@ class RunBrowser(RunPanel):
         selected = self.selected
         self.resume_button.disabled = not (len(selected) == 1 and selected[0].resumable)
         if not selected:
-            self.figure.data = []
+            self._show_curves(None)
             self.differences_html.value = "<i>Select runs above to compare them.</i>"
             return
         comparison = compare_runs(selected)
-        new = comparison.figure()
-        with self.figure.batch_update():
-            self.figure.data = []
-            self.figure.add_traces(list(new.data))
-            self.figure.layout = new.layout
+        self._show_curves(comparison.figure())
         differences = comparison.differences
         if len(selected) < 2:
             self.differences_html.value = "<i>Select two or more runs to see what differs.</i>"
@@ -124,6 +121,26 @@ class RunBrowser(RunPanel):
         else:
             rows = [[k, *row] for k, row in zip(differences.index, differences.values.tolist())]
             self.differences_html.value = html_table(["setting", *differences.columns], rows)
+
+    def _show_curves(self, new) -> None:
+        """Show the traces of `new` (a figure of `RunComparison.figure()`, or None: none) in
+        the one figure, in a single update: traces found by name keep their place and take the
+        new points, the others are removed or added. Points go as plain lists of equal length
+        (a gap as None), never as arrays of another type."""
+        import plotly.graph_objects as go
+
+        wanted = {trace.name: trace for trace in (new.data if new is not None else ())}
+        with self.figure.batch_update():
+            kept = tuple(t for t in self.figure.data if t.name in wanted)
+            if len(kept) != len(self.figure.data):
+                self.figure.data = kept
+            for trace in self.figure.data:
+                trace.update(_points(wanted.pop(trace.name)))
+            for name, trace in wanted.items():
+                line = {"dash": trace.line.dash}
+                self.figure.add_trace(go.Scatter(name=name, line=line, **_points(trace)))
+            if new is not None:
+                self.figure.update_layout(new.layout)
 
     def _table_html(self) -> str:
         if not self.records:
@@ -196,6 +213,13 @@ class RunBrowser(RunPanel):
             + self.table_html.value
             + self.differences_html.value
         )
+
+
+def _points(trace) -> dict:
+    """A trace's points and mode as plain Python lists of the same length."""
+    x = [int(step) for step in trace.x]
+    y = [float(v) if v is not None and math.isfinite(float(v)) else None for v in trace.y]
+    return {"x": x, "y": y[: len(x)] + [None] * (len(x) - len(y)), "mode": trace.mode}
 
 
 def _cell(value) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import html
 import threading
 import time
-import traceback
 from pathlib import Path
 
 import ipywidgets as widgets
@@ -28,6 +27,7 @@ from workbench.runs.report import (
     update_curves,
 )
 from workbench.widgets._common import Panel, ShowsCode, html_table
+from workbench.widgets._errors import describe_error
 
 
 class TrainingMonitor(ShowsCode, Panel):
@@ -140,6 +140,7 @@ class TrainingMonitor(ShowsCode, Panel):
         self._replayed: set[int] = set()
         self._failure = ""
         self._errors = []  # Panel's list: a new run starts without the old one's errors
+        self._tracebacks: list[str] = []  # of the unexpected ones, folded away below them
         self._last_refresh = 0.0
         self._samples_drawn = -1
 
@@ -205,9 +206,15 @@ class TrainingMonitor(ShowsCode, Panel):
         self._draw_buttons()
 
     def _note_error(self, error: Exception, where: str) -> None:
-        """An event the curves could not take: shown with where it came from."""
-        last = traceback.format_exception(type(error), error, error.__traceback__)[-2:]
-        self._errors.append(f"{where}: {type(error).__name__}: {error}\n{''.join(last)}")
+        """An event the curves could not take: shown with where it came from (its traceback
+        folded away)."""
+        self._errors.append(f"{where}: {type(error).__name__}: {error}")
+        self._tracebacks.append(describe_error(error)[1])
+
+    def show_error(self, error: BaseException | str, area=None) -> None:
+        """Panel's, keeping the traceback of an unexpected error for `_draw_errors`."""
+        super().show_error(error, area)
+        self._tracebacks.append(describe_error(error)[1])
 
     # -- drawing --------------------------------------------------------------------------
     def _redraw(self) -> None:
@@ -243,7 +250,8 @@ class TrainingMonitor(ShowsCode, Panel):
 
     def _draw_errors(self) -> None:
         if self.errors:
-            self.error_html.show("\n\n".join(self.errors))
+            details = "\n\n".join(t for t in self._tracebacks if t)
+            self.error_html.show("\n\n".join(self.errors), details=details)
         else:
             self.error_html.clear()
 
@@ -305,8 +313,8 @@ class TrainingMonitor(ShowsCode, Panel):
                 parts.append(f"validation {last_evaluation['eval_loss']:.4g}")
             if last_evaluation.get("exact_match") is not None:
                 parts.append(f"exact match {last_evaluation['exact_match']:.0%}")
-            if last_evaluation.get("eval_reward") is not None:
-                parts.append(f"held-out reward {last_evaluation['eval_reward']:.3g}")
+            if last_evaluation.get("eval_reward") is not None:  # the trainer's evaluation
+                parts.append(f"reward at evaluation {last_evaluation['eval_reward']:.3g}")
         return " · ".join(parts)
 
     def as_code(self) -> str:

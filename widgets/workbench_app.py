@@ -29,6 +29,7 @@ from workbench.model.methods import Method
 from workbench.runs.hyperparameters import Hyperparameters
 from workbench.tokens.templates import Template, get_template
 from workbench.widgets._common import Panel, ShowsCode
+from workbench.widgets._errors import ErrorArea, set_enabled
 from workbench.widgets._sequence import SequenceControls
 from workbench.widgets._workbench_state import WorkbenchState
 from workbench.widgets.classifier_panel import ClassifierPanel
@@ -47,26 +48,32 @@ TITLES = (
     "8 Other objectives",
 )
 DATA, TEMPLATE, METHOD, TRAIN, COMPARE, PREFERENCES, RUNS, OTHER = range(8)
+NO_COMPARISON = "<i>The comparison appears when a training run has ended.</i>"
+TRAIN_TOOLTIP = "Train on the Data tab's rows with the Template and Method tabs' settings"
 
 
 class WorkbenchApp(ShowsCode, Panel):
     """A model bar and eight tabs: Data, Template, Method, Train, Compare, Preferences, Runs,
     Other objectives.
 
-    Children: `.model_name` (Text), `.load_button`, `.model_status`, `.error_html`, `.tabs`
-    (Tab), `.data_path` (Text), `.data_button` ("Load data"), `.data_panel` (DatasetPreview),
+    Children: `.model_name` (Text), `.load_button`, `.model_status`, `.model_error` (the model
+    bar's errors), `.tabs` (Tab: its eight children are built once and stay, so the tab a person
+    is on stays selected), `.data_path` (Text), `.data_button` ("Load data"), `.data_error`,
+    `.data_panel` (DatasetPreview),
     `.template_panel` (TemplateEditor; it says what is missing until a tokenizer and rows
-    exist), `.method_panel` (LoraForm), `.train_button`, `.train_status`, `.sequence`
+    exist), `.method_panel` (LoraForm), `.train_button` (disabled, its tooltip saying why,
+    before a model is loaded and while a run trains), `.train_status`, `.train_error`, `.sequence`
     (SequenceControls: the run Train continues, a remedy against forgetting, importance
-    tracking), `.monitor` (TrainingMonitor), `.compare_panel` (CompareView; None until a run
-    ends),
+    tracking), `.monitor` (TrainingMonitor), `.compare_box` (the Compare tab: `.compare_panel`,
+    a CompareView, once a run has ended; None before),
     `.preference_panel` (PreferencePanel: DPO on the trained model) and `.rl_panel` (RLPanel),
     chosen with `.preference_choice`, `.run_browser` (RunBrowser), `.classifier_panel`
     (ClassifierPanel, on the Data tab's rows) and `.pretrain_panel` (PretrainPanel), chosen
     with `.objective_choice` (both load their own copy of the model), `.copy_button` and
-    `.recipe_button` (the script and the recipe, shown in `.code` and `.recipe`). `.state` is
-    the shared WorkbenchState; `wait()` blocks until the last button's work and the run are
-    done.
+    `.recipe_button` (the script and the recipe, shown in `.code` and `.recipe`; their errors in
+    `.error_html`, below them). Each button's error shows beside it, as one sentence when it is a
+    condition to fix. `.state` is the shared WorkbenchState; `wait()` blocks until the last
+    button's work and the run are done.
     """
 
     dom_class = "wb-workbench"
@@ -118,17 +125,18 @@ class WorkbenchApp(ShowsCode, Panel):
         )
         if model is not None:
             self._share_model_name(model)
-        self.tabs = widgets.Tab()
-        self._show_tabs()
+        self._build_tabs()
         self._link_panels()
         self.tabs.observe(self._on_tab, names="selected_index")
         self._build_code("20em")
         self.recipe_button, self.recipe = self._code_button("copy as recipe", self.as_recipe)
+        self._show_train_readiness()
         self.children = [
             widgets.HBox([self.model_name, self.quantization, self.load_button, self.model_status]),
-            self.error_html,
+            self.model_error,
             self.tabs,
             widgets.HBox([self.copy_button, self.recipe_button]),
+            self.error_html,
             self.code,
             self.recipe,
         ]
@@ -152,7 +160,8 @@ class WorkbenchApp(ShowsCode, Panel):
             description="Load model", icon="download", disabled=model is not None
         )
         self.model_status = widgets.HTML(self._model_text())
-        self.load_button.on_click(lambda _: self._in_background(self.load_model))
+        self.model_error = ErrorArea()
+        self.load_button.on_click(lambda _: self._in_background(self.load_model, self.model_error))
 
     def _build_data_tab(self, data) -> None:
         is_path = isinstance(data, (str, Path))
@@ -162,7 +171,8 @@ class WorkbenchApp(ShowsCode, Panel):
             placeholder="path to .jsonl / .json / .csv / .parquet",
         )
         self.data_button = widgets.Button(description="Load data", icon="folder-open")
-        self.data_button.on_click(lambda _: self.guard(self.load_data))
+        self.data_error = ErrorArea()
+        self.data_button.on_click(lambda _: self.guard_at(self.data_error, self.load_data))
         settings = dict(tokenizer=self.state.tokenizer, template=self.state.template)
         if is_path:
             self.data_panel = DatasetPreview(source=data, **settings)
@@ -170,31 +180,37 @@ class WorkbenchApp(ShowsCode, Panel):
             self.data_panel = DatasetPreview(data, **settings)
 
     def _build_train_tab(self) -> None:
-        self.train_button = widgets.Button(description="Train", icon="play", button_style="success")
-        self.train_status = widgets.HTML("Set up the data, template and method, then Train.")
-        self.train_button.on_click(lambda _: self._in_background(self.start_training))
+        self.train_button = widgets.Button(
+            description="Train", icon="play", button_style="success", tooltip=TRAIN_TOOLTIP
+        )
+        self.train_status = widgets.HTML()
+        self.train_error = ErrorArea()
+        self.train_button.on_click(
+            lambda _: self._in_background(self.start_training, self.train_error)
+        )
         self.sequence = SequenceControls()
         self.monitor = TrainingMonitor()
 
-    def _show_tabs(self) -> None:
-        """Reassign the tabs' children (the comparison replaces its placeholder after a run)."""
-        compare = self.compare_panel or widgets.HTML(
-            "<i>The comparison appears when a training run has ended.</i>"
+    def _build_tabs(self) -> None:
+        """The eight tabs, once. Their children stay: reassigning them would rebuild every
+        view in them (a plotly figure whose view is rebuilt stops drawing: its old view still
+        takes the updates, and fails) and would send the person back to the first tab."""
+        self.compare_box = widgets.VBox([widgets.HTML(NO_COMPARISON)])
+        data_bar = widgets.HBox([self.data_path, self.data_button])
+        train_bar = widgets.HBox([self.train_button, self.train_status])
+        self.tabs = widgets.Tab(
+            children=[
+                widgets.VBox([data_bar, self.data_error, self.data_panel]),
+                self.template_panel,
+                self.method_panel,
+                widgets.VBox([train_bar, self.train_error, self.sequence, self.monitor]),
+                self.compare_box,
+                self.preference_tab,
+                self.run_browser,
+                self.objective_tab,
+            ],
+            titles=TITLES,
         )
-        self.tabs.children = [
-            widgets.VBox([widgets.HBox([self.data_path, self.data_button]), self.data_panel]),
-            self.template_panel,
-            self.method_panel,
-            widgets.VBox(
-                [widgets.HBox([self.train_button, self.train_status]), self.sequence, self.monitor]
-            ),
-            compare,
-            self.preference_tab,
-            self.run_browser,
-            self.objective_tab,
-        ]
-        ready = " ✓" if self.compare_panel is not None else ""
-        self.tabs.titles = TITLES[:COMPARE] + (TITLES[COMPARE] + ready,) + TITLES[PREFERENCES:]
 
     def _link_panels(self) -> None:
         """Wire the panels' traits once: each change flows on by itself, no tab pulls."""
@@ -212,6 +228,12 @@ class WorkbenchApp(ShowsCode, Panel):
         traitlets.dlink((data, "split"), (form, "training_examples"), transform=_train_part)
         self.sequence.follow(form)  # importance tracking defaults to on for LoRA
         data.observe(self._template_for_format, names="examples")
+        for panel in (data, editor, form):  # a tab fixed: what Train said about it is gone
+            panel.observe(self._forget_train_error, names="valid")
+
+    def _forget_train_error(self, change) -> None:
+        if change["new"]:
+            self.train_error.clear()
 
     def _template_for_format(self, change) -> None:
         """Rows of another format (a `messages` file after an Alpaca one): unless the user
@@ -225,7 +247,7 @@ class WorkbenchApp(ShowsCode, Panel):
 
     def _on_tab(self, change) -> None:
         if change["new"] == RUNS:  # other processes may have written runs meanwhile
-            self.guard(self.run_browser.refresh)
+            self.run_browser.guard(self.run_browser.refresh)
 
     # -- the work behind the buttons ------------------------------------------------------
     def load_model(self) -> None:
@@ -243,6 +265,7 @@ class WorkbenchApp(ShowsCode, Panel):
         self.template_panel.tokenizer = tokenizer  # the Data and Method tabs follow it
         self.model_status.value = self._model_text()
         self.model_name.disabled = self.quantization.disabled = True
+        self.train_error.clear()  # e.g. "No model yet": the next press checks again
 
     def load_data(self) -> None:
         """Load the file named in `data_path` into the Data tab (problems are shown there)."""
@@ -308,7 +331,9 @@ class WorkbenchApp(ShowsCode, Panel):
         state.run = run
         self.monitor.attach(run)
         for event in ("finished", "stopped"):
-            run.add_callback(event, lambda _e: self.guard(self._on_run_end, run, rows))
+            run.add_callback(
+                event, lambda _e: self.guard_at(self.train_error, self._on_run_end, run, rows)
+            )
         run.add_callback("failed", lambda _e: self._on_run_failed(run))
         run.start()
         self.train_status.value = f"Training <code>{html.escape(run.run_dir.name)}</code> ..."
@@ -369,20 +394,26 @@ class WorkbenchApp(ShowsCode, Panel):
         if run.method.uses_lora:  # DPO and RL continue the adapter
             self.preference_panel.set_model(run.model, state.tokenizer, state.template, run.run_dir)
             self.rl_panel.set_model(run.model, state.tokenizer, state.template, run.run_dir)
-        self.guard(self.run_browser.refresh)
+        self.run_browser.guard(self.run_browser.refresh)
         self.train_status.value = (
             f"Run <code>{html.escape(run.run_dir.name)}</code> {run.status}: compare the "
             "answers in the Compare tab. Train again continues from these weights (below)."
         )
+        self._show_train_readiness()
 
     def _on_run_failed(self, run) -> None:
         self.train_status.value = (
             f"<b>Run {html.escape(run.run_dir.name)} failed</b>: the reason is shown below."
         )
+        self._show_train_readiness()
 
     def _set_compare(self, view: CompareView | None) -> None:
+        """The Compare tab shows `view` (or its placeholder); its title says when one is there.
+        The tab's box changes its child, the tabs keep theirs."""
         self.compare_panel = view
-        self._show_tabs()
+        self.compare_box.children = [view or widgets.HTML(NO_COMPARISON)]
+        ready = " ✓" if view is not None else ""
+        self.tabs.titles = TITLES[:COMPARE] + (TITLES[COMPARE] + ready,) + TITLES[PREFERENCES:]
 
     def wait(self, timeout: float | None = None) -> WorkbenchApp:
         """Block until the last button's work and the current run are done (tests, scripts)."""
@@ -402,14 +433,40 @@ class WorkbenchApp(ShowsCode, Panel):
         self.pretrain_panel.set_model(model_name=name)
 
     # -- plumbing -------------------------------------------------------------------------
-    def _in_background(self, fn) -> None:
-        """A button's work on a thread, so the notebook stays responsive meanwhile."""
-        self.in_background(fn, disable=(self.train_button, self.load_button), then=self._after_work)
+    def _in_background(self, fn, errors: ErrorArea) -> None:
+        """A button's work on a thread, so the notebook stays responsive meanwhile; its errors
+        show in `errors`, beside the button. Train and Load model are off until it is done."""
+        if self.busy:  # refused, with its sentence
+            self.in_background(fn, errors=errors)
+            return
+        self.load_button.disabled = True
+        set_enabled(self.train_button, "Busy with the last request: a moment.")
+        self.in_background(fn, then=self._after_work, errors=errors)
 
     def _after_work(self) -> None:
         self.load_button.disabled = self.state.model is not None
         if self.state.model is None:
             self.model_status.value = self._model_text()
+        self._show_train_readiness()
+
+    def train_blocked_by(self) -> str | None:
+        """Why Train cannot start now (no model, a run still training), or None."""
+        if self.state.model is None:
+            return "Load a model first (Load model, above the tabs)."
+        run = self.state.run
+        if run is not None and not run.done:
+            return "A run is training: stop it in the monitor below, or wait for it to end."
+        return None
+
+    def _show_train_readiness(self) -> None:
+        """Train is enabled exactly when it can start; otherwise its tooltip says why (and,
+        before a model is loaded, the status beside it)."""
+        reason = self.train_blocked_by()
+        set_enabled(self.train_button, reason, TRAIN_TOOLTIP)
+        if self.state.model is None:
+            self.train_status.value = f"<i>{html.escape(reason)}</i>"
+        elif self.state.run is None:  # a run's own status line stays while it is shown
+            self.train_status.value = "Set up the data, template and method, then Train."
 
     def _model_text(self) -> str:
         model = self.state.model
@@ -437,7 +494,8 @@ class WorkbenchApp(ShowsCode, Panel):
 
     def static_html(self) -> str:
         items = "".join(f"<li>{html.escape(line)}</li>" for line in self._summary_lines())
-        parts = [f"<div><b>WorkbenchApp</b></div><ul>{items}</ul>", self.error_html.value]
+        areas = (self.model_error, self.data_error, self.train_error, self.error_html)
+        parts = [f"<div><b>WorkbenchApp</b></div><ul>{items}</ul>", *(a.value for a in areas)]
         if self.state.run is not None:
             parts.append(self.monitor.static_html())
         if self.compare_panel is not None:

@@ -55,7 +55,9 @@ def lora_run(tiny_model_dir, tmp_path_factory):
 def test_run_comparison_fills_both_columns_from_one_lora_model(lora_run):
     run, rows = lora_run
     view = CompareView(run.model, run.tokenizer, rows, "alpaca", decoding=SHORT)
-    assert "Run comparison" in view.summary_html.value and view.table_html.value == ""
+    assert view.state == "ready" and not view.run_button.disabled
+    assert "Press <b>Run comparison</b> to answer the 4 rows" in view.status.value
+    assert view.summary_html.value == view.table_html.value == ""
     view.run_button.click()
     view.wait()
     assert view.errors == []
@@ -78,7 +80,8 @@ def test_run_comparison_fills_both_columns_from_one_lora_model(lora_run):
     summary = view.summary_html.value
     for metric in ("exact_match", "rouge_l", "validation_loss", "perplexity"):
         assert f">{metric}</td>" in summary
-    assert not view.run_button.disabled and not view.try_button.disabled
+    assert not view.run_button.disabled and not view.try_button.disabled  # answers again
+    assert view.state == "done" and view.status.value == "Compared 4 rows."
 
 
 def test_try_on_both_answers_with_the_adapter_off_and_on(lora_run):
@@ -102,7 +105,9 @@ def test_try_on_both_answers_with_the_adapter_off_and_on(lora_run):
     view.prompt_box.value = "   "
     view.try_button.click()
     view.wait()
-    assert "prompt box is empty" in view.error_html.value
+    assert view.try_error.message == "The prompt box is empty: type an instruction first."
+    assert view.try_output.value == "" and view.error_html.message == ""  # beside Try, alone
+    assert not view.run_button.disabled and view.state == "ready"
 
 
 def test_a_model_without_adapter_needs_before_for_the_base_column(tiny):
@@ -222,3 +227,50 @@ def test_copy_as_code_without_an_adapter_compares_with_the_given_before(tiny):
     exec(code, namespace)
     assert namespace["after"].answers == view.after.answers
     assert namespace["after"].scores == pytest.approx(view.after.scores)
+
+
+class Subscriptions:
+    """What CompareView.follow needs of a Run: its callbacks, called by `emit`."""
+
+    def __init__(self) -> None:
+        self.callbacks: dict[str, list] = {}
+
+    def add_callback(self, event: str, fn) -> None:
+        self.callbacks.setdefault(event, []).append(fn)
+
+    def emit(self, event: str, **data) -> None:
+        for fn in self.callbacks.get(event, []):
+            fn({"event": event, **data})
+
+
+def test_after_stop_the_view_says_one_state_at_a_time_and_the_button_follows(lora_run):
+    run, rows = lora_run
+    view = CompareView(run.model, run.tokenizer, rows, "alpaca", decoding=SHORT)
+    seen = []  # (state, status, button disabled, totals) each time the status changes
+    view.status.observe(
+        lambda _: seen.append(
+            (view.state, view.status.value, view.run_button.disabled, view.summary_html.value)
+        ),
+        names="value",
+    )
+    stopped = Subscriptions()
+    view.follow(stopped)
+    stopped.emit("stopped", step=7)  # what a Run does when Stop was pressed at step 7
+    view.wait()
+    assert seen[0] == ("comparing", "<i>Comparing after step 7 ...</i>", True, "")
+    assert seen[-1][:3] == ("done", "Compared 4 rows.", False) and ">exact_match<" in seen[-1][3]
+    assert len(seen) == 2  # comparing, then done: never "Press Run comparison" meanwhile
+    assert view.errors == [] and not view.try_button.disabled
+
+    view.prompt_box.value = "Where is my parcel?"
+    view.try_button.click()  # Run comparison waits for the answer: off meanwhile, with why
+    assert view.run_button.disabled and "prompt box" in view.run_button.tooltip
+    view.wait()
+    assert not view.run_button.disabled and view.state == "done"
+
+
+def test_without_rows_the_button_is_off_and_says_why(tiny):
+    model, tokenizer = tiny
+    view = CompareView(model, tokenizer)
+    assert view.state == "ready" and view.run_button.disabled
+    assert "No rows to compare" in view.run_button.tooltip and "No rows" in view.status.value

@@ -14,6 +14,21 @@ MIXED = SAMPLE_DATA / "mixed_instructions.jsonl"
 MISSING = SAMPLE_DATA / "broken" / "missing_fields.jsonl"
 
 
+def shown(panel, part) -> bool:
+    """Whether `part` is among the panel's children (at any depth) and neither it nor a box
+    around it is hidden."""
+
+    def visible_in(box) -> bool:
+        for child in getattr(box, "children", ()):
+            if getattr(child.layout, "display", None) == "none":  # a figure's is plotly's
+                continue
+            if child is part or visible_in(child):
+                return True
+        return False
+
+    return visible_in(panel)
+
+
 @pytest.fixture(scope="module")
 def mixed():
     return workbench.load_data(MIXED, verbose=False)
@@ -34,7 +49,7 @@ def test_problems_are_listed_with_lines_and_nothing_is_dropped_silently():
     assert preview.drop_button.description == "Drop 3 invalid rows"
     assert preview.drop_button.layout.display != "none"
     assert preview.drop_button in preview.children
-    assert preview.table not in preview.children  # no table of data that did not load
+    assert not shown(preview, preview.table)  # no table of data that did not load
 
 
 def test_the_drop_button_reloads_without_the_invalid_rows():
@@ -111,7 +126,7 @@ def test_histogram_of_token_lengths_with_the_max_length_line(mixed, tiny_tokeniz
     preview = DatasetPreview(mixed, tokenizer=tiny_tokenizer, max_length=100)
     stats = workbench.dataset_stats(mixed, "alpaca", tiny_tokenizer, max_length=100)
     figure = preview.histogram
-    assert figure in preview.children
+    assert shown(preview, figure)
     assert list(figure.data[0].x) == stats.lengths["total"].tolist()
     assert len(figure.data[0].x) == len(mixed)
     assert [shape.x0 for shape in figure.layout.shapes] == [100]
@@ -170,7 +185,7 @@ def test_setting_template_and_tokenizer_traits_measures_again(mixed, tiny_tokeni
     assert preview.histogram is None and preview.length_stats is None  # no tokenizer yet
     preview.tokenizer = tiny_tokenizer
     figure = preview.histogram
-    assert figure in preview.children
+    assert shown(preview, figure)
     alpaca = preview.length_stats.lengths["total"].tolist()
     preview.template = workbench.Template(
         name="short", prompt="{instruction}\n", response="{output}"
@@ -184,7 +199,7 @@ def test_the_checks_findings_are_a_trait_that_follows_the_settings(mixed, tiny_t
     preview = DatasetPreview(mixed, tokenizer=tiny_tokenizer, max_length=256)
     assert preview.findings == workbench.check_dataset(mixed, None, tiny_tokenizer, max_length=256)
     assert [f.check for f in preview.findings] == ["labels", "learned_share"]
-    assert preview.findings_html in preview.children
+    assert shown(preview, preview.findings_html)
     assert "ticket_topic" in preview.findings_html.value
     preview.max_length = 100  # shorter than most Alpaca prompts: their answers are cut off
     assert preview.findings == workbench.check_dataset(mixed, None, tiny_tokenizer, max_length=100)
@@ -252,3 +267,16 @@ def test_many_rows_given_from_a_file_are_selected_from_it_by_position(ticket_spl
     namespace: dict = {}
     exec(code, namespace)
     assert namespace["examples"].rows == train_rows.rows
+
+
+def test_without_rows_the_histogram_is_hidden_never_taken_out(mixed, tiny_tokenizer):
+    """A figure taken out of the children and put back gets a new view, which stops drawing
+    (the old one still takes the updates, and fails in the browser): it stays in place."""
+    preview = DatasetPreview(mixed, tokenizer=tiny_tokenizer)
+    figure, children = preview.histogram, preview.children
+    preview.load(SAMPLE_DATA / "nope.jsonl")
+    assert not shown(preview, figure) and not shown(preview, preview.table)
+    assert preview.children == children
+    preview.examples = mixed
+    assert preview.histogram is figure and shown(preview, figure) and shown(preview, preview.table)
+    assert preview.children == children

@@ -37,10 +37,23 @@ def test_full_training_from_the_panel_lowers_domain_perplexity_and_reports_both_
     assert panel.learning_rate.value == 5e-5  # the method's usual step
     panel.block_size.value, panel.max_steps.value, panel.batch_size.value = 64, 12, 8
     panel.learning_rate.value = 1e-2
+    during = []  # Train's state at each step: off, its tooltip saying why
+
+    def subscribe(_change) -> None:  # when the monitor attaches the run, before it starts
+        if panel.monitor.run is not None and not during:
+            during.append("subscribed")
+            panel.monitor.run.add_callback(
+                "step",
+                lambda e: during.append((panel.train_button.disabled, panel.train_button.tooltip)),
+            )
+
+    panel.monitor.status.observe(subscribe, names="value")
     panel.train_button.click()
     panel.wait()
     run = panel.run
     assert panel.errors == [] and run.status == "finished", (run and run.error, panel.errors)
+    assert during[1:] == [(True, panel.training_reason)] * 12  # off at every step
+    assert not panel.train_button.disabled  # on again once the run ended
 
     config = yaml.safe_load((run.run_dir / "config.yaml").read_text())  # what the library got
     assert config["stage"] == "pretrain" and config["block_size"] == 64

@@ -44,8 +44,15 @@ def test_select_runs_to_compare_then_resume_one(tiny_model_dir, ticket_split):
     assert "method.kind" not in browser.differences_html.value
     assert browser.resume_button.disabled  # two runs selected: which to resume?
 
+    kept = [t for t in browser.figure.data if t.name.startswith(done.run_dir.name)]
     browser.select(done.run_dir.name)
     assert browser.resume_button.disabled  # finished: nothing to resume
+    # the figure is updated in place: the kept run's traces are the same objects, with plain
+    # lists of equal length (what the browser's plotly takes without complaint)
+    assert list(browser.figure.data) == kept
+    for trace in browser.figure.data:
+        assert type(trace.x) is type(trace.y) is tuple and len(trace.x) == len(trace.y) > 0
+        assert all(type(step) is int for step in trace.x)
     browser.select(stopped.run_dir.name)
     assert not browser.resume_button.disabled
     browser.resume_button.click()

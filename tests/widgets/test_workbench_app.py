@@ -10,6 +10,7 @@ import workbench
 from workbench.model.generation import adapter_disabled, generate
 from workbench.runs import fitting
 from workbench.tokens.tokenizing import tokenize_examples
+from workbench.widgets._common import Panel
 from workbench.widgets.compare_view import CompareView
 from workbench.widgets.dataset_preview import DatasetPreview
 from workbench.widgets.lora_form import LoraForm
@@ -19,6 +20,7 @@ from workbench.widgets.workbench_app import (
     OTHER,
     PREFERENCES,
     TEMPLATE,
+    TRAIN,
     Workbench,
     WorkbenchApp,
 )
@@ -50,13 +52,14 @@ def test_tabs_come_in_the_order_of_the_work(tiny):
     assert isinstance(app.template_panel, TemplateEditor) and app.template_panel.valid
     assert isinstance(app.method_panel, LoraForm)
     assert app.tabs.children[TEMPLATE] is app.template_panel
-    assert app.compare_panel is None and "appears" in app.tabs.children[COMPARE].value
+    assert app.compare_panel is None and app.tabs.children[COMPARE] is app.compare_box
+    assert "appears" in app.compare_box.children[0].value
     assert app.load_button.disabled  # a model was given
     app.tabs.selected_index = TEMPLATE
     app.template_panel.max_length_input.value = 64  # too short for any response
     app.train_button.click()
     app.wait()
-    assert "max_length" in app.error_html.message and app.state.run is None
+    assert "max_length" in app.train_error.message and app.state.run is None  # beside Train
     assert not app.train_button.disabled  # free for the next try
     bundle = app._repr_mimebundle_()
     assert f"data: {len(app.data_panel.examples)} rows" in bundle["text/plain"]
@@ -84,7 +87,7 @@ def test_lora_fine_tune_end_to_end_then_compare(tiny):
     assert list(app.monitor.figure.data[0].x) == [1, 2, 3, 4, 5, 6]
     assert "finished" in app.train_status.value
     assert isinstance(app.compare_panel, CompareView) and app.tabs.titles[COMPARE].endswith("✓")
-    assert app.tabs.children[COMPARE] is app.compare_panel
+    assert app.compare_box.children == (app.compare_panel,)
     assert app.preference_panel.model is run.model  # DPO continues this adapter
     assert app.preference_panel.parent == run.run_dir
     assert app.rl_panel.model is run.model and app.rl_panel.parent == run.run_dir  # RL too
@@ -136,12 +139,13 @@ def test_load_model_and_data_from_the_panel_and_errors_are_shown(tiny_model_dir)
     app = WorkbenchApp(model_name="/no/such/model/folder")
     assert app.data_panel.examples is None and not app.data_panel.valid
     assert not app.template_panel.valid and "load a model" in app.template_panel.error.message
-    app.train_button.click()
+    assert app.train_button.disabled and "Load a model first" in app.train_button.tooltip
+    app.train_button.click()  # a script can still press it: the reason shows beside it
     app.wait()
-    assert "No model yet" in app.error_html.message
+    assert "No model yet" in app.train_error.message
     app.load_button.click()
     app.wait()
-    assert "/no/such/model/folder" in app.error_html.message
+    assert "/no/such/model/folder" in app.model_error.message  # beside Load model
     assert app.state.model is None and not app.load_button.disabled
     assert "No model loaded" in app.model_status.value
 
@@ -152,15 +156,17 @@ def test_load_model_and_data_from_the_panel_and_errors_are_shown(tiny_model_dir)
     assert app.method_panel.model is app.state.model and app.method_panel.memory.total > 0
     assert app.template_panel.tokenizer is app.state.tokenizer
     assert app.data_panel.tokenizer is app.state.tokenizer  # followed the Template tab
+    assert app.train_error.message == "" and not app.train_button.disabled  # model: Train is on
     app.data_button.click()
-    assert "path of a data file" in app.error_html.message
+    assert "path of a data file" in app.data_error.message
     app.data_path.value = str(TICKETS)
     app.data_button.click()
     assert len(app.data_panel.examples) == 320 and app.data_panel.valid
+    assert app.data_error.message == ""  # loaded: the sentence beside Load data is gone
     assert app.template_panel.examples is app.data_panel.examples  # linked, not copied
     assert app.template_panel.valid and app.template_panel.error.message == ""
     assert app.tabs.children[TEMPLATE] is app.template_panel
-    assert app.data_panel.histogram in app.data_panel.children  # lengths: it has a tokenizer
+    assert app.data_panel.length_stats is not None  # lengths: it has a tokenizer
     assert len(app.method_panel.row_lengths) == len(app.data_panel.split[0])
 
 
@@ -317,3 +323,65 @@ def test_preferences_offer_dpo_or_rl_and_other_objectives_use_the_data_tab_rows(
     assert classifier.model is None and classifier.model_name == model.workbench_source
     assert app.pretrain_panel.model is None
     assert app.pretrain_panel.model_name == model.workbench_source
+
+
+def at_first_step(app: WorkbenchApp, fn) -> None:
+    """Call `fn(event)` on the training thread at the first step of the next run Train starts
+    (subscribed when the monitor attaches it, before it starts)."""
+    subscribed = []
+
+    def subscribe(_change) -> None:
+        run = app.monitor.run
+        if run is not None and not subscribed:
+            subscribed.append(run)
+            run.add_callback("step", lambda event: fn(event) if event["step"] == 1 else None)
+
+    app.monitor.status.observe(subscribe, names="value")
+
+
+def test_train_is_off_with_its_reason_until_a_model_is_loaded_and_errors_show_once(
+    tiny_model_dir,
+):
+    app = WorkbenchApp(data=TICKETS, model_name=str(tiny_model_dir))
+    assert app.train_button.disabled and "Load a model first" in app.train_button.tooltip
+    assert "Load a model first" in app.train_status.value
+    for _ in range(2):  # pressed twice: one sentence, in one place, without a traceback
+        app.train_button.click()
+        app.wait()
+    assert app.train_error.message == "No model yet: press `Load model` first."
+    assert app.train_error.value.count("No model yet") == 1 and app.train_error.details == ""
+    assert "Traceback" not in app.train_error.value and 'File "' not in app.train_error.value
+    assert app.error_html.value == "" and app.model_error.value == ""  # nothing above the tabs
+    app.load_button.click()
+    app.wait()
+    assert app.train_error.value == ""  # the condition is gone, and so is its sentence
+    assert not app.train_button.disabled and app.train_button.tooltip.startswith("Train on")
+    assert app.train_status.value.startswith("Set up the data")
+
+
+def test_train_is_off_while_a_run_trains_and_the_tab_stays_where_the_person_is(tiny):
+    model, tokenizer = tiny
+    app = WorkbenchApp(model, tokenizer, TICKETS)
+    quick_settings(app)
+    tabs = app.tabs.children
+    app.tabs.selected_index = TRAIN
+    during = {}
+
+    def press_again(event) -> None:  # on the training thread, at step 1
+        during["disabled"], during["tooltip"] = app.train_button.disabled, app.train_button.tooltip
+        app.train_button.click()  # what a script can still do: refused beside the button
+        Panel.wait(app, 30)  # the press's work only (the run goes on)
+        during["error"] = app.train_error.message
+
+    at_first_step(app, press_again)
+    app.train_button.click()
+    app.wait()
+    assert app.state.run.status == "finished", app.state.run.error
+    assert during["disabled"] and "A run is training" in during["tooltip"]
+    assert during["error"] == "A run is still training: stop it (Train tab) before a new one."
+    assert app.train_error.value == ""  # the run ended: the sentence went with it
+    assert not app.train_button.disabled  # on again for the next run
+    assert app.tabs.selected_index == TRAIN  # neither the start nor the end moved the tabs
+    assert all(new is old for new, old in zip(app.tabs.children, tabs))
+    assert app.compare_box.children == (app.compare_panel,)
+    assert app.tabs.titles[COMPARE].endswith("✓")

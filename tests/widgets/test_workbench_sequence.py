@@ -125,13 +125,13 @@ def test_si_after_a_run_without_importance_and_a_bad_strength_say_what_to_do(tin
     app.sequence.remedy.value = "si"
     app.train_button.click()
     app.wait()
-    assert "tick `track importance`" in app.error_html.message
+    assert "tick `track importance`" in app.train_error.message
     assert app.state.run is first  # no second run started
     app.sequence.remedy.value = "ewc"
     app.sequence.strength.value = "strong"
     app.train_button.click()
     app.wait()
-    assert "`strength`='strong'" in app.error_html.message and app.state.run is first
+    assert "`strength`='strong'" in app.train_error.message and app.state.run is first
 
 
 def test_importance_tracking_defaults_to_on_for_lora_and_off_for_full(tiny, task_files):
