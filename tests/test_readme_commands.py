@@ -5,9 +5,9 @@ with `python -m workbench` or `make`), so an edit that breaks a command fails th
 runs on the embedded model, shortened only through its own documented flags (appended, so they
 override the written values: argparse and `--set` keep the last). A command that cannot run here
 carries `# not run by the tests: <reason>` in the README and is skipped with that reason.
-The commands that read or write `runs/` share one working directory and run in README order on
-one xdist worker (later ones read the runs that `train ... --set output.run_dir=runs/tickets`
-writes); the others run in order on a second worker, in a working directory of their own.
+The commands that read or write `runs/` run in README order in one test, in one working
+directory (later ones read the runs that `train ... --set output.run_dir=runs/tickets`
+writes); the others run in order in a second test, so the two can use both cores.
 """
 
 from __future__ import annotations
@@ -116,32 +116,43 @@ def test_a_broken_command_is_reported_with_its_readme_line(tmp_path):
     assert result.returncode == 2 and "--held-outt" in result.stderr
 
 
-@pytest.fixture(scope="session")
-def workdirs() -> dict[str, Path]:
-    """An empty working directory per group, shared by its commands in README order (for the
-    whole session: an xdist worker may run other modules' tests between two of them, which
-    would tear down a module-scoped fixture)."""
-    return {}
+GROUPS = sorted({c.group for c in COMMANDS})
+
+
+def not_run_here(command: ReadmeCommand) -> str | None:
+    """Why a README command is not run by this test, or None."""
+    if command.skip_reason:
+        return f"README.md:{command.line}: {command.skip_reason}"
+    if command.text == "make test":
+        return "`make test` is the command running this test (CI runs it: .ci/run)"
+    return None
 
 
 @pytest.mark.embedded
-@pytest.mark.parametrize(
-    "command",
-    [pytest.param(c, marks=pytest.mark.xdist_group(c.group)) for c in COMMANDS],
-    ids=[f"L{c.line}-{c.subcommand}" for c in COMMANDS],
-)
-def test_readme_command_runs_as_written(command: ReadmeCommand, workdirs, tmp_path_factory):
-    if command.skip_reason:
-        pytest.skip(f"README.md:{command.line}: {command.skip_reason}")
-    if command.text == "make test":
-        pytest.skip("`make test` is the command running this test (CI runs it: .ci/run)")
-    if command.group not in workdirs:
-        workdirs[command.group] = tmp_path_factory.mktemp(command.group)
-    workdir = workdirs[command.group]
-    argv = runnable(command)
+@pytest.mark.parametrize("group", GROUPS)
+def test_readme_commands_run_as_written(group: str, tmp_path: Path):
+    """The group's commands, in README order, in one empty working directory: the ones that
+    share `runs/` depend on each other, so one test runs them all (whatever worker it lands on)
+    and names the README line of the first that fails."""
     env = {k: v for k, v in os.environ.items() if k != "WORKBENCH_RUNS"}  # default ./runs
     if sys.prefix != sys.base_prefix:  # make's set-up uses this environment, not a new .venv
         env["VIRTUAL_ENV"] = sys.prefix
-    result = subprocess.run(argv, cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
-    output = (result.stdout + result.stderr)[-4000:]
-    assert result.returncode == 0, f"README.md:{command.line} `{command.text}` failed:\n{output}"
+    commands = [c for c in COMMANDS if c.group == group and not not_run_here(c)]
+    assert commands, f"no README command in group {group}"
+    for command in commands:
+        result = subprocess.run(
+            runnable(command), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
+        )
+        output = (result.stdout + result.stderr)[-4000:]
+        assert result.returncode == 0, (
+            f"README.md:{command.line} `{command.text}` failed:\n{output}"
+        )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [c for c in COMMANDS if not_run_here(c)],
+    ids=[f"L{c.line}-{c.subcommand}" for c in COMMANDS if not_run_here(c)],
+)
+def test_readme_commands_not_run_here_say_why(command: ReadmeCommand):
+    pytest.skip(not_run_here(command))
