@@ -100,7 +100,7 @@ def test_a_run_of_every_kind_killed_at_a_random_moment_resumes_the_same(
     child.wait(30)
     assert directory.complete_checkpoints(), "the kill lost every complete checkpoint"
     status, _ = directory.read_status()
-    if (status or {}).get("status") != "finished":  # killed on its way out: nothing to resume
-        assert len(_losses(run_dir)) < STEPS, "killed after its last step, yet not finished"
+    if (status or {}).get("status") != "finished":  # killed after finishing: nothing to resume
+        # (killed after its last step but before its final save, it resumes to save them)
         _finished(_child(tiny_model_dir, run_dir, stage, "resume"))
     assert _losses(run_dir) == pytest.approx(expected, rel=1e-5, abs=1e-6)
