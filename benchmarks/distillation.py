@@ -58,22 +58,9 @@ def load_models(args):
     model, tokenizer = workbench.load_model()
     if not args.quick:
         return model, tokenizer
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from benchmarks.workloads import tiny_llama
 
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    return LlamaForCausalLM(config), tokenizer
+    return tiny_llama(tokenizer, layers=4, hidden=64), tokenizer
 
 
 def measure(name: str, model, tokenizer, held_out, args, seconds: float | None) -> dict:

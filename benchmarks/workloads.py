@@ -21,43 +21,37 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DATA = ROOT / "sample_data"
 
-# Llama shapes by name; `vocab_size` is the embedded model's, so every shape shares its tokenizer
+
+def llama_shape(
+    hidden: int, intermediate: int, layers: int, heads: int, kv_heads: int | None = None
+) -> dict:
+    """A decoder's sizes as the keyword arguments of LlamaConfig (and of the configs that name
+    them as Llama does: Qwen2, Mistral, GPT-NeoX); without `kv_heads`, one per attention head."""
+    shape = dict(
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+    )
+    if kv_heads is not None:
+        shape["num_key_value_heads"] = kv_heads
+    return shape
+
+
+# Llama shapes by name, all with tied embeddings; `vocab_size` is the embedded model's, so every
+# shape shares its tokenizer
 SHAPES: dict[str, dict] = {
-    "smollm2-135m": dict(
-        hidden_size=576,
-        intermediate_size=1536,
-        num_hidden_layers=30,
-        num_attention_heads=9,
-        num_key_value_heads=3,
-        tie_word_embeddings=True,
-    ),
+    "smollm2-135m": llama_shape(hidden=576, intermediate=1536, layers=30, heads=9, kv_heads=3),
     # the 135M shape's 30 layers at hidden size 16: every layer, LoRA module and optimizer
-    # tensor is still there, but a step's arithmetic is about 1,000x smaller (`step_flops`)
-    "deep-narrow": dict(
-        hidden_size=16,
-        intermediate_size=48,  # 3x hidden, about the 135M shape's 2.7x
-        num_hidden_layers=30,
-        num_attention_heads=2,  # head size 8
-        num_key_value_heads=1,  # grouped-query attention, as in the 135M shape (9 heads, 3 kv)
-        tie_word_embeddings=True,
-    ),
-    "smollm2-360m": dict(
-        hidden_size=960,
-        intermediate_size=2560,
-        num_hidden_layers=32,
-        num_attention_heads=15,
-        num_key_value_heads=5,
-        tie_word_embeddings=True,
-    ),
-    "llama-1b": dict(  # Llama-3.2-1B's layers (hidden 2048, 16 layers), SmolLM2's vocabulary
-        hidden_size=2048,
-        intermediate_size=8192,
-        num_hidden_layers=16,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        tie_word_embeddings=True,
-    ),
+    # tensor is still there, but a step's arithmetic is about 1,000x smaller (`step_flops`).
+    # Intermediate 3x hidden, about the 135M shape's 2.7x; head size 8; grouped-query
+    # attention, as in the 135M shape (9 heads, 3 kv)
+    "deep-narrow": llama_shape(hidden=16, intermediate=48, layers=30, heads=2, kv_heads=1),
+    "smollm2-360m": llama_shape(hidden=960, intermediate=2560, layers=32, heads=15, kv_heads=5),
+    # Llama-3.2-1B's layers (hidden 2048, 16 layers), SmolLM2's vocabulary
+    "llama-1b": llama_shape(hidden=2048, intermediate=8192, layers=16, heads=32, kv_heads=8),
 }
+EMBEDDED_VOCABULARY = 49152  # SmolLM2's tokenizer, which every shape borrows
 
 VOCABULARY = """
 the a of to and in is for that with as on it be are this by from or an was which can at
@@ -108,6 +102,7 @@ def config_for(shape: str, tokenizer_dir: str | Path, tokenizer=None):
         eos_token_id=eos,
         pad_token_id=pad,
         head_dim=SHAPES[shape]["hidden_size"] // SHAPES[shape]["num_attention_heads"],
+        tie_word_embeddings=True,
         **SHAPES[shape],
     )
 
@@ -210,6 +205,43 @@ def write_rows(rows: list[dict], path: Path) -> Path:
     return path
 
 
+def tiny_llama(
+    tokenizer,
+    *,
+    layers: int = 2,
+    hidden: int = 64,
+    intermediate: int | None = None,
+    kv_heads: int = 2,
+    seed: int = 0,
+    **config,
+):
+    """A random-weight Llama (seeded) with 4 heads and tied embeddings, sized for `tokenizer`:
+    milliseconds a step. `intermediate` defaults to twice `hidden`; `config`: LlamaConfig's
+    other arguments (`max_position_embeddings`, ...)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    shape = llama_shape(hidden, intermediate or 2 * hidden, layers, heads=4, kv_heads=kv_heads)
+    return LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=len(tokenizer),
+            **shape,
+            **config,
+            tie_word_embeddings=True,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    )
+
+
+def saved_model_folder(model, tokenizer, folder: Path) -> Path:
+    """`model` and `tokenizer` saved to `folder` as save_pretrained writes them."""
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def tiny_model_folder(
     folder: Path,
     tokenizer=None,
@@ -219,27 +251,15 @@ def tiny_model_folder(
     intermediate: int | None = None,
     kv_heads: int = 2,
 ) -> Path:
-    """A random-weight Llama (seeded) with `tokenizer` (default: the embedded model's), saved
-    as a local folder: the stand-in model of the benchmarks' `--quick` runs, and `choosing`'s
-    tiny local candidate. `intermediate` defaults to twice `hidden`."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    """`tiny_llama` with `tokenizer` (default: the embedded model's), saved as a local folder:
+    the stand-in model of the benchmarks' `--quick` runs, and `choosing`'s tiny local
+    candidate."""
+    from transformers import AutoTokenizer
 
     from workbench.model.loading import embedded_model_dir
 
     tokenizer = tokenizer or AutoTokenizer.from_pretrained(embedded_model_dir())
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        intermediate_size=intermediate or 2 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=kv_heads,
-        tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
+    model = tiny_llama(
+        tokenizer, layers=layers, hidden=hidden, intermediate=intermediate, kv_heads=kv_heads
     )
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return saved_model_folder(model, tokenizer, folder)

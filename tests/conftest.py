@@ -186,11 +186,21 @@ def lora_run(tiny_model_dir, ticket_split, tmp_path_factory):
     return run
 
 
+# The order tests are handed to pytest-xdist's workers: the slowest tiers first, so the long
+# tests (the README's commands, the notebooks) start at once and the many short ones fill in at
+# the end. In file order, the README's commands started last and kept one core busy alone.
+SLOWEST_FIRST = ("embedded", "notebooks", "faults", "training", "browser", "unit")
+
+
 def pytest_collection_modifyitems(config, items):
     """Give every test exactly one tier: its own marker, `training` when it uses a model
-    fixture, else `unit` (no model weights: what `make test-fast` runs)."""
+    fixture, else `unit` (no model weights: what `make test-fast` runs). Then order them
+    slowest tier first (a stable sort: file order within a tier)."""
+    tiers = {}
     for item in items:
         marked = [tier for tier in TIERS if item.get_closest_marker(tier)]
         if not marked:
-            tier = "training" if MODEL_FIXTURES & set(item.fixturenames) else "unit"
-            item.add_marker(getattr(pytest.mark, tier))
+            marked = ["training" if MODEL_FIXTURES & set(item.fixturenames) else "unit"]
+            item.add_marker(getattr(pytest.mark, marked[0]))
+        tiers[item.nodeid] = SLOWEST_FIRST.index(marked[0])
+    items.sort(key=lambda item: tiers[item.nodeid])

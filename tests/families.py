@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks.workloads import llama_shape, saved_model_folder
+
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(hidden=32, layers=2, heads=4, kv_heads=2)  # milliseconds a step on one core
 
@@ -164,17 +166,13 @@ class Family:
     config_args: dict = field(default_factory=dict)
 
 
-def _decoder(hidden: int = TINY["hidden"], **extra) -> dict:
-    """The usual decoder arguments (Llama-style names) at the tiny size."""
-    return dict(
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=TINY["layers"],
-        num_attention_heads=TINY["heads"],
-        num_key_value_heads=TINY["kv_heads"],
-        max_position_embeddings=512,
-        **extra,
-    )
+def _decoder(
+    hidden: int = TINY["hidden"], kv_heads: int | None = TINY["kv_heads"], **extra
+) -> dict:
+    """The usual decoder arguments (Llama-style names) at the tiny size; `kv_heads=None` for
+    a config without grouped-query attention (GPT-NeoX)."""
+    shape = llama_shape(hidden, 2 * hidden, TINY["layers"], TINY["heads"], kv_heads)
+    return dict(**shape, max_position_embeddings=512, **extra)
 
 
 FAMILIES: dict[str, Family] = {
@@ -294,15 +292,7 @@ FAMILIES: dict[str, Family] = {
             end_of_turn="<|endoftext|>",
             chat_template=NEOX_TEMPLATE,
             generation_eos=("<|endoftext|>",),
-            config_args=dict(
-                hidden_size=32,
-                intermediate_size=64,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                max_position_embeddings=512,
-                rotary_pct=0.25,
-                tie_word_embeddings=False,
-            ),
+            config_args=_decoder(kv_heads=None, rotary_pct=0.25, tie_word_embeddings=False),
         ),
     ]
 }
@@ -382,9 +372,7 @@ def build_model(family: Family, tokenizer, seed: int = 0):
 def build_family_folder(family: Family, folder: Path) -> Path:
     """Save the family's tiny model and tokenizer to `folder`, as save_pretrained writes them."""
     tokenizer = build_tokenizer(family)
-    build_model(family, tokenizer).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return saved_model_folder(build_model(family, tokenizer), tokenizer, folder)
 
 
 def conversation(family: Family, topic: str = "billing", turns: int = 2) -> list[dict[str, str]]:

@@ -9,6 +9,7 @@ import random
 import pytest
 import yaml
 from conftest import SAMPLE_DATA, build_tiny_model, quick
+from resuming import finish
 
 import workbench
 from workbench.errors import WorkbenchError
@@ -139,9 +140,7 @@ def test_a_stopped_run_resumes_from_disk_and_repeats_the_uninterrupted_losses(
     def start(stop_at: int | None = None):
         model, tokenizer = workbench.load_model(str(tiny_model_dir))
         run = train_classifier(model, tokenizer, *toy_split, hyperparameters=settings, start=False)
-        if stop_at:
-            run.add_callback("step", lambda e: run.stop() if e["step"] == stop_at else None)
-        return run.start().wait()
+        return finish(run, stop_at)
 
     reference = start()
     first = start(stop_at=2)

@@ -7,6 +7,7 @@ import re
 
 import pytest
 from conftest import SAMPLE_DATA
+from rows import chat_row
 
 from workbench.data.loading import Examples, detect_format, load_data
 from workbench.errors import DataValidationError, WorkbenchError
@@ -18,6 +19,13 @@ BROKEN = SAMPLE_DATA / "broken"
 def problem_lines(error: DataValidationError) -> list[str]:
     """The `  - ...` lines of a validation error, one per problem."""
     return [line for line in str(error).splitlines() if line.startswith("  - ")]
+
+
+def load_error(source) -> DataValidationError:
+    """The DataValidationError that loading `source` raises."""
+    with pytest.raises(DataValidationError) as caught:
+        load_data(source, verbose=False)
+    return caught.value
 
 
 def problem_on(error: DataValidationError, line: int) -> str:
@@ -200,9 +208,7 @@ def test_where_on_a_sample_file():
 
 def test_malformed_json_and_a_list_line():
     path = BROKEN / "malformed.jsonl"
-    with pytest.raises(DataValidationError) as caught:
-        load_data(path, verbose=False)
-    error = caught.value
+    error = load_error(path)
     assert len(error.problems) == 2
     assert [p.row for p in error.problems] == [3, 6]
     assert "not valid JSON" in problem_on(error, 3)
@@ -214,17 +220,13 @@ def test_malformed_json_and_a_list_line():
 def test_malformed_json_column_points_at_the_problem():
     path = BROKEN / "malformed.jsonl"
     line = path.read_text(encoding="utf-8").splitlines()[2]
-    with pytest.raises(DataValidationError) as caught:
-        load_data(path, verbose=False)
     # The closing `}` is missing: json reports the end of the line, not its first column.
-    assert f"column {len(line) + 1}" in problem_on(caught.value, 3)
+    assert f"column {len(line) + 1}" in problem_on(load_error(path), 3)
 
 
 def test_missing_empty_and_whitespace_fields():
     path = BROKEN / "missing_fields.jsonl"
-    with pytest.raises(DataValidationError) as caught:
-        load_data(path, verbose=False)
-    error = caught.value
+    error = load_error(path)
     assert len(error.problems) == 3
     assert "3 problem(s) in 3 row(s)" in str(error)
     assert re.search(r"`output` is missing", problem_on(error, 2))
@@ -234,9 +236,7 @@ def test_missing_empty_and_whitespace_fields():
 
 
 def test_wrong_types_name_the_type():
-    with pytest.raises(DataValidationError) as caught:
-        load_data(BROKEN / "wrong_types.jsonl", verbose=False)
-    error = caught.value
+    error = load_error(BROKEN / "wrong_types.jsonl")
     assert len(error.problems) == 3
     line2, line3, line5 = problem_on(error, 2), problem_on(error, 3), problem_on(error, 5)
     assert "`output`" in line2 and "number" in line2 and "42" in line2
@@ -246,9 +246,7 @@ def test_wrong_types_name_the_type():
 
 def test_duplicate_csv_row_names_both_lines():
     path = BROKEN / "duplicates.csv"
-    with pytest.raises(DataValidationError) as caught:
-        load_data(path, verbose=False)
-    error = caught.value
+    error = load_error(path)
     assert len(error.problems) == 1
     line = problem_on(error, 5)
     assert f"{path}:5" in line
@@ -267,9 +265,7 @@ def test_repeated_documents_of_raw_text_are_kept_with_a_warning():
 
 
 def test_bad_messages_roles_last_turn_and_missing_content():
-    with pytest.raises(DataValidationError) as caught:
-        load_data(BROKEN / "bad_messages.jsonl", verbose=False)
-    error = caught.value
+    error = load_error(BROKEN / "bad_messages.jsonl")
     assert [p.row for p in error.problems] == [2, 3, 4]
     role = problem_on(error, 2)
     assert "`messages[2].role`" in role and "robot" in role and "assistant" in role
@@ -295,9 +291,7 @@ def test_all_problems_are_reported_together(tmp_path):
     ]
     path = tmp_path / "many.jsonl"
     path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(DataValidationError) as caught:
-        load_data(path, verbose=False)
-    error = caught.value
+    error = load_error(path)
     # line 2: bad JSON; line 3: empty instruction + number output; line 4: two missing fields
     assert len(error.problems) == 5
     assert len(problem_lines(error)) == 5
@@ -449,14 +443,12 @@ def test_tool_turns_and_text_parts_load_and_other_parts_are_named():
 
 
 def test_tool_turns_are_context_never_learned(tiny_tokenizer):
-    row = {
-        "messages": [
-            {"role": "user", "content": "Weather in Lyon?"},
-            {"role": "assistant", "content": "Checking."},
-            {"role": "tool", "content": "18 degrees"},
-            {"role": "assistant", "content": "It is 18 degrees."},
-        ]
-    }
+    row = chat_row(
+        ("user", "Weather in Lyon?"),
+        ("assistant", "Checking."),
+        ("tool", "18 degrees"),
+        ("assistant", "It is 18 degrees."),
+    )
     segments = TEMPLATES["chat"].segments(row, tiny_tokenizer)
     assert [s.text for s in segments if s.learned] == [
         "Checking.<|im_end|>",

@@ -14,6 +14,7 @@ from conftest import quick
 
 import workbench
 from workbench.cli import main as cli
+from workbench.errors import RunDirectoryInUseError
 from workbench.runs import directory as run_directory
 from workbench.runs.directory import (
     COMPLETE_MARKER,
@@ -23,7 +24,7 @@ from workbench.runs.directory import (
     new_run_dir,
 )
 from workbench.runs.report import TRAIN_LOSS, curves_figure
-from workbench.training.finetune import RunDirectoryInUseError, train
+from workbench.training.finetune import train
 from workbench.training.resume import resume
 
 
@@ -34,6 +35,14 @@ def _fingerprint(folder):
         for p in sorted(folder.rglob("*"))
         if p.is_file()
     }
+
+
+def _assert_resume_refused_untouched(run_dir, reason: str) -> None:
+    """resume(run_dir) refuses with a RunFinishedError matching `reason` and changes no file."""
+    before = _fingerprint(run_dir)
+    with pytest.raises(RunFinishedError, match=reason):
+        resume(run_dir)
+    assert _fingerprint(run_dir) == before
 
 
 def _stopped_at(model, tokenizer, split, step: int, **settings):
@@ -72,10 +81,7 @@ def test_a_run_stopped_on_its_last_step_saves_its_results_without_training_again
     events, _ = directory.read_events()
     assert [e["step"] for e in events if e["event"] == "step"] == steps  # not one step more
     assert directory.final_artefact().name == "adapter" and directory.file("report.html").is_file()
-    before = _fingerprint(last.run_dir)
-    with pytest.raises(RunFinishedError, match="finished at step 6 of 6"):
-        resume(last.run_dir)
-    assert _fingerprint(last.run_dir) == before
+    _assert_resume_refused_untouched(last.run_dir, "finished at step 6 of 6")
 
 
 def test_a_run_whose_max_steps_was_lowered_below_its_checkpoint_is_left_alone(tiny, ticket_split):
@@ -85,10 +91,7 @@ def test_a_run_whose_max_steps_was_lowered_below_its_checkpoint_is_left_alone(ti
     config = directory.read_config()
     config["hyperparameters"]["max_steps"] = 3  # edited by hand: the run is already past it
     directory.write_config(config)
-    before = _fingerprint(early.run_dir)
-    with pytest.raises(RunFinishedError, match="step 4 of 3"):
-        resume(early.run_dir)
-    assert _fingerprint(early.run_dir) == before
+    _assert_resume_refused_untouched(early.run_dir, "step 4 of 3")
 
 
 def test_a_finished_run_trains_further_only_when_given_more_steps(tiny, ticket_split):

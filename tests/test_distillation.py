@@ -11,8 +11,11 @@ import torch
 import torch.nn.functional as F
 import yaml
 from conftest import SAMPLE_DATA, build_tiny_model, quick
+from resuming import finish
+from rows import capital_rows
 
 import workbench
+from benchmarks.workloads import saved_model_folder
 from workbench.model.methods import Method, apply_method, count_parameters
 from workbench.runs.report import DISTILL_CE, DISTILL_KL
 from workbench.training.distillation import (
@@ -33,16 +36,13 @@ FULL = Method(kind="full", dropout=0.0)
 @pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory, tiny_tokenizer):
     """A 4-layer tiny teacher saved as a local folder (its origin is that path)."""
-    folder = tmp_path_factory.mktemp("teacher")
-    build_tiny_model(tiny_tokenizer, seed=1, layers=4).save_pretrained(folder)
-    tiny_tokenizer.save_pretrained(folder)
-    return folder
+    teacher = build_tiny_model(tiny_tokenizer, seed=1, layers=4)
+    return saved_model_folder(teacher, tiny_tokenizer, tmp_path_factory.mktemp("teacher"))
 
 
 @pytest.fixture(scope="module")
 def reference_rows():
-    data = workbench.load_data(SAMPLE_DATA / "mixed_instructions.jsonl", verbose=False)
-    return data.select([i for i, r in enumerate(data.rows) if r["task"] == "capital"][:6])
+    return capital_rows()
 
 
 def _batch(trainer, rows: int = 4):
@@ -258,9 +258,7 @@ def test_resuming_a_distillation_run_repeats_the_uninterrupted_losses(teacher_di
             teacher, student, tokenizer, *ticket_split, method=FULL, hyperparameters=settings,
             start=False,
         )  # fmt: skip
-        if stop_at:
-            run.add_callback("step", lambda e: run.stop() if e["step"] == stop_at else None)
-        return run.start().wait()
+        return finish(run, stop_at)
 
     reference = start()
     first = start(stop_at=2)
@@ -428,9 +426,7 @@ def test_resuming_a_lora_run_with_lwf_repeats_the_uninterrupted_losses(
             regularizer=lwf,
             start=False,
         )
-        if stop_at:
-            run.add_callback("step", lambda e: run.stop() if e["step"] == stop_at else None)
-        return run.start().wait()
+        return finish(run, stop_at)
 
     reference = start()
     first = start(stop_at=2)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import yaml
-from conftest import SAMPLE_DATA, quick
+from conftest import quick
+from resuming import finish
+from rows import capital_rows
 
 import workbench
 from workbench.training.finetune import train
@@ -15,8 +17,7 @@ from workbench.training.resume import resume
 
 @pytest.fixture(scope="module")
 def reference_rows():
-    data = workbench.load_data(SAMPLE_DATA / "mixed_instructions.jsonl", verbose=False)
-    return data.select([i for i, r in enumerate(data.rows) if r["task"] == "capital"][:6])
+    return capital_rows()
 
 
 def _nudge(model, scale: float, seed: int = 0) -> None:
@@ -84,6 +85,23 @@ def test_fisher_is_the_mean_squared_gradient_of_each_row(tiny, reference_rows):
     assert all(f.min() >= 0 for f in fisher.values())
 
 
+def ewc_run(model_dir, split, reference_rows, settings, strength: float, start=True, **fisher):
+    """(run, its EWC): full fine-tuning of a fresh load of `model_dir` on `split`, held to
+    `reference_rows` by an EWC of `strength` (`fisher`: fisher_ewc's other options)."""
+    model, tokenizer = workbench.load_model(str(model_dir))
+    ewc = fisher_ewc(model, tokenizer, reference_rows, "alpaca", strength=strength, **fisher)
+    run = train(
+        model,
+        tokenizer,
+        *split,
+        method=workbench.Method(kind="full", dropout=0.0),
+        hyperparameters=settings,
+        regularizer=ewc,
+        start=start,
+    )
+    return run, ewc
+
+
 def _weighted_distance(model, ewc) -> float:
     """sum F (theta - theta*)^2: the distance EWC holds down."""
     params = dict(model.named_parameters())
@@ -99,17 +117,8 @@ def test_ewc_keeps_full_fine_tuning_closer_to_the_reference_weights(
     settings = quick(max_steps=6, learning_rate=1e-2)
     distances = {}
     for strength in (0.0, 1e3):
-        model, tokenizer = workbench.load_model(str(tiny_model_dir))
-        ewc = fisher_ewc(model, tokenizer, reference_rows, "alpaca", strength=strength)
-        method = workbench.Method(kind="full", dropout=0.0)
-        run = train(
-            model,
-            tokenizer,
-            *ticket_split,
-            method=method,
-            hyperparameters=settings,
-            regularizer=ewc,
-        ).wait()
+        run, ewc = ewc_run(tiny_model_dir, ticket_split, reference_rows, settings, strength)
+        run.wait()
         assert run.status == "finished", run.error
         distances[strength] = _weighted_distance(run.model, ewc)  # same init: same Fisher
         if strength:
@@ -154,23 +163,12 @@ def test_resume_rebuilds_the_ewc_from_config_and_repeats_the_losses(
     tiny_model_dir, ticket_split, reference_rows
 ):
     settings = quick(max_steps=6, eval_every=3)
-    method = workbench.Method(kind="full", dropout=0.0)
 
     def start(stop_at: int | None = None):
-        model, tokenizer = workbench.load_model(str(tiny_model_dir))
-        ewc = fisher_ewc(model, tokenizer, reference_rows, "alpaca", strength=50.0, max_rows=4)
-        run = train(
-            model,
-            tokenizer,
-            *ticket_split,
-            method=method,
-            hyperparameters=settings,
-            regularizer=ewc,
-            start=False,
+        run, _ = ewc_run(
+            tiny_model_dir, ticket_split, reference_rows, settings, 50.0, max_rows=4, start=False
         )
-        if stop_at:
-            run.add_callback("step", lambda e: run.stop() if e["step"] == stop_at else None)
-        return run.start().wait()
+        return finish(run, stop_at)
 
     reference = start()
     first = start(stop_at=2)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from conftest import SAMPLE_DATA, held_at_step
+from conftest import held_at_step
+from resuming import assert_resumes_to_the_same_losses
+from rows import preference_split_fixture
 
 import workbench
 from workbench.errors import WorkbenchError
@@ -13,13 +15,7 @@ from workbench.runs.history import read_run
 from workbench.runs.kinds import kind_of
 from workbench.training.kto import KTOSettings, kto_rows, resume_kto, train_kto
 
-
-@pytest.fixture(scope="module")
-def preference_split():
-    """(32 training pairs, 8 held-out pairs) of sample_data/preferences.jsonl."""
-    pairs = workbench.load_data(SAMPLE_DATA / "preferences.jsonl", verbose=False)
-    rest, held_out = workbench.split_data(pairs, 8, seed=0)
-    return rest.select(range(32)), held_out
+preference_split = preference_split_fixture(32, 8)  # (32 training pairs, 8 held-out pairs)
 
 
 def settings(**changes) -> KTOSettings:
@@ -75,24 +71,7 @@ def test_a_stopped_kto_run_resumes_to_the_same_losses(tiny_model_dir, preference
         model, tokenizer = workbench.load_model(str(tiny_model_dir))
         return train_kto(model, tokenizer, pairs, settings=plan, **kwargs)
 
-    reference = start().wait()
-    assert reference.status == "finished", reference.error
-    in_kernel = start(start=False)  # stopped, then resumed on the same model object
-    with held_at_step(in_kernel, 2):
-        in_kernel.stop()
-    assert in_kernel.wait().status == "stopped"
-    assert in_kernel.resume().wait().status == "finished", in_kernel.error
-    assert in_kernel.losses == pytest.approx(reference.losses, abs=1e-5)
-
-    stopped = start(start=False)  # stopped, then resumed from its directory on a fresh base
-    with held_at_step(stopped, 2):
-        stopped.stop()
-    assert stopped.wait().status == "stopped"
-    assert next(e for e in stopped.events if e["event"] == "stopped")["step"] == 3
-    resumed = resume_kto(stopped.run_dir).wait()
-    assert resumed.status == "finished", resumed.error
-    assert resumed.losses == pytest.approx(reference.losses[3:], abs=1e-5)
-    assert stopped.losses + resumed.losses == pytest.approx(reference.losses, abs=1e-5)
+    assert_resumes_to_the_same_losses(start, resume_kto)
 
 
 def test_kto_on_an_sft_run_keeps_its_adapter_as_reference_and_resumes_from_it(

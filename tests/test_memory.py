@@ -29,6 +29,7 @@ from transformers import (
     Qwen3ForCausalLM,
 )
 
+from benchmarks.workloads import EMBEDDED_VOCABULARY, SHAPES, llama_shape
 from workbench.errors import WorkbenchError
 from workbench.model.memory import (
     activation_elements_per_token,
@@ -40,22 +41,11 @@ from workbench.model.memory import (
 from workbench.model.methods import Method, ParameterCount, apply_method, count_parameters
 
 SMALL = dict(
-    vocab_size=600,
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=3,
-    num_attention_heads=4,
-    num_key_value_heads=2,
+    vocab_size=600, **llama_shape(hidden=32, intermediate=64, layers=3, heads=4, kv_heads=2)
 )
 # SmolLM2-135M's shape: the embedded default model.
 SMOLLM2 = LlamaConfig(
-    vocab_size=49152,
-    hidden_size=576,
-    intermediate_size=1536,
-    num_hidden_layers=30,
-    num_attention_heads=9,
-    num_key_value_heads=3,
-    tie_word_embeddings=True,
+    vocab_size=EMBEDDED_VOCABULARY, tie_word_embeddings=True, **SHAPES["smollm2-135m"]
 )
 
 
@@ -180,13 +170,7 @@ def test_qlora_saves_weights_but_keeps_fp32_activations():
     # measured on an H100: QLoRA's upcast norms make its activations fp32, so on a small model
     # it needs more memory than LoRA; on a 7B shape with short batches the weights dominate
     assert qlora.activations > lora.activations
-    big = LlamaConfig(
-        vocab_size=32000,
-        hidden_size=4096,
-        intermediate_size=11008,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-    )
+    big = LlamaConfig(vocab_size=32000, **llama_shape(4096, 11008, layers=32, heads=32))
     small_batch = dict(batch_size=1, seq_length=512, dtype_bytes=2, device="cuda")
     assert (
         estimate_memory(big, Method(kind="qlora"), **small_batch).total

@@ -19,7 +19,7 @@ from conftest import ROOT, build_tiny_model
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 SHORT = {
     "WORKBENCH_NOTEBOOK_STEPS": "2",
-    "WORKBENCH_NOTEBOOK_HELD_OUT": "8",
+    "WORKBENCH_NOTEBOOK_HELD_OUT": "4",
     "WORKBENCH_NOTEBOOK_WAIT": "1",  # headless: wait for training instead of a Stop button
 }
 # The lessons that read WORKBENCH_NOTEBOOK_MODEL; the quickstart stays on the embedded model.

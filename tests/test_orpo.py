@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from conftest import SAMPLE_DATA, held_at_step
+from conftest import SAMPLE_DATA
+from resuming import assert_resumes_to_the_same_losses
+from rows import preference_split_fixture
 
 import workbench
 from workbench.errors import WorkbenchError
@@ -15,13 +17,7 @@ from workbench.runs.history import read_run
 from workbench.runs.kinds import kind_of
 from workbench.training.orpo import ORPOSettings, orpo_rows, resume_orpo, train_orpo
 
-
-@pytest.fixture(scope="module")
-def preference_split():
-    """(32 training pairs, 8 held-out pairs) of sample_data/preferences.jsonl."""
-    pairs = workbench.load_data(SAMPLE_DATA / "preferences.jsonl", verbose=False)
-    rest, held_out = workbench.split_data(pairs, 8, seed=0)
-    return rest.select(range(32)), held_out
+preference_split = preference_split_fixture(32, 8)  # (32 training pairs, 8 held-out pairs)
 
 
 def settings(**changes) -> ORPOSettings:
@@ -71,24 +67,7 @@ def test_a_stopped_orpo_run_resumes_to_the_same_losses(tiny_model_dir, preferenc
         model, tokenizer = workbench.load_model(str(tiny_model_dir))
         return train_orpo(model, tokenizer, pairs, settings=plan, **kwargs)
 
-    reference = start().wait()
-    assert reference.status == "finished", reference.error
-    in_kernel = start(start=False)  # stopped, then resumed on the same model object
-    with held_at_step(in_kernel, 2):
-        in_kernel.stop()
-    assert in_kernel.wait().status == "stopped"
-    assert in_kernel.resume().wait().status == "finished", in_kernel.error
-    assert in_kernel.losses == pytest.approx(reference.losses, abs=1e-5)
-
-    stopped = start(start=False)  # stopped, then resumed from its directory on a fresh base
-    with held_at_step(stopped, 2):
-        stopped.stop()
-    assert stopped.wait().status == "stopped"
-    assert next(e for e in stopped.events if e["event"] == "stopped")["step"] == 3
-    resumed = resume_orpo(stopped.run_dir).wait()
-    assert resumed.status == "finished", resumed.error
-    assert resumed.losses == pytest.approx(reference.losses[3:], abs=1e-5)
-    assert stopped.losses + resumed.losses == pytest.approx(reference.losses, abs=1e-5)
+    assert_resumes_to_the_same_losses(start, resume_orpo)
 
 
 def test_config_records_the_stage_and_settings_and_the_registry_has_orpo(tiny, preference_split):

@@ -118,16 +118,10 @@ def test_sync_counter_names_the_line_that_waits():
 def test_step_flops_count_attention_and_the_output_layer():
     from transformers import LlamaConfig
 
-    from benchmarks.workloads import step_flops
+    from benchmarks.workloads import llama_shape, step_flops
 
-    config = LlamaConfig(
-        vocab_size=100,
-        hidden_size=8,
-        intermediate_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-    )
+    shape = llama_shape(hidden=8, intermediate=16, layers=1, heads=2, kv_heads=1)
+    config = LlamaConfig(vocab_size=100, **shape)
     short = step_flops(config, [(10, 100)], logits=0, lora_r=0)
     longer = step_flops(config, [(10, 400)], logits=0, lora_r=0)  # same tokens, wider attention
     assert longer["forward"] - short["forward"] == 4 * 300 * 8  # QK^T and AV, 8 = heads x size

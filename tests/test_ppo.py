@@ -7,7 +7,14 @@ from __future__ import annotations
 import pytest
 import torch
 import yaml
-from test_reinforcement import LORA, peaked_tiny_model, question_prompts, rl_settings, share_of_e
+from resuming import finish
+from test_reinforcement import (
+    peaked_tiny_model,
+    question_prompts,
+    rl_settings,
+    share_of_e,
+    toy_rl_run,
+)
 
 from workbench.model.methods import Method
 from workbench.runs.directory import RunDirectory
@@ -21,45 +28,31 @@ from workbench.training.ppo import (
     dropout_off,
     rollout_sampler,
 )
-from workbench.training.reinforcement import reinforce, resume_reinforcement
+from workbench.training.reinforcement import resume_reinforcement
 from workbench.widgets import TrainingMonitor
 
 pytestmark = pytest.mark.training  # each test builds and trains its own tiny model
 
 
 def ppo_settings(**changes):
-    values = dict(
-        num_generations=1,
-        batch_size=16,
-        max_steps=60,
-        eval_every=60,
-        ppo_epochs=2,
-        minibatches=1,
-        value_learning_rate=1e-3,
-    )
+    """rl_settings for PPO: one answer a prompt (16 answers a step, rl_settings' batch_size)
+    and two passes over each batch, in one minibatch."""
+    values = dict(num_generations=1, ppo_epochs=2, minibatches=1, value_learning_rate=1e-3)
     return rl_settings(**{**values, **changes})
 
 
-def ppo_run(tokenizer, settings, held_out=None, start=True):
+def ppo_run(tokenizer, settings, held_out=None, start=True, **options):
     prompts, _ = question_prompts()
-    return reinforce(
-        peaked_tiny_model(tokenizer),
-        tokenizer,
-        prompts,
-        reward=share_of_e,
-        algorithm="ppo",
-        held_out=held_out,
-        settings=settings,
-        method=LORA,
-        template="plain",
-        start=start,
+    return toy_rl_run(
+        tokenizer, prompts, settings, algorithm="ppo", held_out=held_out, start=start, **options
     )
 
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_ppo_with_a_reward_function_raises_the_held_out_reward(tiny_tokenizer, seed):
     _, held_out = question_prompts()
-    run = ppo_run(tiny_tokenizer, ppo_settings(seed=seed), held_out).wait()
+    plan = ppo_settings(max_steps=60, eval_every=60, seed=seed)
+    run = ppo_run(tiny_tokenizer, plan, held_out).wait()
     assert run.status == "finished", run.error
 
     evaluations = [e for e in run.events if e["event"] == "evaluation"]
@@ -100,8 +93,7 @@ def test_a_run_stopped_inside_a_rollout_resumes_with_the_same_updates(tiny_token
     assert whole.status == "finished", whole.error
 
     run = ppo_run(tiny_tokenizer, plan, start=False)
-    run.add_callback("step", lambda e: run.stop() if e["step"] == 5 else None)
-    assert run.start().wait().status == "stopped"
+    assert finish(run, stopped_at=5).status == "stopped"
     checkpoint = run.run_dir / "checkpoints" / "checkpoint-6"  # 2 of the 2nd rollout's 4 done
     for part in (ROLLOUT_FILE, VALUE_HEAD_FILE, "ref/adapter_model.safetensors"):
         assert (checkpoint / part).is_file(), part
@@ -122,12 +114,7 @@ def test_a_run_stopped_inside_a_rollout_resumes_with_the_same_updates(tiny_token
 
 def test_dropout_is_off_while_ppo_trains_and_gradient_checkpointing_works(tiny_tokenizer):
     plan = ppo_settings(max_steps=4, gradient_checkpointing=True, eval_every=4)
-    prompts, _ = question_prompts()
-    run = reinforce(
-        peaked_tiny_model(tiny_tokenizer), tiny_tokenizer, prompts, reward=share_of_e,
-        algorithm="ppo", settings=plan, method=Method(r=8, alpha=16, dropout=0.5),
-        template="plain", start=False,
-    )  # fmt: skip
+    run = ppo_run(tiny_tokenizer, plan, start=False, method=Method(r=8, alpha=16, dropout=0.5))
     dropouts = [m for m in run.model.modules() if isinstance(m, torch.nn.Dropout)]
     rates_while_training = []
     run.add_callback("step", lambda e: rates_while_training.append({m.p for m in dropouts}))

@@ -9,6 +9,7 @@ import re
 import pytest
 import yaml
 from conftest import SAMPLE_DATA, quick
+from rows import preference_split_fixture
 
 import workbench
 from workbench.errors import WorkbenchError
@@ -17,13 +18,7 @@ from workbench.runs.history import read_run
 from workbench.training.finetune import train
 from workbench.training.preference import PreferenceSettings, train_preferences
 
-
-@pytest.fixture(scope="module")
-def preference_split():
-    """(64 training pairs, 16 held-out pairs) of sample_data/preferences.jsonl."""
-    pairs = workbench.load_data(SAMPLE_DATA / "preferences.jsonl", verbose=False)
-    rest, held_out = workbench.split_data(pairs, 16, seed=0)
-    return rest.select(range(64)), held_out
+preference_split = preference_split_fixture(64, 16)  # (64 training pairs, 16 held-out pairs)
 
 
 def test_dpo_raises_the_chosen_over_rejected_margin(tiny, ticket_split, preference_split):

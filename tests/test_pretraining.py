@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 from conftest import SAMPLE_DATA, quick
+from resuming import finish
 
 import workbench
 from workbench.errors import WorkbenchError
@@ -188,20 +189,22 @@ def test_a_tiny_run_lowers_perplexity_and_lists_as_a_pretrain_run(tiny, manual):
     assert samples and all(s["samples"][0]["prompt"] for s in samples)
 
 
-def test_stop_then_resume_gives_the_same_losses_as_an_uninterrupted_run(tiny_model_dir, manual):
-    settings = quick(max_steps=8, eval_every=4)
-    model, tokenizer = workbench.load_model(str(tiny_model_dir))
-    reference = continue_pretraining(
-        model, tokenizer, *manual, block_size=64, hyperparameters=settings
-    ).wait()
-    assert reference.status == "finished", reference.error
-
-    model, tokenizer = workbench.load_model(str(tiny_model_dir))
+def pretraining_run(model_dir, manual, settings, stopped_at: int | None = None):
+    """Pretraining (blocks of 64 tokens) of a fresh load of `model_dir` on `manual`, waited for:
+    finished, or with `stopped_at` stopped at that step."""
+    model, tokenizer = workbench.load_model(str(model_dir))
     run = continue_pretraining(
         model, tokenizer, *manual, block_size=64, hyperparameters=settings, start=False
     )
-    run.add_callback("step", lambda e: run.stop() if e["step"] == 2 else None)
-    run.start().wait()
+    return finish(run, stopped_at)
+
+
+def test_stop_then_resume_gives_the_same_losses_as_an_uninterrupted_run(tiny_model_dir, manual):
+    settings = quick(max_steps=8, eval_every=4)
+    reference = pretraining_run(tiny_model_dir, manual, settings)
+    assert reference.status == "finished", reference.error
+
+    run = pretraining_run(tiny_model_dir, manual, settings, stopped_at=2)
     assert run.status == "stopped"
     run.resume().wait()
     assert run.status == "finished", run.error
@@ -210,17 +213,8 @@ def test_stop_then_resume_gives_the_same_losses_as_an_uninterrupted_run(tiny_mod
 
 def test_resume_from_the_run_directory_with_a_fresh_model(tiny_model_dir, manual):
     settings = quick(max_steps=6, eval_every=3)
-    model, tokenizer = workbench.load_model(str(tiny_model_dir))
-    reference = continue_pretraining(
-        model, tokenizer, *manual, block_size=64, hyperparameters=settings
-    ).wait()
-
-    model, tokenizer = workbench.load_model(str(tiny_model_dir))
-    first = continue_pretraining(
-        model, tokenizer, *manual, block_size=64, hyperparameters=settings, start=False
-    )
-    first.add_callback("step", lambda e: first.stop() if e["step"] == 2 else None)
-    first.start().wait()
+    reference = pretraining_run(tiny_model_dir, manual, settings)
+    first = pretraining_run(tiny_model_dir, manual, settings, stopped_at=2)
     assert read_run(first.run_dir).status == "stopped"
     fresh_model, fresh_tokenizer = workbench.load_model(str(tiny_model_dir))
     resumed = resume_pretraining(first.run_dir, fresh_model, fresh_tokenizer).wait()

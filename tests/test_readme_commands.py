@@ -26,11 +26,12 @@ ROOT = Path(__file__).resolve().parent.parent
 NOT_RUN = "# not run by the tests:"
 # The documented flags that shorten each command; appended to the written line.
 SHORTER = {
-    "demo": ["--max-steps", "2", "--held-out", "8"],
+    "demo": ["--max-steps", "2", "--held-out", "4", "--validation", "4"],
     "train": [
         "--set", "hyperparameters.max_steps=2",
         "--set", "hyperparameters.eval_every=2",
         "--set", "evaluation.held_out=4",
+        "--set", "data.split=4",
         "--set", "output.samples=1",
     ],
     "resume": ["--max-steps", "3"],

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import yaml
 from conftest import build_tiny_model
+from resuming import finish
 
 import workbench
 from workbench.errors import WorkbenchError
@@ -62,19 +63,25 @@ def rl_settings(**changes) -> RLSettings:
     return RLSettings(**{**values, **changes})
 
 
+def toy_rl_run(tokenizer, prompts, settings, *, reward=share_of_e, method=LORA, **options):
+    """An RL run of a LoRA adapter on the peaked tiny model with the plain template, rewarded by
+    the share of e's unless `reward` says otherwise; `options`: reinforce's others."""
+    return reinforce(
+        peaked_tiny_model(tokenizer),
+        tokenizer,
+        prompts,
+        reward=reward,
+        settings=settings,
+        method=method,
+        template="plain",
+        **options,
+    )
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_grpo_with_a_reward_function_raises_the_mean_reward(tiny_tokenizer, seed):
     prompts, held_out = question_prompts()
-    run = reinforce(
-        peaked_tiny_model(tiny_tokenizer),
-        tiny_tokenizer,
-        prompts,
-        reward=share_of_e,
-        held_out=held_out,
-        settings=rl_settings(seed=seed),
-        method=LORA,
-        template="plain",
-    ).wait()
+    run = toy_rl_run(tiny_tokenizer, prompts, rl_settings(seed=seed), held_out=held_out).wait()
     assert run.status == "finished", run.error
 
     evaluations = [e for e in run.events if e["event"] == "evaluation"]
@@ -108,18 +115,8 @@ def test_grpo_with_a_reward_function_raises_the_mean_reward(tiny_tokenizer, seed
 def test_a_stopped_grpo_run_resumes_with_the_starting_model_as_reference(tiny_tokenizer):
     prompts, _ = question_prompts()
     plan = rl_settings(max_steps=6, eval_every=3)
-    run = reinforce(
-        peaked_tiny_model(tiny_tokenizer),
-        tiny_tokenizer,
-        prompts,
-        reward=share_of_e,
-        settings=plan,
-        method=LORA,
-        template="plain",
-        start=False,
-    )
-    run.add_callback("step", lambda e: run.stop() if e["step"] == 2 else None)
-    assert run.start().wait().status == "stopped"
+    run = toy_rl_run(tiny_tokenizer, prompts, plan, start=False)
+    assert finish(run, stopped_at=2).status == "stopped"
     checkpoint = next(e for e in run.events if e["event"] == "stopped")["checkpoint"]
     assert checkpoint.endswith("checkpoint-3")
     assert read_run(run.run_dir).status == "stopped"
@@ -136,19 +133,9 @@ def test_a_stopped_grpo_run_resumes_with_the_starting_model_as_reference(tiny_to
 
 def test_a_stopped_grpo_run_resumes_from_its_directory_given_its_reward(tiny_tokenizer):
     prompts, held_out = question_prompts()
-    run = reinforce(
-        peaked_tiny_model(tiny_tokenizer),
-        tiny_tokenizer,
-        prompts,
-        reward=share_of_e,
-        held_out=held_out.select(range(8)),
-        settings=rl_settings(max_steps=6, eval_every=3),
-        method=LORA,
-        template="plain",
-        start=False,
-    )
-    run.add_callback("step", lambda e: run.stop() if e["step"] == 2 else None)
-    assert run.start().wait().status == "stopped"
+    plan = rl_settings(max_steps=6, eval_every=3)
+    run = toy_rl_run(tiny_tokenizer, prompts, plan, held_out=held_out.select(range(8)), start=False)
+    assert finish(run, stopped_at=2).status == "stopped"
     assert (run.run_dir / "checkpoints" / "checkpoint-3" / "ref").is_dir()  # the reference
     with pytest.raises(WorkbenchError, match=r"share_of_e, cannot be stored in config.yaml"):
         resume_reinforcement(run.run_dir)
@@ -187,19 +174,17 @@ def test_rl_takes_a_trained_reward_model_as_its_reward(tiny_tokenizer, tiny, alg
     ).wait()
     assert scorer.status == "finished", scorer.error
     prompts, _ = question_prompts(24)
-    run = reinforce(
-        peaked_tiny_model(tiny_tokenizer),
+    plan = rl_settings(
+        max_steps=2,
+        num_generations=8 if algorithm == "grpo" else 1,
+        batch_size=16 if algorithm == "grpo" else 8,
+    )
+    run = toy_rl_run(
         tiny_tokenizer,
         prompts,
+        plan,
         reward=scorer.run_dir,  # a finished reward run's directory, loaded from disk
         algorithm=algorithm,
-        settings=rl_settings(
-            max_steps=2,
-            num_generations=8 if algorithm == "grpo" else 1,
-            batch_size=16 if algorithm == "grpo" else 8,
-        ),
-        method=LORA,
-        template="plain",
     ).wait()
     assert run.status == "finished", run.error
     config = yaml.safe_load((run.run_dir / "config.yaml").read_text())
@@ -340,18 +325,9 @@ def test_labels_in_takes_the_rows_answers_and_says_when_there_are_none(ticket_sp
 def test_a_run_with_a_project_reward_resumes_from_its_directory_alone(tiny_tokenizer):
     prompts, _ = question_prompts()
     reward = one_of_labels(["billing", "Shipping"])
-    run = reinforce(
-        peaked_tiny_model(tiny_tokenizer),
-        tiny_tokenizer,
-        prompts,
-        reward=reward,
-        settings=rl_settings(max_steps=4, eval_every=2),
-        method=LORA,
-        template="plain",
-        start=False,
-    )
-    run.add_callback("step", lambda e: run.stop() if e["step"] == 1 else None)
-    assert run.start().wait().status == "stopped"
+    plan = rl_settings(max_steps=4, eval_every=2)
+    run = toy_rl_run(tiny_tokenizer, prompts, plan, reward=reward, start=False)
+    assert finish(run, stopped_at=1).status == "stopped"
     config = yaml.safe_load((run.run_dir / "config.yaml").read_text())
     assert config["reward"] == {
         "function": "workbench.evaluation.rewards.one_of_labels",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from rows import chat_row
 
 from workbench.errors import TemplateError
 from workbench.tokens.chat import chat_messages
@@ -110,12 +111,7 @@ def test_render_prompt_needs_no_output():
 
 
 def test_chat_template_prompt_ends_at_the_assistant_turn(tiny_tokenizer):
-    row = {
-        "messages": [
-            {"role": "user", "content": "How many grams is 3 kilograms?"},
-            {"role": "assistant", "content": "3000 g"},
-        ]
-    }
+    row = chat_row(("user", "How many grams is 3 kilograms?"), ("assistant", "3000 g"))
     prompt, response = TEMPLATES["chat"].render(row, tiny_tokenizer)
     assert prompt == (
         "<|im_start|>user\nHow many grams is 3 kilograms?<|im_end|>\n<|im_start|>assistant\n"
@@ -139,13 +135,7 @@ def test_chat_template_adds_the_system_message(tiny_tokenizer):
 
 
 def test_chat_template_keeps_a_rows_own_system_message(tiny_tokenizer):
-    row = {
-        "messages": [
-            {"role": "system", "content": "Row system."},
-            {"role": "user", "content": "Hi"},
-            {"role": "assistant", "content": "Hello"},
-        ]
-    }
+    row = chat_row(("system", "Row system."), ("user", "Hi"), ("assistant", "Hello"))
     template = Template(name="sys", use_chat_template=True, system="Template system.")
     prompt, _ = template.render(row, tiny_tokenizer)
     assert "Row system." in prompt
@@ -288,14 +278,12 @@ def test_a_typed_message_gets_the_system_message_the_rows_were_trained_with(tiny
 
 
 def test_each_assistant_turn_has_its_prompt_and_reference(tiny_tokenizer):
-    row = {
-        "messages": [
-            {"role": "user", "content": "My code is BLUE-7."},
-            {"role": "assistant", "content": "Noted."},
-            {"role": "user", "content": "What is my code?"},
-            {"role": "assistant", "content": "BLUE-7"},
-        ]
-    }
+    row = chat_row(
+        ("user", "My code is BLUE-7."),
+        ("assistant", "Noted."),
+        ("user", "What is my code?"),
+        ("assistant", "BLUE-7"),
+    )
     turns = TEMPLATES["chat"].turn_prompts(row, tiny_tokenizer)
     assert [reference for _, reference in turns] == ["Noted.", "BLUE-7"]
     assert turns[1][0].endswith("What is my code?<|im_end|>\n<|im_start|>assistant\n")

@@ -1,5 +1,6 @@
 """Small pieces every panel shares: the `Panel` base class (errors shown where they happen,
-guard, background work, static fallback), showing code, and HTML tables."""
+guard, background work, static fallback), showing code, and HTML tables. The bases of the
+panels that train runs are in `_run_panels`."""
 
 from __future__ import annotations
 
@@ -10,8 +11,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from workbench.tokens.templates import Template, get_template
-from workbench.widgets._errors import ErrorArea, set_enabled
+from workbench.widgets._errors import ErrorArea
 
 TABLE_STYLE = "border-collapse:collapse;font-size:12px"
 CELL_STYLE = "border:1px solid #ddd;padding:2px 6px;text-align:left;vertical-align:top"
@@ -204,137 +204,6 @@ class Panel(StaticFallback, widgets.VBox):
         if self._worker is not None:
             self._worker.join(timeout)
         return self
-
-
-class RunPanel(Panel):
-    """A panel whose button starts training runs, one at a time (`run`: the newest, None
-    before): `wait()` waits for the button's work and then for the run it started. A panel
-    with a `train_button` that calls `start()` wires it to `train_in_background`: the button
-    is off, its tooltip saying why, while the run trains, and on again when it ends."""
-
-    run = None  # set by the panel (an attribute, or a property over its experiment)
-    training_reason = "A run is training: stop it in the monitor below, or wait for it to end."
-
-    def train_in_background(self) -> bool:
-        """What the Train button does: `start()` on a thread (its error beside the button)."""
-        if self.busy:  # refused, with its sentence
-            return self.in_background(self.start)
-        set_enabled(self.train_button, "Busy with the last press: the status beside says what.")
-        return self.in_background(self.start, then=self.show_train_button)
-
-    def show_train_button(self) -> None:
-        """Train on exactly when neither the last press's work nor its run is going on."""
-        running = self.run is not None and not self.run.done
-        # the press's `then` calls this on the worker's own thread: that work is done
-        pressing = self.busy and threading.current_thread() is not self._worker
-        reason = self.training_reason if running or pressing else None
-        set_enabled(self.train_button, reason, self.train_button.description)
-
-    def follow_end(self, run) -> None:
-        """Turn Train on again when `run` ends, however it ends."""
-        for event in ("finished", "stopped", "failed"):
-            run.add_callback(event, lambda _e: self.show_train_button())
-
-    def wait(self, timeout: float | None = None) -> RunPanel:
-        """Block until the button's work, the run and what follows it are done."""
-        super().wait(timeout)
-        if self.run is not None:
-            self.run.wait(timeout)
-        return self
-
-    def run_summary(self) -> str:
-        """`<run id> (<status>)`, or `not started`: the static text's line."""
-        return f"{self.run.run_dir.name} ({self.run.status})" if self.run else "not started"
-
-
-class ContinuesTuning(RunPanel):
-    """A run panel that continues an instruction-tuned model (DPO, RL): `set_model(model,
-    tokenizer, template, parent)` is called once one is trained; `continues` names what."""
-
-    continues = "training"
-    experiment: Any = None  # the library's experiment (its run, before/after measurements)
-
-    @property
-    def run(self):
-        """The run, once started (None before)."""
-        return self.experiment.run if self.experiment is not None else None
-
-    def _check_ready(self) -> None:
-        """Raise, saying what to do, when there is no model yet or a run is still going."""
-        if self.model is None:
-            raise ValueError("No instruction-tuned model yet: train one in the Train tab first.")
-        if self.run is not None and not self.run.done:
-            raise ValueError(f"{self.continues} is still training: stop it in the monitor first.")
-
-    def _follow(self, experiment) -> None:
-        """Show the experiment's run in the monitor, call `_on_end(experiment)` when it ends
-        (finished or stopped), and start it."""
-        self.experiment, run = experiment, experiment.run
-        self.monitor.attach(run)
-        for event in ("finished", "stopped"):
-            run.add_callback(event, lambda _e: self.guard(self._on_end, experiment))
-        self.follow_end(run)
-        run.start()
-        self.status.value = f"{self.continues} <code>{html.escape(run.run_dir.name)}</code> ..."
-
-    def set_model(self, model, tokenizer, template: Template | str, parent=None) -> None:
-        """The instruction-tuned model (e.g. a finished run's `run.model`) to continue."""
-        self.model, self.tokenizer, self.parent = model, tokenizer, parent
-        self.template = get_template(template)
-        self.status.value = self._waiting_text()
-
-    def _waiting_text(self) -> str:
-        if self.model is None:
-            return (
-                "<i>Train an instruction-tuned model first (Train tab); "
-                f"{self.continues} continues it.</i>"
-            )
-        return f"Ready: {self.continues} continues the instruction-tuned adapter."
-
-
-class TakesModel(RunPanel):
-    """A run panel given a model, or the name of one it loads at Train (the model bar's):
-    `ready` and `named` (with `{}` for the name) say which, in its status line."""
-
-    ready = "Ready: training continues the given model."
-    named = "Ready: <code>{}</code> is loaded at Train."
-
-    def set_model(self, model=None, tokenizer=None, *, model_name: str | None = None) -> None:
-        """The model the next run starts from, or the name of one to load at Train."""
-        self.model, self.tokenizer, self.model_name = model, tokenizer, model_name
-        self.status.value = self._waiting_text()
-
-    def _model(self):
-        """(model, tokenizer): the given ones, or `model_name` loaded once."""
-        if self.model is None and self.model_name:
-            from workbench.model.loading import load_model
-
-            self.status.value = f"<i>Loading {html.escape(self.model_name)} ...</i>"
-            self.model, self.tokenizer = load_model(self.model_name)
-        if self.model is None:
-            raise ValueError(
-                "No model: load one in the model bar (Workbench), or pass model and tokenizer "
-                f"to {type(self).__name__}."
-            )
-        return self.model, self.tokenizer
-
-    def _follow(self, run, *measured) -> None:
-        """Show `run` in the monitor, call `_on_end(run, *measured)` when it ends (finished or
-        stopped), and start it."""
-        self.run = run
-        self.monitor.attach(run)
-        for event in ("finished", "stopped"):
-            run.add_callback(event, lambda _e: self.guard(self._on_end, run, *measured))
-        self.follow_end(run)
-        run.start()
-        self.status.value = f"Training <code>{html.escape(run.run_dir.name)}</code> ..."
-
-    def _waiting_text(self) -> str:
-        if self.model is not None:
-            return self.ready
-        if self.model_name:
-            return self.named.format(html.escape(self.model_name))
-        return "<i>No model: load one in the model bar (or pass model and tokenizer).</i>"
 
 
 class CodeArea(widgets.Textarea):

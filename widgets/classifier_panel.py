@@ -27,8 +27,8 @@ from workbench.training.classification import (
     train_classifier,
 )
 from workbench.training.heads import ClassifierFields
-from workbench.widgets._common import TakesModel, heading, html_table, text_table
-from workbench.widgets.training_monitor import TrainingMonitor
+from workbench.widgets._common import heading, html_table, text_table
+from workbench.widgets._run_panels import TakesModel
 
 SAMPLE = "sample_data/support_tickets.jsonl"  # the shipped file (found from any folder)
 METHODS = (("head only", "head"), ("head + LoRA", "head+lora"))
@@ -65,16 +65,12 @@ class ClassifierPanel(TakesModel):
         model_name: str | None = None,
         hyperparameters: Hyperparameters | None = None,
     ) -> None:
-        super().__init__()
-        self.model, self.tokenizer, self.model_name = model, tokenizer, model_name
-        self.run = None
+        super().__init__(model, tokenizer, model_name)
         self.before: ClassifierEvaluation | None = None
         self.after: ClassifierEvaluation | None = None
         self._build_controls(data, hyperparameters or Hyperparameters(max_steps=40))
-        self.status = widgets.HTML(self._waiting_text())
-        self.monitor = TrainingMonitor()
+        self._build_train_controls("Train classifier")
         self.accuracy_html, self.confusion_html, self.rows_html = (widgets.HTML() for _ in "abc")
-        self.train_button.on_click(lambda _: self.train_in_background())
         self.method.observe(self._on_method, names="value")
         self.observe(self._on_rows, names="examples")
         self.data_path.observe(self._on_rows, names="value")
@@ -105,19 +101,10 @@ class ClassifierPanel(TakesModel):
         self.label_field = widgets.Text(value="output", description="label field")
         self.held_out = widgets.BoundedIntText(value=32, min=1, max=100_000, description="held out")
         self.method = widgets.ToggleButtons(options=METHODS, value="head")
-        self.max_steps = widgets.BoundedIntText(
-            value=hp.max_steps, min=1, max=100_000, description="steps"
-        )
-        self.learning_rate = widgets.FloatText(
-            value=DEFAULT_LEARNING_RATE["head"], description="lr"
-        )
-        self.batch_size = widgets.BoundedIntText(
-            value=hp.batch_size, min=1, max=4096, description="batch"
+        self._build_step_controls(
+            hp.max_steps, DEFAULT_LEARNING_RATE["head"], hp.batch_size, "batch"
         )
         self._hyperparameters = hp
-        self.train_button = widgets.Button(
-            description="Train classifier", icon="play", button_style="success"
-        )
 
     def _on_method(self, change) -> None:
         """A fresh head needs a larger step than LoRA: the library's default for each."""
@@ -133,12 +120,8 @@ class ClassifierPanel(TakesModel):
 
     @property
     def hyperparameters(self) -> Hyperparameters:
-        steps = self.max_steps.value
         return self._hyperparameters.replace(
-            max_steps=steps,
-            learning_rate=self.learning_rate.value,
-            batch_size=self.batch_size.value,
-            eval_every=max(1, steps // 4),
+            **self._step_settings(),
             packing=False,  # rows are classified one by one
             eval_metric_rows=0,  # no answers to generate
         )
@@ -232,8 +215,6 @@ class ClassifierPanel(TakesModel):
         return "\n".join([*lines, *self.errors[-5:]])
 
     def static_html(self) -> str:
-        parts = ["<div><b>ClassifierPanel</b></div>", self.error_html.value]
-        if self.run is not None:
-            parts.append(self.monitor.static_html())
-        parts += [self.accuracy_html.value, self.confusion_html.value, self.rows_html.value]
-        return "".join(parts)
+        title = "<div><b>ClassifierPanel</b></div>"
+        results = [self.accuracy_html.value, self.confusion_html.value, self.rows_html.value]
+        return "".join([title, self.error_html.value, self._monitor_html(), *results])

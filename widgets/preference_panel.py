@@ -17,11 +17,10 @@ import ipywidgets as widgets
 from workbench.data.loading import load_data
 from workbench.experiments.preferences import PreferenceExperiment, preference_experiment
 from workbench.model.generation import Decoding
-from workbench.tokens.templates import Template, get_template
+from workbench.tokens.templates import Template
 from workbench.training.preference import PreferenceSettings
-from workbench.widgets._common import ContinuesTuning, heading
-from workbench.widgets.compare_view import CompareView
-from workbench.widgets.training_monitor import TrainingMonitor
+from workbench.widgets._common import heading
+from workbench.widgets._run_panels import ContinuesTuning
 
 SAMPLE = "sample_data/preferences.jsonl"  # the shipped file (found from any folder)
 
@@ -38,8 +37,8 @@ class PreferencePanel(ContinuesTuning):
 
     continues = "DPO"
     dom_class = "wb-preference-panel"
-    compare_rows = 8  # held-out prompts answered by SFT and SFT+DPO
-    decoding = Decoding(max_new_tokens=32)  # how those answers are generated
+    decoding = Decoding(max_new_tokens=32)  # how the compared answers are generated
+    experiment: PreferenceExperiment | None = None
 
     def __init__(
         self,
@@ -52,32 +51,23 @@ class PreferencePanel(ContinuesTuning):
         settings: PreferenceSettings | None = None,
     ) -> None:
         settings = settings or PreferenceSettings(max_steps=20)
-        super().__init__()
-        self.model, self.tokenizer, self.parent = model, tokenizer, parent
-        self.template = get_template(template)
-        self.experiment: PreferenceExperiment | None = None
-        self.compare_panel: CompareView | None = None
+        super().__init__(model, tokenizer, template, parent)
         self.data_path = widgets.Text(
             value=str(data or SAMPLE), description="Pairs", layout=widgets.Layout(width="70%")
         )
         self.held_out = widgets.BoundedIntText(value=16, min=1, max=10_000, description="held out")
         self.beta = widgets.BoundedFloatText(value=settings.beta, min=0.001, max=10, step=0.05)
         self.beta.description = "beta"
-        self.learning_rate = widgets.FloatText(value=settings.learning_rate, description="lr")
-        self.max_steps = widgets.BoundedIntText(
-            value=settings.max_steps, min=1, max=100_000, description="steps"
+        self._build_step_controls(
+            settings.max_steps,
+            settings.learning_rate,
+            settings.batch_size,
+            "pairs/step",
+            most_batch=1024,
         )
-        self.batch_size = widgets.BoundedIntText(
-            value=settings.batch_size, min=1, max=1024, description="pairs/step"
-        )
-        self.train_button = widgets.Button(
-            description="Train DPO", icon="play", button_style="success"
-        )
-        self.status = widgets.HTML(self._waiting_text())
-        self.monitor = TrainingMonitor()
+        self._build_train_controls("Train DPO")
         self.margin_html = widgets.HTML()
         self.compare_box = widgets.VBox()
-        self.train_button.on_click(lambda _: self.train_in_background())
         self.children = [
             self.data_path,
             widgets.HBox([self.held_out, self.beta, self.learning_rate]),
@@ -92,69 +82,36 @@ class PreferencePanel(ContinuesTuning):
 
     @property
     def settings(self) -> PreferenceSettings:
-        steps = self.max_steps.value
         return PreferenceSettings(
-            beta=self.beta.value,
-            learning_rate=self.learning_rate.value,
-            max_steps=steps,
-            batch_size=self.batch_size.value,
-            eval_every=max(1, steps // 4),
-            sample_max_new_tokens=24,
+            beta=self.beta.value, **self._step_settings(), sample_max_new_tokens=24
         )
 
     @property
     def margins(self) -> list[float | None]:
         """The held-out margin (chosen minus rejected log-probability) before and after DPO."""
-        if self.experiment is None:
-            return [None, None]
-        after = self.experiment.margin_after
-        return [self.experiment.margin_before.mean, after.mean if after else None]
+        return self._before_after(lambda e: (e.margin_before, e.margin_after))
 
     def start(self) -> None:
         """Start the library's preference experiment on the chosen pairs with the SFT model."""
         self._check_ready()
         self.status.value = "<i>Answering held-out prompts with the SFT model ...</i>"
         self.compare_box.children = []
-        experiment = preference_experiment(
-            load_data(self.data_path.value.strip(), verbose=False),
-            held_out=self.held_out.value,
-            model=self.model,
-            tokenizer=self.tokenizer,
-            template=self.template,
-            settings=self.settings,
-            parent=self.parent,
-            answer_rows=self.compare_rows,
-            decoding=self.decoding,
-            start=False,
-        )
-        self._follow(experiment)
+        pairs = load_data(self.data_path.value.strip(), verbose=False)
+        arguments = self._experiment_arguments()
+        self._follow(preference_experiment(pairs, settings=self.settings, **arguments))
 
     def _on_end(self, experiment: PreferenceExperiment) -> None:
         """The run ended: the margin after DPO, and SFT against SFT+DPO side by side."""
         experiment.measure_after()
         self.margin_html.value = html.escape(experiment.summary())
         run = experiment.run
-        view = CompareView(
-            run.model,
-            self.tokenizer,
-            experiment.answer_rows,
-            self.template,
-            before=experiment.answers_before,
-            titles=("SFT", "SFT+DPO"),
-            decoding=self.decoding,
-        )
-        view.run_comparison()  # the SFT answers were taken before DPO; now the SFT+DPO ones
-        self.compare_panel = view
-        self.compare_box.children = [view]
+        self._show_comparison(experiment)  # the SFT answers were taken before DPO; now SFT+DPO
         self.status.value = f"DPO <code>{html.escape(run.run_dir.name)}</code> {run.status}."
 
     def static_text(self) -> str:
         return "\n".join([f"PreferencePanel: DPO run {self.run_summary()}", *self.errors[-5:]])
 
     def static_html(self) -> str:
-        parts = ["<div><b>PreferencePanel</b></div>", self.error_html.value, self.margin_html.value]
-        if self.run is not None:
-            parts.append(self.monitor.static_html())
-        if self.compare_panel is not None:
-            parts.append(self.compare_panel.static_html())
-        return "".join(parts)
+        title = "<div><b>PreferencePanel</b></div>"
+        results = [self.margin_html.value, self._monitor_html(), self._compare_html()]
+        return "".join([title, self.error_html.value, *results])

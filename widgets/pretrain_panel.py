@@ -26,8 +26,8 @@ from workbench.training.pretraining import (
     read_documents,
     train_pretraining,
 )
-from workbench.widgets._common import TakesModel, heading, html_table, text_table
-from workbench.widgets.training_monitor import TrainingMonitor
+from workbench.widgets._common import heading, html_table, text_table
+from workbench.widgets._run_panels import TakesModel
 
 DOMAIN = Path("sample_data/domain")  # the shipped files (found from any folder)
 # the step each method tolerates on the sample manual (benchmarks/pretraining.py)
@@ -61,9 +61,7 @@ class PretrainPanel(TakesModel):
         general: str | Path = DOMAIN / "general_text.jsonl",
         hyperparameters: Hyperparameters | None = None,
     ) -> None:
-        super().__init__()
-        self.model, self.tokenizer, self.model_name = model, tokenizer, model_name
-        self.run = None
+        super().__init__(model, tokenizer, model_name)
         self.before: dict[str, Perplexity] = {}
         self.table = None
         hp = hyperparameters or Hyperparameters(max_steps=40, batch_size=4)
@@ -76,19 +74,12 @@ class PretrainPanel(TakesModel):
             value=256, min=2, max=32_768, description="block size"
         )
         self.method = widgets.ToggleButtons(options=(("LoRA", "lora"), ("full", "full")))
-        self.max_steps = widgets.BoundedIntText(
-            value=hp.max_steps, min=1, max=1_000_000, description="steps"
+        self._build_step_controls(
+            hp.max_steps, LEARNING_RATE["lora"], hp.batch_size, "blocks/step", most_steps=1_000_000
         )
-        self.learning_rate = widgets.FloatText(value=LEARNING_RATE["lora"], description="lr")
-        self.batch_size = widgets.BoundedIntText(
-            value=hp.batch_size, min=1, max=4096, description="blocks/step"
-        )
-        self.train_button = widgets.Button(description="Train", icon="play", button_style="success")
-        self.status = widgets.HTML(self._waiting_text())
-        self.monitor = TrainingMonitor()
+        self._build_train_controls("Train")
         self.perplexity_html = widgets.HTML()
         self.method.observe(self._on_method, names="value")
-        self.train_button.on_click(lambda _: self.train_in_background())
         self.children = [
             self.documents_path,
             self.domain_path,
@@ -107,13 +98,7 @@ class PretrainPanel(TakesModel):
 
     @property
     def hyperparameters(self) -> Hyperparameters:
-        steps = self.max_steps.value
-        return self._hyperparameters.replace(
-            max_steps=steps,
-            learning_rate=self.learning_rate.value,
-            batch_size=self.batch_size.value,
-            eval_every=max(1, steps // 4),
-        )
+        return self._hyperparameters.replace(**self._step_settings())
 
     def sets(self) -> dict[str, object]:
         """The named document sets measured before and after: held-out domain, general."""
@@ -191,7 +176,7 @@ class PretrainPanel(TakesModel):
         return "\n".join([*lines, *self.errors[-5:]])
 
     def static_html(self) -> str:
-        parts = ["<div><b>PretrainPanel</b></div>", self.error_html.value]
-        if self.run is not None:
-            parts.append(self.monitor.static_html())
-        return "".join([*parts, self.perplexity_html.value])
+        title = "<div><b>PretrainPanel</b></div>"
+        return "".join(
+            [title, self.error_html.value, self._monitor_html(), self.perplexity_html.value]
+        )

@@ -24,12 +24,11 @@ from workbench.data.splits import split_data
 from workbench.evaluation.rewards import labels_in, one_of_labels, valid_iso_date
 from workbench.experiments.reinforcement import RLExperiment, rl_experiment
 from workbench.model.generation import Decoding
-from workbench.tokens.templates import Template, get_template
+from workbench.tokens.templates import Template
 from workbench.training.reinforcement import RLSettings
 from workbench.training.reward import RewardSettings, train_reward_model
-from workbench.widgets._common import ContinuesTuning, heading
-from workbench.widgets.compare_view import CompareView
-from workbench.widgets.training_monitor import TrainingMonitor
+from workbench.widgets._common import heading
+from workbench.widgets._run_panels import ContinuesTuning
 
 SAMPLES = Path("sample_data")  # the shipped files (found from any folder)
 # each reward source, and the sample prompts it suits
@@ -57,8 +56,8 @@ class RLPanel(ContinuesTuning):
 
     continues = "RL"
     dom_class = "wb-rl-panel"
-    compare_rows = 8  # held-out prompts answered in full by SFT and SFT+RL
     reward_max_length = 512  # prompt + reply of a preference pair, in tokens
+    experiment: RLExperiment | None = None
 
     def __init__(
         self,
@@ -70,24 +69,15 @@ class RLPanel(ContinuesTuning):
         settings: RLSettings | None = None,
     ) -> None:
         settings = settings or RLSettings(max_steps=16, batch_size=16, learning_rate=2e-4)
-        super().__init__()
-        self.model, self.tokenizer, self.parent = model, tokenizer, parent
-        self.template = get_template(template)
+        super().__init__(model, tokenizer, template, parent)
         self.reward_run = None
-        self.experiment: RLExperiment | None = None
-        self.compare_panel: CompareView | None = None
         self.decoding = Decoding(max_new_tokens=settings.max_completion_length)
         self._build_reward_controls(settings)
         self._build_run_controls(settings)
-        self.train_button = widgets.Button(
-            description="Train RL", icon="play", button_style="success"
-        )
-        self.status = widgets.HTML(self._waiting_text())
-        self.monitor = TrainingMonitor()
+        self._build_train_controls("Train RL")
         self.reward_model_html = widgets.HTML()
         self.reward_html = widgets.HTML()
         self.compare_box = widgets.VBox()
-        self.train_button.on_click(lambda _: self.train_in_background())
         self.reward_source.observe(self._on_source, names="value")
         self._on_source({"old": None, "new": self.reward_source.value})
         self.algorithm.observe(self._on_algorithm, names="value")
@@ -156,14 +146,10 @@ class RLPanel(ContinuesTuning):
             layout=widgets.Layout(width="70%"),
         )
         self.held_out = widgets.BoundedIntText(value=16, min=1, max=10_000, description="held out")
-        self.max_steps = widgets.BoundedIntText(
-            value=settings.max_steps, min=1, max=100_000, description="steps"
+        self._build_step_controls(
+            settings.max_steps, settings.learning_rate, settings.batch_size, "answers/step"
         )
         self._usual_steps = settings.max_steps  # GRPO's; PPO's follow from it
-        self.learning_rate = widgets.FloatText(value=settings.learning_rate, description="lr")
-        self.batch_size = widgets.BoundedIntText(
-            value=settings.batch_size, min=1, max=4096, description="answers/step"
-        )
         self.num_generations = widgets.BoundedIntText(
             value=settings.num_generations, min=1, max=256, description="per prompt"
         )
@@ -200,15 +186,11 @@ class RLPanel(ContinuesTuning):
     @property
     def settings(self) -> RLSettings:
         """The settings as the controls say (an invalid combination raises, named)."""
-        steps = self.max_steps.value
         settings = RLSettings(
-            max_steps=steps,
-            learning_rate=self.learning_rate.value,
-            batch_size=self.batch_size.value,
+            **self._step_settings(),
             num_generations=self.num_generations.value,
             beta=self.beta.value,
             max_completion_length=self._max_completion_length,
-            eval_every=max(1, steps // 4),
             ppo_epochs=self.ppo_epochs.value,
             minibatches=self.minibatches.value,
         )
@@ -218,10 +200,7 @@ class RLPanel(ContinuesTuning):
     @property
     def rewards(self) -> list[float | None]:
         """The held-out mean reward (greedy answers) before and after RL."""
-        if self.experiment is None:
-            return [None, None]
-        after = self.experiment.reward_after
-        return [self.experiment.reward_before.mean, after.mean if after else None]
+        return self._before_after(lambda e: (e.reward_before, e.reward_after))
 
     @property
     def pair_accuracy(self) -> list[float | None]:
@@ -248,17 +227,10 @@ class RLPanel(ContinuesTuning):
         self.status.value = "<i>Answering held-out prompts with the SFT model ...</i>"
         experiment = rl_experiment(
             prompts,
-            held_out=self.held_out.value,
-            model=self.model,
-            tokenizer=self.tokenizer,
             reward=reward,
-            template=self.template,
             settings=settings,
             algorithm=self.algorithm.value,
-            parent=self.parent,
-            answer_rows=self.compare_rows,
-            decoding=self.decoding,
-            start=False,
+            **self._experiment_arguments(),
         )
         self._follow(experiment)
 
@@ -316,19 +288,8 @@ class RLPanel(ContinuesTuning):
         self.model, self.parent = run.model, run.run_dir
         experiment.measure_after()
         self.reward_html.value = html.escape(experiment.summary())
-        if experiment.answers_before is not None:
-            view = CompareView(
-                run.model,
-                self.tokenizer,
-                experiment.answer_rows,
-                self.template,
-                before=experiment.answers_before,
-                after=experiment.answers_after,
-                titles=("SFT", "SFT+RL"),
-                decoding=self.decoding,
-            )
-            self.compare_panel = view
-            self.compare_box.children = [view]
+        if experiment.answers_before is not None:  # both answered by the experiment
+            self._show_comparison(experiment, experiment.answers_after)
         self.status.value = (
             f"RL <code>{html.escape(run.run_dir.name)}</code> {run.status}; Train RL again "
             "continues this model."
@@ -342,14 +303,6 @@ class RLPanel(ContinuesTuning):
         return "\n".join([*lines, *self.errors[-5:]])
 
     def static_html(self) -> str:
-        parts = [
-            "<div><b>RLPanel</b></div>",
-            self.error_html.value,
-            self.reward_model_html.value,
-            self.reward_html.value,
-        ]
-        if self.run is not None or self.reward_run is not None:
-            parts.append(self.monitor.static_html())
-        if self.compare_panel is not None:
-            parts.append(self.compare_panel.static_html())
-        return "".join(parts)
+        title = "<div><b>RLPanel</b></div>"
+        results = [self.reward_model_html.value, self.reward_html.value, self._monitor_html()]
+        return "".join([title, self.error_html.value, *results, self._compare_html()])

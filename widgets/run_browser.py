@@ -14,7 +14,9 @@ from pathlib import Path
 import ipywidgets as widgets
 
 from workbench.runs.history import RunRecord, compare_runs, list_runs
-from workbench.widgets._common import RunPanel, heading, html_table, text_table
+from workbench.widgets._common import heading, html_table, text_table
+from workbench.widgets._run_panels import RunPanel
+from workbench.widgets.training_monitor import TrainingMonitor
 
 COLUMNS = ("run", "status", "stage", "task", "continued_from", "model", "method")
 COLUMNS += ("learning_rate", "max_steps", "batch_size", "step", "duration_s", "train_loss")
@@ -184,7 +186,6 @@ class RunBrowser(RunPanel):
 
     def _resume(self, run_dir: Path) -> None:
         from workbench.training.resume import resume
-        from workbench.widgets.training_monitor import TrainingMonitor
 
         run = resume(run_dir)
         self.resumed = run

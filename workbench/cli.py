@@ -68,7 +68,9 @@ def _run_command(argv: list[str] | None) -> int:
         return handlers[args.command](args)
 
     if args.command == "demo":
-        settings = DemoSettings(max_steps=args.max_steps, held_out=args.held_out)
+        settings = DemoSettings(
+            max_steps=args.max_steps, held_out=args.held_out, validation=args.validation
+        )
         run_demo(settings, model_name=args.model or DEFAULT_MODEL)
     elif args.command == "resume":
         return _resume(args)
@@ -101,6 +103,12 @@ def _add_lesson_commands(commands) -> None:
         type=int,
         default=DemoSettings.held_out,
         help="rows measured before and after, never trained on (default %(default)s)",
+    )
+    demo.add_argument(
+        "--validation",
+        type=int,
+        default=DemoSettings.validation,
+        help="rows for the validation loss curve (default %(default)s)",
     )
     demo.add_argument("--model", default=None, help="model name, folder or hub id")
     add_preview_command(commands)

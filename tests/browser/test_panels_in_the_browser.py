@@ -252,6 +252,16 @@ def check(
     assert not problems, "\n".join(problems)
 
 
+def shoot_when_shown(page, done, scroll_target: str, name: str) -> None:
+    """Wait (up to 5 minutes) for `done` to be on the page and the kernel to idle, give the last
+    redraw a second, then scroll to `scroll_target` and take the screenshot `name`."""
+    done.wait_for(state="attached", timeout=300_000)
+    wait_idle(page)
+    page.wait_for_timeout(1000)
+    scroll_to(page, scroll_target)
+    shot(page, name, PUBLISHED)
+
+
 def test_the_monitor_plot_grows_while_a_run_trains_and_holds_every_step_after(page):
     monitor = ".t-monitor"
     scroll_to(page, monitor)
@@ -297,11 +307,9 @@ def test_the_workbench_trains_without_leaving_the_train_tab(page):
     check(page, "")
     tabs.filter(has_text="4 Train").click()
     button(app, "Train").click()
-    app.get_by_text("finished: compare").wait_for(state="attached", timeout=300_000)
-    wait_idle(page)
-    page.wait_for_timeout(1000)
-    scroll_to(page, ".t-app .lm-TabBar")
-    shot(page, "panels-workbench-train", PUBLISHED)
+    shoot_when_shown(
+        page, app.get_by_text("finished: compare"), ".t-app .lm-TabBar", "panels-workbench-train"
+    )
     current = app.locator(".lm-TabBar-tab.lm-mod-current").inner_text()
     assert "4 Train" in current, f"the workbench moved to the tab {current!r}"
     check(page, ".t-app .wb-training-monitor", {TRAIN_LOSS: 6, VALIDATION_LOSS: 3})
@@ -342,11 +350,12 @@ def test_the_rl_panel_in_the_workbench_plots_a_short_grpo_run(page):
     button(app, "reward model + RL").click()
     rl = app.locator(".wb-rl-panel")
     button(rl, "Train RL").click()
-    rl.get_by_text("Train RL again continues").wait_for(state="attached", timeout=300_000)
-    wait_idle(page)
-    page.wait_for_timeout(1000)
-    scroll_to(page, ".t-app .wb-rl-panel .wb-training-monitor .js-plotly-plot")
-    shot(page, "panels-rl-monitor", PUBLISHED)
+    shoot_when_shown(
+        page,
+        rl.get_by_text("Train RL again continues"),
+        ".t-app .wb-rl-panel .wb-training-monitor .js-plotly-plot",
+        "panels-rl-monitor",
+    )
     every_step = {name: RL_STEPS for name in (TRAIN_LOSS, MEAN_REWARD, KL, RESPONSE_LENGTH)}
     held_out = {HELD_OUT_REWARD: RL_STEPS + 1}  # an evaluation before the first step, then each
     check(page, ".t-app .wb-rl-panel .wb-training-monitor", {**every_step, **held_out})

@@ -55,7 +55,7 @@ def jupyterlab(request, tmp_path_factory):
     env = server_env(
         tmp_path_factory,
         WORKBENCH_NOTEBOOK_STEPS="400",  # long enough to press Stop while it trains
-        WORKBENCH_NOTEBOOK_HELD_OUT="8",
+        WORKBENCH_NOTEBOOK_HELD_OUT="4",
     )
     with jupyter_server(command, root, env, frontend) as address:
         yield f"{address}{notebook_path}", frontend

@@ -8,6 +8,7 @@ import threading
 import pytest
 import torch
 from conftest import quick
+from resuming import finish
 
 import workbench
 from workbench.model.methods import Method
@@ -21,6 +22,11 @@ from workbench.runs.report import (
 )
 from workbench.training.finetune import train
 from workbench.widgets.training_monitor import TrainingMonitor
+
+
+def unstarted_run(tiny, ticket_split, **settings):
+    """A run (not started) of the tiny (model, tokenizer) on the tickets, quick(**settings)."""
+    return train(*tiny, *ticket_split, hyperparameters=quick(**settings), start=False)
 
 
 def test_curves_grow_with_each_step_and_get_the_evaluations(tiny, ticket_split):
@@ -60,14 +66,7 @@ def test_curves_grow_with_each_step_and_get_the_evaluations(tiny, ticket_split):
 
 
 def test_stop_and_resume_buttons_drive_the_run(tiny, ticket_split):
-    model, tokenizer = tiny
-    run = train(
-        model,
-        tokenizer,
-        *ticket_split,
-        hyperparameters=quick(max_steps=200, eval_every=100),
-        start=False,
-    )
+    run = unstarted_run(tiny, ticket_split, max_steps=200, eval_every=100)
     monitor = TrainingMonitor(run)
     first_step = threading.Event()
     run.add_callback("step", lambda e: first_step.set())
@@ -99,8 +98,7 @@ def test_a_failed_run_shows_its_reason_in_red(tiny, ticket_split, monkeypatch):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(Trainer, "training_step", out_of_memory)
-    model, tokenizer = tiny
-    run = train(model, tokenizer, *ticket_split, hyperparameters=quick(), start=False)
+    run = unstarted_run(tiny, ticket_split)
     monitor = TrainingMonitor(run)
     run.start().wait()
     assert run.status == "failed"
@@ -115,16 +113,8 @@ def test_a_failed_run_shows_its_reason_in_red(tiny, ticket_split, monkeypatch):
 
 
 def test_replay_from_a_run_directory_then_resume_it_with_a_fresh_model(tiny, ticket_split):
-    model, tokenizer = tiny
-    run = train(
-        model,
-        tokenizer,
-        *ticket_split,
-        hyperparameters=quick(max_steps=8, eval_every=2),
-        start=False,
-    )
-    run.add_callback("step", lambda e: run.stop() if e["step"] == 3 else None)
-    run.start().wait()
+    run = unstarted_run(tiny, ticket_split, max_steps=8, eval_every=2)
+    finish(run, stopped_at=3)
     assert run.status == "stopped"
     lines = [json.loads(x) for x in (run.run_dir / "metrics.jsonl").read_text().splitlines()]
     monitor = TrainingMonitor.from_run_dir(run.run_dir)

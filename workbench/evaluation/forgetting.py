@@ -348,7 +348,6 @@ def tradeoff_figure(
     at the same `x`, not where one strength happens to keep more.
     """
     import pandas as pd
-    import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     table = summary.reset_index()
@@ -356,49 +355,41 @@ def tradeoff_figure(
     colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2"]
     names = [name for name in dict.fromkeys(table[remedy]) if name != baseline]
     for column, y in enumerate(ys, start=1):
+        legend = column == 1  # each remedy once in the legend
         base = table[table[remedy] == baseline]
+        traces = []
         if len(base):
-            figure.add_trace(
-                go.Scatter(
-                    x=base[x],
-                    y=base[y],
-                    error_x=_error_bars(base, x),
-                    error_y=_error_bars(base, y),
-                    mode="markers",
-                    marker=dict(symbol="star", size=14, color="black"),
-                    name=baseline,
-                    legendgroup=baseline,
-                    showlegend=column == 1,
-                ),
-                row=1,
-                col=column,
-            )
+            star = dict(symbol="star", size=14, color="black")
+            traces.append(_trace(base, x, y, baseline, legend, mode="markers", marker=star))
         for index, name in enumerate(names):
             rows = table[table[remedy] == name]
             rows = rows.sort_values(strength, key=lambda s: pd.to_numeric(s, errors="coerce"))
-            figure.add_trace(
-                go.Scatter(
-                    x=rows[x],
-                    y=rows[y],
-                    error_x=_error_bars(rows, x),
-                    error_y=_error_bars(rows, y),
-                    mode="lines+markers+text",
-                    text=[
-                        f"{s:g}" if isinstance(s, (int, float)) else str(s) for s in rows[strength]
-                    ],
-                    textposition="top center",
-                    line=dict(color=colors[index % len(colors)]),
-                    name=name,
-                    legendgroup=name,
-                    showlegend=column == 1,
-                ),
-                row=1,
-                col=column,
-            )
+            labels = [f"{s:g}" if isinstance(s, (int, float)) else str(s) for s in rows[strength]]
+            line = dict(color=colors[index % len(colors)])
+            style = dict(mode="lines+markers+text", text=labels, textposition="top center")
+            traces.append(_trace(rows, x, y, name, legend, line=line, **style))
+        for trace in traces:
+            figure.add_trace(trace, row=1, col=column)
         figure.update_xaxes(title_text=x, row=1, col=column)
         figure.update_yaxes(title_text=y, row=1, col=column)
     figure.update_layout(title=title, height=430)
     return figure
+
+
+def _trace(rows, x: str, y: str, name: str, legend: bool, **style):
+    """`rows`' `y` against `x` as a plotly trace named `name`, with error bars of one sd."""
+    import plotly.graph_objects as go
+
+    return go.Scatter(
+        x=rows[x],
+        y=rows[y],
+        error_x=_error_bars(rows, x),
+        error_y=_error_bars(rows, y),
+        name=name,
+        legendgroup=name,
+        showlegend=legend,
+        **style,
+    )
 
 
 def _error_bars(rows, measure: str) -> dict:

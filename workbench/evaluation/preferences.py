@@ -25,10 +25,11 @@ def prompt_of(row: dict[str, Any], template: Template, tokenizer=None) -> str:
     return row["prompt"]
 
 
-def check_pairs(pairs: Examples) -> None:
+def check_pairs(pairs: Examples, what: str = "DPO") -> None:
+    """Raise unless `pairs` are preference rows: `what` (DPO, ORPO, ...) names who needs them."""
     if pairs.format != "preference":
         raise WorkbenchError(
-            f"{pairs.source}: DPO needs preference rows (`chosen`, `rejected` and `prompt` or "
+            f"{pairs.source}: {what} needs preference rows (`chosen`, `rejected` and `prompt` or "
             f"`instruction`), but these are {pairs.format!r} rows. See "
             "sample_data/preferences.jsonl."
         )

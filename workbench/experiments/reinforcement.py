@@ -13,7 +13,7 @@ from workbench.evaluation.compare import evaluate_model
 from workbench.evaluation.preferences import as_answer_rows
 from workbench.evaluation.rewards import HeldOutReward, Reward, held_out_reward, score_all
 from workbench.model.generation import Decoding
-from workbench.training.reinforcement import RLSettings, prompt_texts, reinforce
+from workbench.training.reinforcement import RLSettings, prompt_texts, rl_function
 from workbench.training.reward_source import as_reward
 
 
@@ -84,11 +84,11 @@ def rl_experiment(
     start: bool = True,
 ) -> RLExperiment:
     """Keep `held_out` prompt rows (a count, or a share below 1) out of training, measure the
-    greedy answers' mean reward on them, and start `reinforce` on the rest (`algorithm`:
-    'grpo' or 'ppo').
+    greedy answers' mean reward on them, and start `train_grpo` or `train_ppo` (`algorithm`:
+    'grpo' or 'ppo') on the rest.
 
     `model` is the instruction-tuned starting model (e.g. a finished run's `run.model`);
-    `reward` is what `reinforce` takes (a function, a reward model's Run or directory; a
+    `reward` is what `train_grpo` takes (a function, a reward model's Run or directory; a
     directory is loaded twice, once here and once by the run: pass its Run to load it once).
     `answer_rows` > 0 first answers that many held-out rows in full (preference rows with their
     chosen answer as the reference). `decoding` defaults to greedy answers as long as the
@@ -98,13 +98,13 @@ def rl_experiment(
     settings = settings or RLSettings()
     decoding = decoding or Decoding(max_new_tokens=settings.max_completion_length)
     train_prompts, kept = split_data(prompts, held_out, seed=settings.seed)
-    run = reinforce(
+    train_rl = rl_function(algorithm)  # train_grpo or train_ppo
+    run = train_rl(
         model,
         tokenizer,
         train_prompts,
+        kept,
         reward=reward,
-        algorithm=algorithm,
-        held_out=kept,
         settings=settings,
         template=template,
         parent=parent,

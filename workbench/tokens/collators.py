@@ -49,6 +49,18 @@ def all_masked_error(rows: int) -> AllLabelsMaskedError:
     )
 
 
+def padded_rows(
+    ids: list[list[int]], labels: list[list[int]], width: int, pad_token_id: int, examples: int
+) -> tuple[list[list[int]], list[list[int]]]:
+    """Each row's ids and labels padded at the end to `width` (labels with IGNORE_INDEX).
+    Raises AllLabelsMaskedError, naming the batch's `examples`, when no label carries loss."""
+    if all(label == IGNORE_INDEX for row in labels for label in row):
+        raise all_masked_error(examples)
+    padded_ids = [list(row) + [pad_token_id] * (width - len(row)) for row in ids]
+    padded_labels = [list(row) + [IGNORE_INDEX] * (width - len(row)) for row in labels]
+    return padded_ids, padded_labels
+
+
 class PackedCollator:
     """Packs a batch's examples into rows of at most `row_length` tokens, without padding
     between them (only the shorter rows are padded at their end, as a separate sequence).
@@ -71,7 +83,7 @@ class PackedCollator:
         lengths = [len(f["input_ids"]) for f in features]
         layout = pack_rows(lengths, self.row_length)
         width = max(sum(lengths[i] for i in row) for row in layout)
-        ids, labels, positions = [], [], []
+        rows_ids, rows_labels, positions = [], [], []
         for row in layout:
             row_ids, row_labels, row_positions = [], [], []
             for i in row:
@@ -80,12 +92,12 @@ class PackedCollator:
                 row_ids += list(features[i]["input_ids"])
                 row_labels += example_labels
                 row_positions += range(lengths[i])
-            pad = width - len(row_ids)
-            ids.append(row_ids + [self.pad_token_id] * pad)
-            labels.append(row_labels + [IGNORE_INDEX] * pad)
-            positions.append(row_positions + list(range(pad)))
-        if all(label == IGNORE_INDEX for row in labels for label in row):
-            raise all_masked_error(len(features))
+            rows_ids.append(row_ids)
+            rows_labels.append(row_labels)
+            positions.append(row_positions + list(range(width - len(row_positions))))
+        ids, labels = padded_rows(
+            rows_ids, rows_labels, width, self.pad_token_id, examples=len(features)
+        )
         batch = {
             "input_ids": torch.tensor(ids),
             "labels": torch.tensor(labels),
@@ -134,14 +146,14 @@ class CompletionCollator:
         if self.pad_to_multiple_of:
             m = self.pad_to_multiple_of
             longest = (longest + m - 1) // m * m
-        ids, labels, mask = [], [], []
-        for f in features:
-            pad = longest - len(f["input_ids"])
-            ids.append(list(f["input_ids"]) + [self.pad_token_id] * pad)
-            labels.append(list(f["labels"]) + [IGNORE_INDEX] * pad)
-            mask.append([1] * len(f["input_ids"]) + [0] * pad)
-        if all(label == IGNORE_INDEX for row in labels for label in row):
-            raise all_masked_error(len(features))
+        ids, labels = padded_rows(
+            [f["input_ids"] for f in features],
+            [f["labels"] for f in features],
+            longest,
+            self.pad_token_id,
+            examples=len(features),
+        )
+        mask = [[1] * len(f["input_ids"]) + [0] * (longest - len(f["input_ids"])) for f in features]
         batch = {
             "input_ids": torch.tensor(ids),
             "labels": torch.tensor(labels),

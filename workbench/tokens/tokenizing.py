@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, TypedDict
 
 from workbench.data.loading import Examples
 from workbench.errors import WorkbenchError
 from workbench.tokens.chat import TurnsCut
 from workbench.tokens.segments import Segment
 from workbench.tokens.templates import Template, get_template
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # in `typing` from Python 3.11
 
 IGNORE_INDEX = -100  # the label PyTorch's cross-entropy skips
 TruncationSide = Literal["right", "left"]
@@ -44,28 +47,29 @@ class TokenizedExample:
         return sum(label != IGNORE_INDEX for label in self.labels)
 
 
+class TokenizeSettings(TypedDict, total=False):
+    """How `tokenize_segments` cuts and labels a row; the functions that tokenise one row
+    (`tokenize_pair`, `token_view`, `row_token_view`, `segments_view`) pass these on."""
+
+    max_length: int  # tokens kept at most (default 512)
+    completion_only: bool  # only learned segments carry loss (default True)
+    truncation_side: TruncationSide  # which end loses tokens first (default "right")
+
+
 def tokenize_pair(
     prompt: str,
     response: str,
     tokenizer,
     *,
-    max_length: int = 512,
-    completion_only: bool = True,
     add_eos: bool = True,
-    truncation_side: TruncationSide = "right",
+    **settings: Unpack[TokenizeSettings],
 ) -> TokenizedExample:
     """Ids and labels for one (prompt, response): two segments, the response learned.
 
     `truncation_side='right'` cuts the end (the response first, then the prompt);
     `'left'` cuts the start of the prompt and keeps the response whole where it fits.
     """
-    return tokenize_segments(
-        pair_segments(prompt, response, add_eos),
-        tokenizer,
-        max_length=max_length,
-        completion_only=completion_only,
-        truncation_side=truncation_side,
-    )
+    return tokenize_segments(pair_segments(prompt, response, add_eos), tokenizer, **settings)
 
 
 def pair_segments(prompt: str, response: str, add_eos: bool = True) -> list[Segment]:
@@ -245,46 +249,26 @@ def token_view(
     response: str,
     tokenizer,
     *,
-    max_length: int = 512,
-    completion_only: bool = True,
     add_eos: bool = True,
-    truncation_side: TruncationSide = "right",
+    **settings: Unpack[TokenizeSettings],
 ) -> tuple[list[TokenInfo], TokenizedExample]:
     """Each token of one (prompt, response) with whether it carries loss, plus the example."""
-    return segments_view(
-        pair_segments(prompt, response, add_eos),
-        tokenizer,
-        max_length=max_length,
-        completion_only=completion_only,
-        truncation_side=truncation_side,
-    )
+    return segments_view(pair_segments(prompt, response, add_eos), tokenizer, **settings)
 
 
 def row_token_view(
-    row: dict,
-    template: Template | str,
-    tokenizer,
-    *,
-    max_length: int = 512,
-    completion_only: bool = True,
-    truncation_side: TruncationSide = "right",
+    row: dict, template: Template | str, tokenizer, **settings: Unpack[TokenizeSettings]
 ) -> tuple[list[TokenInfo], TokenizedExample]:
     """Each token of one dataset row as training sees it: every turn of a conversation, with
     every learned segment marked; the example's `turns` says how a conversation's turns were
     found ("found by offsets", "last turn only", ...)."""
     cut = get_template(template).cut(row, tokenizer)
-    tokens, item = segments_view(
-        cut.segments,
-        tokenizer,
-        max_length=max_length,
-        completion_only=completion_only,
-        truncation_side=truncation_side,
-    )
+    tokens, item = segments_view(cut.segments, tokenizer, **settings)
     return tokens, replace(item, turns=cut.turns)
 
 
 def segments_view(
-    segments: list[Segment], tokenizer, **settings
+    segments: list[Segment], tokenizer, **settings: Unpack[TokenizeSettings]
 ) -> tuple[list[TokenInfo], TokenizedExample]:
     """Tokens of a row's segments (`tokenize_segments` settings), each with its segment."""
     item = tokenize_segments(segments, tokenizer, **settings)

@@ -15,14 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from workbench.data.loading import Examples
-from workbench.errors import RunDirectoryInUseError, WorkbenchError
+from workbench.errors import WorkbenchError
 from workbench.evaluation.classifying import confusion_matrix
-from workbench.model.methods import count_parameters
 from workbench.runs.bridge import bridged, event_bridge
+from workbench.runs.building import check_new_run_dir, model_saver, record_new_run, run_context
 from workbench.runs.directory import RunDirectory, new_run_dir
 from workbench.runs.hyperparameters import Hyperparameters, as_hyperparameters
 from workbench.runs.kinds import Kind, deprecated_name, register, renamed_argument
-from workbench.runs.run import Run, RunContext
+from workbench.runs.run import Run
 from workbench.tokens.templates import Template
 from workbench.training.heads import (
     ClassifierFields,
@@ -86,8 +86,7 @@ def train_classifier(
     and a confusion matrix. `labels=`, `text_fields=`, `label_field=` and `hyperparameters=`
     are the old spellings of the settings (kept for one release).
     """
-    if run_dir is not None and RunDirectory(run_dir).is_run:
-        raise RunDirectoryInUseError(Path(run_dir))
+    check_new_run_dir(run_dir)
     settings = renamed_argument(settings, hyperparameters, "hyperparameters", "settings",
                                 "train_classifier")  # fmt: skip
     method = method if isinstance(method, ClassifierMethod) else ClassifierMethod(kind=method)
@@ -134,35 +133,20 @@ def _prepare_run(
     run_dir = Path(run_dir) if run_dir else new_run_dir(f"{label}-{task}")
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resuming:
-        RunDirectory(run_dir).record_run(
-            stage=STAGE,
-            model=classifier,
-            template=template,
-            method=method,
-            hyperparameters=hp,
-            train=data,
-            validation=validation if has_validation else None,
-            labels=labels,
-            text_fields=list(fields.text_fields),
-            label_field=fields.label_field,
-        )
-    context = RunContext(
-        model=classifier,
-        tokenizer=tokenizer,
-        template=template,
-        method=method,
-        hyperparameters=hp,
-        parameters=count_parameters(classifier),
-    )
+        held = validation if has_validation else None
+        extra = {
+            "labels": labels,
+            "text_fields": list(fields.text_fields),
+            "label_field": fields.label_field,
+        }
+        record_new_run(run_dir, STAGE, classifier, template, method, hp, data, held, **extra)
+    context = run_context(classifier, tokenizer, template, method, hp)
 
     def build_trainer(run: Run, resuming: bool):  # run.hyperparameters: a resume may extend
         return _build_trainer(run, run.hyperparameters, train_set, val_set, labels, resuming)
 
-    def save_final(folder: Path) -> None:  # head only: the whole classifier; else the adapter
-        classifier.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-
-    return Run(run_dir, context, build_trainer, save_final=save_final)
+    # head only: the whole classifier; head + LoRA: the adapter, which holds the head
+    return Run(run_dir, context, build_trainer, save_final=model_saver(classifier, tokenizer))
 
 
 def _dataset(rows: Examples, fields: ClassifierFields, labels: list[str], tokenizer, hp):

@@ -31,11 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from workbench.data.loading import Examples
-from workbench.errors import RunDirectoryInUseError, WorkbenchError
+from workbench.errors import WorkbenchError
 from workbench.model.loading import model_origin
 from workbench.model.loss import accepts_logits_to_keep, response_logits, soft_kl
 from workbench.model.methods import Method
-from workbench.runs.directory import RunDirectory, new_run_dir
+from workbench.runs.building import check_new_run_dir
+from workbench.runs.directory import new_run_dir
 from workbench.runs.hyperparameters import Hyperparameters, as_hyperparameters
 from workbench.runs.kinds import Kind, deprecated_name, register
 from workbench.runs.run import Run
@@ -270,8 +271,7 @@ def train_distillation(
     alpha = getattr(settings, "alpha", DistillationSettings.alpha)
     temperature = getattr(settings, "temperature", DistillationSettings.temperature)
     objective = _objective(teacher, model, alpha, temperature, _origin(teacher))
-    if run_dir is not None and RunDirectory(run_dir).is_run:
-        raise RunDirectoryInUseError(Path(run_dir))
+    check_new_run_dir(run_dir)
     run = prepare_run(
         model,
         tokenizer,

@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 
 from workbench.data.loading import Examples
-from workbench.errors import AllLabelsMaskedError, RunDirectoryInUseError, WorkbenchError
+from workbench.errors import AllLabelsMaskedError, WorkbenchError
 from workbench.model.compiling import compiling_callback
 from workbench.model.generation import cut_prompts
 from workbench.model.loss import (
@@ -19,13 +19,14 @@ from workbench.model.loss import (
     index_logits_supported,
     workbench_trainer_class,
 )
-from workbench.model.methods import Method, apply_method, count_parameters
+from workbench.model.methods import Method, apply_method
 from workbench.runs.bridge import bridged, event_bridge
+from workbench.runs.building import check_new_run_dir, model_saver, record_new_run, run_context
 from workbench.runs.directory import RunDirectory, new_run_dir
 from workbench.runs.fitting import auto_batch_size, check_fit, row_statistics
 from workbench.runs.hyperparameters import Hyperparameters
 from workbench.runs.kinds import Kind, register, renamed_argument
-from workbench.runs.run import Run, RunContext
+from workbench.runs.run import Run
 from workbench.tokens.checks import check_dataset
 from workbench.tokens.collators import CompletionCollator, PackedCollator
 from workbench.tokens.templates import Template, get_template
@@ -71,8 +72,7 @@ def train(
         settings, hyperparameters, "hyperparameters", "settings", "train"
     )
     continued_from = renamed_argument(parent, continued_from, "continued_from", "parent", "train")
-    if run_dir is not None and RunDirectory(run_dir).is_run:
-        raise RunDirectoryInUseError(Path(run_dir))
+    check_new_run_dir(run_dir)
     if isinstance(continued_from, Run):
         continued_from = continued_from.run_dir
     if continued_from is not None and not RunDirectory(continued_from).is_run:
@@ -147,16 +147,8 @@ def prepare_run(
             extra["continued_from"] = str(continued_from)
         if objective is not None:
             extra.update(objective.to_config())
-        RunDirectory(run_dir).record_run(
-            stage=objective.stage if objective is not None else "sft",
-            model=model,
-            template=template,
-            method=method,
-            hyperparameters=hp,
-            train=train_data,
-            validation=validation,
-            **extra,
-        )
+        stage = objective.stage if objective is not None else "sft"
+        record_new_run(run_dir, stage, model, template, method, hp, train_data, validation, **extra)
     pairs = [template.render(r, tokenizer) for r in sample_rows]
     shown_from = validation if has_validation else train_data
     prompts = cut_prompts(  # as the rows are trained: no longer than max_length
@@ -165,18 +157,16 @@ def prepare_run(
         hp.max_length,
         where=[shown_from.where(i) for i in range(len(pairs))],
     )
-    context = RunContext(
-        model=model,
-        tokenizer=tokenizer,
-        template=template,
-        method=method,
-        hyperparameters=hp,
-        parameters=count_parameters(model),
-        sample_prompts=prompts,
-        references=[r for _, r in pairs],
-        samples_shown=samples,
-        scored_rows=scored,  # the bridge answers max(samples, scored) rows
-        sample_max_new_tokens=hp.sample_max_new_tokens,
+    references = [r for _, r in pairs]  # the bridge answers max(samples, scored) rows
+    context = run_context(
+        model,
+        tokenizer,
+        template,
+        method,
+        hp,
+        (prompts, references),
+        shown=samples,
+        scored_rows=scored,
         fit=fit,
         truncation=train_tokens.report,
     )
@@ -189,11 +179,12 @@ def prepare_run(
             objective.attach(trainer)
         return trainer
 
+    save_model = model_saver(model, tokenizer)
+
     def save_final(folder: Path) -> None:
         if tracker is not None:  # importance/ first: the adapter marks the run's end
             tracker.write(run_dir)
-        model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
+        save_model(folder)
 
     return Run(run_dir, context, build_trainer, save_final=save_final)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,23 +22,18 @@ from workbench.data.loading import Examples
 from workbench.errors import WorkbenchError
 from workbench.evaluation.preferences import prompt_of
 from workbench.model.methods import Method
+from workbench.runs.building import check_new_run_dir
 from workbench.runs.hyperparameters import ObjectiveSettings
 from workbench.runs.kinds import Kind, register
 from workbench.runs.run import Run
-from workbench.runs.saved import template_for
 from workbench.tokens.templates import Template
 from workbench.training.trl_runs import (
+    RunParts,
     answer_samples,
-    bridged_trainer,
-    check_new_run_dir,
-    final_saver,
-    model_to_train,
-    record_new_run,
     require_lora,
     resume_on,
-    run_context,
-    run_directory,
-    trl_arguments,
+    rows_trainer,
+    trl_run,
 )
 
 
@@ -172,53 +168,48 @@ def train_kto(
             check_kto_rows(given)
     check_new_run_dir(run_dir)
     settings = settings or KTOSettings()
-    model, method = model_to_train(model, method, settings.seed)
-    require_lora(method, "KTO", "the reference is the same model with its starting adapter frozen")
-    template = template_for(template, parent, rows.format)
-    run = _kto_run(model, tokenizer, rows, validation, settings, method, template, parent, run_dir)
+    parts = RunParts(
+        model, tokenizer, rows, validation, settings, method, template, parent, run_dir
+    )
+    parts = parts.to_train()
+    require_lora(
+        parts.method, "KTO", "the reference is the same model with its starting adapter frozen"
+    )
+    run = _kto_run(parts)
     return run.start() if start else run
 
 
-def _kto_run(
-    model, tokenizer, rows, validation, settings, method, template, parent, run_dir, resuming=False
-) -> Run:
+def _kto_run(parts: RunParts) -> Run:
     """The Run of a KTO run; a new one records config.yaml and its rows."""
-    train_rows = kto_rows(rows, template, tokenizer, settings.seed)
-    val_rows = kto_rows(validation, template, tokenizer, settings.seed) if validation else None
-    if not resuming:
-        warn_if_unbalanced(train_rows, settings)
-    run_dir = run_directory(run_dir, "kto", rows, "rows")
-    if not resuming:
-        record_new_run(run_dir, "kto", model, template, method, settings, rows, validation, parent)
-    shown = answer_samples(validation or rows, template, tokenizer)
-    context = run_context(model, tokenizer, template, method, settings, shown)
-
-    def build_trainer(run: Run, resuming: bool):  # run.hyperparameters: a resume may extend
-        return _build_kto_trainer(run, run.hyperparameters, train_rows, val_rows, resuming)
-
-    return Run(run_dir, context, build_trainer, save_final=final_saver(model, tokenizer))
+    template, tokenizer, seed = parts.template, parts.tokenizer, parts.settings.seed
+    train_rows = kto_rows(parts.rows, template, tokenizer, seed)
+    val_rows = kto_rows(parts.validation, template, tokenizer, seed) if parts.validation else None
+    if not parts.resuming:
+        warn_if_unbalanced(train_rows, parts.settings)
+    shown = answer_samples(parts.validation or parts.rows, template, tokenizer)
+    return trl_run("kto", "rows", parts, partial(_build_kto_trainer, train_rows, val_rows), shown)
 
 
-def _build_kto_trainer(run: Run, settings: KTOSettings, train_rows, val_rows, resuming: bool):
+def _build_kto_trainer(train_rows, val_rows, run: Run, settings: KTOSettings, resuming: bool):
     """TRL's KTOTrainer with the Run's event bridge: the same events as an SFT run."""
     from trl import KTOConfig, KTOTrainer
 
     if "ref" in run.model.peft_config:  # TRL copies `default` into `ref` again; a resumed run
         run.model.delete_adapter("ref")  # then loads the checkpoint's `ref`, the first one
-    args = trl_arguments(
+    return rows_trainer(
+        KTOTrainer,
+        KTOConfig,
         run,
         settings,
-        KTOConfig,
-        has_validation=val_rows is not None,
-        rows=len(train_rows),  # the plan's optimizer steps: warmup cap, too-short warning
-        resuming=resuming,
+        train_rows,
+        val_rows,
+        resuming,
         beta=settings.beta,
         desirable_weight=settings.desirable_weight,
         undesirable_weight=settings.undesirable_weight,
         max_length=settings.max_length,
         remove_unused_columns=True,  # TRL keeps only its token ids and labels
     )
-    return bridged_trainer(KTOTrainer, run, args, train_rows, val_rows)
 
 
 def resume_kto(

@@ -13,27 +13,23 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from workbench.data.loading import Examples
-from workbench.errors import WorkbenchError
+from workbench.evaluation.preferences import check_pairs
 from workbench.model.methods import Method
+from workbench.runs.building import check_new_run_dir
 from workbench.runs.hyperparameters import ObjectiveSettings
 from workbench.runs.kinds import Kind, register
 from workbench.runs.run import Run
-from workbench.runs.saved import template_for
 from workbench.tokens.templates import Template
 from workbench.training.trl_runs import (
+    RunParts,
     answer_samples,
-    bridged_trainer,
-    check_new_run_dir,
-    final_saver,
-    model_to_train,
-    record_new_run,
     resume_on,
-    run_context,
-    run_directory,
-    trl_arguments,
+    rows_trainer,
+    trl_run,
 )
 from workbench.training.trl_runs import pair_rows as orpo_rows  # the rows ORPOTrainer takes
 
@@ -67,12 +63,7 @@ class ORPOSettings(ObjectiveSettings):
 
 def check_orpo_pairs(pairs: Examples) -> None:
     """Raise unless `pairs` are preference rows."""
-    if pairs.format != "preference":
-        raise WorkbenchError(
-            f"{pairs.source}: ORPO needs preference rows (`chosen`, `rejected` and `prompt` or "
-            f"`instruction`), but these are {pairs.format!r} rows. See "
-            "sample_data/preferences.jsonl."
-        )
+    check_pairs(pairs, "ORPO")
 
 
 def train_orpo(
@@ -102,52 +93,42 @@ def train_orpo(
             check_orpo_pairs(given)
     check_new_run_dir(run_dir)
     settings = settings or ORPOSettings()
-    model, method = model_to_train(model, method, settings.seed)
-    template = template_for(template, parent, pairs.format)
-    run = _orpo_run(
+    parts = RunParts(
         model, tokenizer, pairs, validation, settings, method, template, parent, run_dir
     )
+    run = _orpo_run(parts.to_train())
     return run.start() if start else run
 
 
-def _orpo_run(
-    model, tokenizer, pairs, validation, settings, method, template, parent, run_dir, resuming=False
-) -> Run:
+def _orpo_run(parts: RunParts) -> Run:
     """The Run of an ORPO run; a new one records config.yaml and its rows."""
-    train_rows = orpo_rows(pairs, template, tokenizer)
-    val_rows = orpo_rows(validation, template, tokenizer) if validation else None
-    run_dir = run_directory(run_dir, "orpo", pairs, "pairs")
-    if not resuming:
-        record_new_run(
-            run_dir, "orpo", model, template, method, settings, pairs, validation, parent
-        )
-    shown = answer_samples(validation or pairs, template, tokenizer)
-    context = run_context(model, tokenizer, template, method, settings, shown)
-
-    def build_trainer(run: Run, resuming: bool):  # run.hyperparameters: a resume may extend
-        return _build_orpo_trainer(run, run.hyperparameters, train_rows, val_rows, resuming)
-
-    return Run(run_dir, context, build_trainer, save_final=final_saver(model, tokenizer))
+    pairs, validation, template = parts.rows, parts.validation, parts.template
+    train_rows = orpo_rows(pairs, template, parts.tokenizer)
+    val_rows = orpo_rows(validation, template, parts.tokenizer) if validation else None
+    shown = answer_samples(validation or pairs, template, parts.tokenizer)
+    return trl_run(
+        "orpo", "pairs", parts, partial(_build_orpo_trainer, train_rows, val_rows), shown
+    )
 
 
-def _build_orpo_trainer(run: Run, settings: ORPOSettings, train_rows, val_rows, resuming: bool):
+def _build_orpo_trainer(train_rows, val_rows, run: Run, settings: ORPOSettings, resuming: bool):
     """TRL's ORPOTrainer with the Run's event bridge: the same events as an SFT run."""
     with warnings.catch_warnings():  # "APIs here are unstable": TRL's version is pinned and
         warnings.filterwarnings("ignore", "You are importing from 'trl.experimental'")  # tested
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
-    args = trl_arguments(
+    return rows_trainer(
+        ORPOTrainer,
+        ORPOConfig,
         run,
         settings,
-        ORPOConfig,
-        has_validation=val_rows is not None,
-        rows=len(train_rows),  # the plan's optimizer steps: warmup cap, too-short warning
-        resuming=resuming,
+        train_rows,
+        val_rows,
+        resuming,
         beta=settings.beta,
         max_length=settings.max_length,
         remove_unused_columns=False,  # TRL's pair collator needs its own columns
     )
-    return bridged_trainer(ORPOTrainer, run, args, train_rows, val_rows)
 
 
 def resume_orpo(

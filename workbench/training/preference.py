@@ -11,6 +11,7 @@ much more likely the model finds the chosen answers than the rejected ones.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from workbench.data.loading import Examples
@@ -20,22 +21,16 @@ from workbench.model.methods import Method
 from workbench.runs.hyperparameters import ObjectiveSettings
 from workbench.runs.kinds import Kind, deprecated_name, register
 from workbench.runs.run import Run
-from workbench.runs.saved import load_run_model, template_for
+from workbench.runs.saved import load_run_model
 from workbench.tokens.templates import Template
 from workbench.training.trl_runs import (
+    RunParts,
     answer_samples,
-    bridged_trainer,
-    final_saver,
-    model_to_train,
     pair_rows,
-    record_new_run,
     require_lora,
-    run_context,
-    run_directory,
-    trl_arguments,
+    rows_trainer,
+    trl_run,
 )
-
-# Hyperparameters that only instruction tuning uses: DPO keeps them at these values.
 
 
 @dataclass
@@ -88,40 +83,39 @@ def train_dpo(
     if validation is not None:
         check_pairs(validation)
     settings = settings or PreferenceSettings()
-    template = template_for(template, parent, pairs.format)
-    model, method = model_to_train(model, method, settings.seed, fields=("dropout",))
-    require_lora(method, "DPO", "the reference is the same model with its SFT adapter frozen")
-    run_dir = run_directory(run_dir, "dpo", pairs, "pairs")
-    record_new_run(run_dir, "dpo", model, template, method, settings, pairs, validation, parent)
-    shown = answer_samples(validation or pairs, template, tokenizer, samples)
-    context = run_context(model, tokenizer, template, method, settings, shown)
+    parts = RunParts(
+        model, tokenizer, pairs, validation, settings, method, template, parent, run_dir
+    )
+    parts = parts.to_train(fields=("dropout",))
+    require_lora(parts.method, "DPO", "the reference is the same model with its SFT adapter frozen")
+    template = parts.template
     train_rows = pair_rows(pairs, template, tokenizer)
     val_rows = pair_rows(validation, template, tokenizer) if validation is not None else None
-
-    def build_trainer(run: Run, resuming: bool):
-        if resuming:
-            raise WorkbenchError("DPO runs cannot be resumed yet: start a new one.")
-        return _build_dpo_trainer(run, settings, train_rows, val_rows)
-
-    run = Run(run_dir, context, build_trainer, save_final=final_saver(model, tokenizer))
+    shown = answer_samples(validation or pairs, template, tokenizer, samples)
+    run = trl_run("dpo", "pairs", parts, partial(_build_dpo_trainer, train_rows, val_rows), shown)
     return run.start() if start else run
 
 
-def _build_dpo_trainer(run: Run, settings: PreferenceSettings, train_rows, val_rows):
+def _build_dpo_trainer(
+    train_rows, val_rows, run: Run, settings: PreferenceSettings, resuming: bool
+):
     """TRL's DPOTrainer with the Run's event bridge: the same events as an SFT run."""
+    if resuming:
+        raise WorkbenchError("DPO runs cannot be resumed yet: start a new one.")
     from trl import DPOConfig, DPOTrainer
 
-    args = trl_arguments(
+    return rows_trainer(
+        DPOTrainer,
+        DPOConfig,
         run,
         settings,
-        DPOConfig,
-        has_validation=val_rows is not None,
-        rows=len(train_rows),  # the plan's optimizer steps: warmup cap, too-short warning
+        train_rows,
+        val_rows,
+        resuming,
         beta=settings.beta,
         max_length=settings.max_length,
         remove_unused_columns=True,  # DPOConfig's default: TRL drops the text columns itself
     )
-    return bridged_trainer(DPOTrainer, run, args, train_rows, val_rows)
 
 
 def dpo_from_run(

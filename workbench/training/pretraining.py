@@ -22,18 +22,23 @@ from pathlib import Path
 from workbench.data.documents import Documents as Documents  # re-exported
 from workbench.data.documents import read_documents
 from workbench.data.loading import Examples
-from workbench.errors import RunDirectoryInUseError
 from workbench.model.compiling import compiling_callback
 from workbench.model.generation import adapter_disabled, eval_mode
 from workbench.model.loss import workbench_trainer_class
-from workbench.model.methods import Method, count_parameters
+from workbench.model.methods import Method
 from workbench.runs.bridge import bridged, event_bridge
-from workbench.runs.directory import RunDirectory, new_run_dir
+from workbench.runs.building import (
+    check_new_run_dir,
+    model_saver,
+    record_new_run,
+    run_context,
+    run_directory,
+)
 from workbench.runs.fitting import check_fit
 from workbench.runs.hyperparameters import Hyperparameters, as_hyperparameters
 from workbench.runs.kinds import Kind, deprecated_name, register
 from workbench.runs.report import save_comparison, write_report
-from workbench.runs.run import Run, RunContext
+from workbench.runs.run import Run
 from workbench.tokens.blocks import BlockCollator, TokenBlocks, token_blocks
 from workbench.tokens.templates import TEMPLATES
 from workbench.training.finetune import adapt_model
@@ -92,8 +97,7 @@ def train_pretraining(
     instruction-tunes the same adapter. Documents that repeat an earlier one are trained on
     (with a warning) unless `settings.drop_duplicates`.
     """
-    if run_dir is not None and RunDirectory(run_dir).is_run:
-        raise RunDirectoryInUseError(Path(run_dir))
+    check_new_run_dir(run_dir)
     settings = settings or PretrainingSettings()
     block_size = getattr(settings, "block_size", PretrainingSettings.block_size)
     read = {"drop_duplicates": getattr(settings, "drop_duplicates", False)}
@@ -173,45 +177,20 @@ def _prepare(
     val_blocks = token_blocks(_texts(validation), tokenizer, block_size) if has_validation else None
     model = adapt_model(model, method, hp.seed)
     fit = _check_fit(model, method, hp, train_blocks)
-    task = next(iter(documents.tasks), "text")
-    run_dir = Path(run_dir) if run_dir else new_run_dir(f"{STAGE}-{task}")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = run_directory(run_dir, STAGE, documents, "text")
+    template = TEMPLATES["text"]
     if not resuming:
-        RunDirectory(run_dir).record_run(
-            stage=STAGE,
-            model=model,
-            template=TEMPLATES["text"],
-            method=method,
-            hyperparameters=hp,
-            train=documents,
-            validation=validation if has_validation else None,
-            block_size=block_size,
-            samples=samples,
-        )
+        held = validation if has_validation else None
+        extra = {"block_size": block_size, "samples": samples}
+        record_new_run(run_dir, STAGE, model, template, method, hp, documents, held, **extra)
     shown = (validation if has_validation else documents).rows[:samples]
-    prompts, references = _openings([r["text"] for r in shown], tokenizer, hp)
-    context = RunContext(
-        model=model,
-        tokenizer=tokenizer,
-        template=TEMPLATES["text"],
-        method=method,
-        hyperparameters=hp,
-        parameters=count_parameters(model),
-        sample_prompts=prompts,
-        references=references,
-        samples_shown=len(prompts),
-        sample_max_new_tokens=hp.sample_max_new_tokens,
-        fit=fit,
-    )
+    openings = _openings([r["text"] for r in shown], tokenizer, hp)
+    context = run_context(model, tokenizer, template, method, hp, openings, fit=fit)
 
     def build_trainer(run: Run, resuming: bool):  # run.hyperparameters: a resume may extend
         return _build_trainer(run, run.hyperparameters, train_blocks, val_blocks, resuming)
 
-    def save_final(folder: Path) -> None:
-        model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-
-    return Run(run_dir, context, build_trainer, save_final=save_final)
+    return Run(run_dir, context, build_trainer, save_final=model_saver(model, tokenizer))
 
 
 def _texts(documents: Examples) -> list[str]:

@@ -31,6 +31,7 @@ from workbench.runs.files import write_atomic
 from workbench.tokens.collators import CompletionCollator
 from workbench.tokens.templates import Template, get_template
 from workbench.tokens.tokenizing import tokenize_examples
+from workbench.training.anchors import WeightAnchor
 from workbench.training.lwf import lwf_from_config
 from workbench.training.synaptic import SynapticIntelligence, load_tensors, save_tensors
 
@@ -38,12 +39,19 @@ REFERENCE_FILE = "data/ewc_reference.jsonl"
 TENSORS_FILE = "regularizer/ewc.safetensors"  # the Fisher and reference weights, when stored
 
 
-class ElasticWeightConsolidation:
+class ElasticWeightConsolidation(WeightAnchor):
     """The EWC penalty: `strength / 2 * sum_i F_i (theta_i - theta*_i) ** 2` over trained weights.
 
     `fisher` and `reference` map parameter names to tensors (F_i and theta*_i). Build it with
     `fisher_ewc(...)`; `penalty(model)` is differentiable and zero at the reference weights.
     """
+
+    what, kind, importance_name = "EWC", "ewc", "fisher"
+    strength_hint, scale = "1-1000", 0.5
+    wrong_model_fix = (
+        "Build the EWC on the model you train (full fine-tuning, or a LoRA model after its "
+        "earlier task: its adapter)."
+    )
 
     def __init__(
         self,
@@ -55,50 +63,14 @@ class ElasticWeightConsolidation:
         reference_rows: Examples | None = None,
         store_tensors: bool = False,
     ) -> None:
-        if strength < 0:
-            raise WorkbenchError(f"EWC `strength`={strength} must be 0 or more (try 1-1000).")
-        missing = sorted(set(fisher) ^ set(reference))
-        if missing:
-            raise WorkbenchError(f"EWC `fisher` and `reference` name different weights: {missing}")
-        self.fisher, self.reference, self.strength = fisher, reference, float(strength)
-        self.settings = settings or {}
+        super().__init__(fisher, reference, strength, settings=settings)
         self.reference_rows = reference_rows
         self.store_tensors = store_tensors  # save() keeps the tensors, not only the rows
-        self.last_penalty: float | None = None  # the latest value added to the loss
 
-    def anchored_weights(self) -> list[str]:
-        """The names of the weights the penalty holds near their reference."""
-        return list(self.fisher)
-
-    def penalty(self, model):
-        """strength/2 * sum F (theta - theta*)^2, as a differentiable scalar tensor."""
-        import torch
-
-        params = dict(model.named_parameters())
-        unknown = [name for name in self.fisher if name not in params]
-        if unknown:
-            raise WorkbenchError(
-                f"EWC was measured on a different model: it has no weight `{unknown[0]}` "
-                f"(and {len(unknown) - 1} more). Build the EWC on the model you train "
-                "(full fine-tuning, or a LoRA model after its earlier task: its adapter)."
-            )
-        total = torch.zeros((), device=next(model.parameters()).device)
-        for name, fisher in self.fisher.items():
-            param = params[name]
-            if param.requires_grad:
-                if fisher.device != param.device:  # once: the model moved after measuring
-                    self.fisher[name] = fisher = fisher.to(param.device)
-                    self.reference[name] = self.reference[name].to(param.device)
-                total = total + (fisher * (param - self.reference[name]) ** 2).sum()
-        value = 0.5 * self.strength * total
-        self.last_penalty = float(value.detach())
-        return value
-
-    __call__ = penalty
-
-    def to_config(self) -> dict[str, Any]:
-        """What config.yaml records so that `resume` can rebuild this penalty."""
-        return {"kind": "ewc", "strength": self.strength, **self.settings}
+    @property
+    def fisher(self) -> dict[str, Any]:
+        """F_i by weight name: the importance EWC measured."""
+        return self.importance
 
     def save(self, run_dir: Path) -> dict[str, Any]:
         """Write the reference rows (and, with `store_tensors`, the Fisher and reference weights)
@@ -111,9 +83,7 @@ class ElasticWeightConsolidation:
             write_atomic(Path(run_dir) / REFERENCE_FILE, lines)
             config.update(reference=REFERENCE_FILE, format=self.reference_rows.format)
         if self.store_tensors:
-            tensors = {f"fisher/{n}": f for n, f in self.fisher.items()}
-            tensors.update({f"reference/{n}": r for n, r in self.reference.items()})
-            save_tensors(Path(run_dir) / TENSORS_FILE, tensors, {"kind": "ewc"})
+            save_tensors(Path(run_dir) / TENSORS_FILE, self.tensors(), {"kind": "ewc"})
             config["tensors"] = TENSORS_FILE
         return config
 

@@ -16,6 +16,7 @@ copy (`ref`) on the same model, so the KL needs no second model.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -24,6 +25,7 @@ from workbench.data.loading import Examples
 from workbench.errors import WorkbenchError
 from workbench.evaluation.rewards import Reward, restorable, reward_from_record
 from workbench.model.methods import Method
+from workbench.runs.building import check_new_run_dir
 from workbench.runs.hyperparameters import ObjectiveSettings
 from workbench.runs.kinds import Kind, deprecated_name, register
 from workbench.runs.run import Run
@@ -33,15 +35,12 @@ from workbench.training.ppo import build_ppo_trainer
 from workbench.training.resuming import open_run
 from workbench.training.reward_source import as_reward
 from workbench.training.trl_runs import (
+    RunParts,
     bridged_trainer,
-    check_new_run_dir,
-    final_saver,
     model_to_train,
-    record_new_run,
     require_lora,
-    run_context,
-    run_directory,
     trl_arguments,
+    trl_run,
 )
 
 ALGORITHMS = ("grpo", "ppo")
@@ -182,21 +181,34 @@ def _policy(model, method: Method | None, seed: int):
     return model_to_train(model, method, seed, fields=())
 
 
-def train_grpo(
-    model,
-    tokenizer,
-    rows: Examples,
-    validation: Examples | None = None,
-    *,
-    reward,
-    settings: RLSettings | None = None,
-    method: Method | None = None,
-    template: Template | str | None = None,
-    parent: str | Path | None = None,
-    run_dir: str | Path | None = None,
-    start: bool = True,
-    samples: int = 2,
-) -> Run:
+def _rl_starter(algorithm: Literal["grpo", "ppo"], doc: str) -> Callable[..., Run]:
+    """The public `train_<algorithm>`: the arguments every kind of run takes, and `reward`."""
+
+    def train_rl(
+        model,
+        tokenizer,
+        rows: Examples,
+        validation: Examples | None = None,
+        *,
+        reward,
+        settings: RLSettings | None = None,
+        method: Method | None = None,
+        template: Template | str | None = None,
+        parent: str | Path | None = None,
+        run_dir: str | Path | None = None,
+        start: bool = True,
+        samples: int = 2,
+    ) -> Run:
+        return _start_rl(algorithm, model, tokenizer, rows, validation, reward, settings,
+                         method, template, parent, run_dir, start, samples)  # fmt: skip
+
+    train_rl.__name__ = train_rl.__qualname__ = f"train_{algorithm}"
+    train_rl.__doc__ = doc
+    return train_rl
+
+
+train_grpo = _rl_starter(
+    "grpo",
     """Start GRPO on the prompt `rows` and return the Run at once (TRL's GRPOTrainer).
 
     `model` is normally an instruction-tuned model (a finished run's `run.model`, or the
@@ -205,30 +217,20 @@ def train_grpo(
     model's Run or run directory. The `validation` prompts are answered at the start and at
     every evaluation (`eval_reward`); the first `samples` of them are shown as sample answers.
     `template` defaults to the parent run's (else the one that suits the rows).
-    """
-    return _start_rl("grpo", model, tokenizer, rows, validation, reward, settings, method,
-                     template, parent, run_dir, start, samples)  # fmt: skip
-
-
-def train_ppo(
-    model,
-    tokenizer,
-    rows: Examples,
-    validation: Examples | None = None,
-    *,
-    reward,
-    settings: RLSettings | None = None,
-    method: Method | None = None,
-    template: Template | str | None = None,
-    parent: str | Path | None = None,
-    run_dir: str | Path | None = None,
-    start: bool = True,
-    samples: int = 2,
-) -> Run:
+    """,
+)
+train_ppo = _rl_starter(
+    "ppo",
     """Start PPO on the prompt `rows` (the project's PPO on the Trainer: a value head, GAE,
-    clipped updates; see training/ppo.py). The arguments are `train_grpo`'s."""
-    return _start_rl("ppo", model, tokenizer, rows, validation, reward, settings, method,
-                     template, parent, run_dir, start, samples)  # fmt: skip
+    clipped updates; see training/ppo.py). The arguments are `train_grpo`'s.""",
+)
+
+
+def rl_function(algorithm: str) -> Callable[..., Run]:
+    """The public function that starts `algorithm` ('grpo': `train_grpo`, 'ppo': `train_ppo`)."""
+    if algorithm not in ALGORITHMS:
+        raise WorkbenchError(f"`algorithm`={algorithm!r}: use 'grpo' or 'ppo'.")
+    return train_grpo if algorithm == "grpo" else train_ppo
 
 
 def reinforce(
@@ -270,64 +272,36 @@ def _start_rl(
         )
     scorer = as_reward(reward)
     model, method = _policy(model, method, settings.seed)
-    run = _rl_run(
-        model,
-        tokenizer,
-        prompts,
-        held_out,
-        scorer,
-        settings=settings,
-        method=method,
-        template=template_for(template, parent, prompts.format),
-        stage=algorithm,
-        parent=parent,
-        run_dir=run_dir,
-        samples=samples,
-        resuming=False,
+    template = template_for(template, parent, prompts.format)
+    parts = RunParts(
+        model, tokenizer, prompts, held_out, settings, method, template, parent, run_dir
     )
+    run = _rl_run(algorithm, parts, scorer, samples)
     return run.start() if start else run
 
 
-def _rl_run(
-    model,
-    tokenizer,
-    prompts,
-    held_out,
-    reward: Reward,
-    *,
-    settings,
-    method,
-    template,
-    stage,
-    parent,
-    run_dir,
-    samples,
-    resuming,
-) -> Run:
-    """The Run of a reinforcement-learning run; a new one records config.yaml and its rows."""
-    texts = prompt_texts(prompts, template, tokenizer)
-    held_texts = prompt_texts(held_out, template, tokenizer) if held_out is not None else None
-    _check_lengths(prompts, texts, tokenizer, settings.max_length)
-    run_dir = run_directory(run_dir, stage, prompts, "prompts")
-    if not resuming:
-        record = {"reward": reward.record, "samples": samples}  # config.yaml keys before `parent`
-        record_new_run(
-            run_dir, stage, model, template, method, settings, prompts, held_out, parent, **record
-        )
+def _rl_run(stage: str, parts: RunParts, reward: Reward, samples: int) -> Run:
+    """The Run of a reinforcement-learning run (`stage` 'grpo' or 'ppo'); a new one records
+    config.yaml, with its reward and `samples`, and its rows."""
+    prompts, held_out, settings = parts.rows, parts.validation, parts.settings
+    texts = prompt_texts(prompts, parts.template, parts.tokenizer)
+    held_texts = (
+        prompt_texts(held_out, parts.template, parts.tokenizer) if held_out is not None else None
+    )
+    _check_lengths(prompts, texts, parts.tokenizer, settings.max_length)
     shown = (held_texts or texts)[:samples]
     shown_rows = (held_out if held_out is not None else prompts).rows[:samples]
     references = [r.get("output") or r.get("completion") or "" for r in shown_rows]
-    answer_tokens = settings.max_completion_length  # samples as long as the trained answers
-    context = run_context(
-        model, tokenizer, template, method, settings, (shown, references), answer_tokens
-    )
-
     build = build_ppo_trainer if stage == "ppo" else _build_grpo_trainer
 
-    def build_trainer(run: Run, resuming: bool):  # run.hyperparameters: a resume may extend
-        return build(run, run.hyperparameters, reward, texts, held_texts, resuming)
+    def trainer(run: Run, settings: RLSettings, resuming: bool):
+        return build(run, settings, reward, texts, held_texts, resuming)
 
-    return Run(run_dir, context, build_trainer, save_final=final_saver(model, tokenizer))
+    recorded = {"reward": reward.record, "samples": samples}  # config.yaml keys before `parent`
+    answer_tokens = settings.max_completion_length  # samples as long as the trained answers
+    return trl_run(
+        stage, "prompts", parts, trainer, (shown, references), answer_tokens, recorded=recorded
+    )
 
 
 def resume_reinforcement(
@@ -360,21 +334,8 @@ def resume_reinforcement(
             )
     model, tokenizer = opened.model(model, tokenizer)
     model, method = _policy(model, opened.method(), opened.settings.seed)  # checkpoint's wins
-    run = _rl_run(
-        model,
-        tokenizer,
-        opened.rows("train"),
-        opened.rows("validation"),
-        as_reward(reward),
-        settings=opened.settings,
-        method=method,
-        template=opened.template(),
-        stage=config["stage"],
-        parent=config.get("parent"),
-        run_dir=opened.directory.path,
-        samples=config.get("samples", 2),
-        resuming=True,
-    )
+    parts = RunParts.resumed(opened, model, tokenizer, method)
+    run = _rl_run(config["stage"], parts, as_reward(reward), config.get("samples", 2))
     return run.resume(max_steps)
 
 

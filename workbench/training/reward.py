@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import warnings
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from workbench.evaluation.preferences import check_pairs, prompt_of
 from workbench.model.generation import eval_mode
 from workbench.model.loading import load_model
 from workbench.model.methods import Method, apply_method
+from workbench.runs.building import check_new_run_dir
 from workbench.runs.directory import CONFIG, RunDirectory
 from workbench.runs.hyperparameters import ObjectiveSettings
 from workbench.runs.kinds import Kind, register
@@ -31,14 +33,10 @@ from workbench.runs.saved import load_adapter
 from workbench.tokens.templates import Template, get_template
 from workbench.training.resuming import open_run
 from workbench.training.trl_runs import (
-    bridged_trainer,
-    check_new_run_dir,
-    final_saver,
+    RunParts,
     pair_rows,
-    record_new_run,
-    run_context,
-    run_directory,
-    trl_arguments,
+    rows_trainer,
+    trl_run,
 )
 
 
@@ -176,66 +174,52 @@ def train_reward_model(
             "bare base. Pass parent=<the SFT run directory>.",
             stacklevel=2,
         )
+    given = (settings or RewardSettings(), method or Method(), get_template(template))
     run = _reward_run(
-        model_or_base,
-        tokenizer,
-        pairs,
-        validation,
-        settings=settings or RewardSettings(),
-        method=method or Method(),
-        template=get_template(template),
-        parent=parent,
-        run_dir=run_dir,
-        resuming=False,
+        RunParts(model_or_base, tokenizer, pairs, validation, *given, parent, run_dir)
     )
     return run.start() if start else run
 
 
-def _reward_run(
-    base, tokenizer, pairs, validation, *, settings, method, template, parent, run_dir, resuming
-) -> Run:
-    """Build the reward model and its Run. A new run records config.yaml and its rows."""
-    for rows in (pairs, validation):
+def _reward_run(parts: RunParts) -> Run:
+    """Build the reward model on `parts.model` (the base) and its Run. A new run records
+    config.yaml and its rows."""
+    for rows in (parts.rows, parts.validation):
         if rows is not None:
             check_pairs(rows)
-    pairs = without_identical_pairs(pairs)
-    validation = without_identical_pairs(validation) if validation is not None else None
+    base, tokenizer, template = parts.model, parts.tokenizer, parts.template
+    settings = parts.settings
+    pairs = without_identical_pairs(parts.rows)
+    validation = without_identical_pairs(parts.validation) if parts.validation is not None else None
     train_rows = pair_rows(pairs, template, tokenizer)
     val_rows = pair_rows(validation, template, tokenizer) if validation is not None else None
     _check_lengths(pairs, train_rows, tokenizer, settings.max_length)
     if validation is not None:
         _check_lengths(validation, val_rows, tokenizer, settings.max_length)
-    model = _reward_model(base, tokenizer, method, settings.seed)
-    run_dir = run_directory(run_dir, "reward", pairs, "pairs")
-    if not resuming:  # `base` names the base model, as load_model was given it
-        record_new_run(
-            run_dir, "reward", base, template, method, settings, pairs, validation, parent
-        )
-    context = run_context(model, tokenizer, template, method, settings)
-
-    def build_trainer(run: Run, resuming: bool):  # run.hyperparameters: a resume may extend
-        return _build_reward_trainer(run, run.hyperparameters, train_rows, val_rows, resuming)
-
-    # final_saver: the adapter, which holds the new scoring head (or, full, the whole model)
-    return Run(run_dir, context, build_trainer, save_final=final_saver(model, tokenizer))
+    model = _reward_model(base, tokenizer, parts.method, settings.seed)
+    parts = replace(parts, model=model, rows=pairs, validation=validation)
+    # config.yaml names `base`, as load_model was given it; the final save is the adapter,
+    # which holds the new scoring head (or, full, the whole model)
+    trainer = partial(_build_reward_trainer, train_rows, val_rows)
+    return trl_run("reward", "pairs", parts, trainer, recorded_model=base)
 
 
-def _build_reward_trainer(run: Run, settings: RewardSettings, train_rows, val_rows, resuming):
+def _build_reward_trainer(train_rows, val_rows, run: Run, settings: RewardSettings, resuming):
     """TRL's RewardTrainer with the Run's event bridge."""
     from trl import RewardConfig, RewardTrainer
 
-    args = trl_arguments(
+    return rows_trainer(
+        RewardTrainer,
+        RewardConfig,
         run,
         settings,
-        RewardConfig,
-        has_validation=val_rows is not None,
-        rows=len(train_rows),  # the plan's optimizer steps: warmup cap, too-short warning
-        resuming=resuming,
+        train_rows,
+        val_rows,
+        resuming,
         max_length=settings.max_length,
         center_rewards_coefficient=settings.center_rewards or None,
         remove_unused_columns=True,  # RewardConfig's default: TRL keeps only the token ids
     )
-    return bridged_trainer(RewardTrainer, run, args, train_rows, val_rows)
 
 
 def score_responses(
@@ -340,18 +324,7 @@ def resume_reward_model(run_dir: str | Path, *, max_steps: int | None = None) ->
     loading the base model and rows its config.yaml names."""
     opened = open_run(run_dir, "reward", RewardSettings, max_steps)
     base, tokenizer = _base_of(opened.config, opened.directory)
-    run = _reward_run(
-        base,
-        tokenizer,
-        opened.rows("train"),
-        opened.rows("validation"),
-        settings=opened.settings,
-        method=opened.method(),
-        template=opened.template(),
-        parent=opened.config.get("parent"),
-        run_dir=opened.directory.path,
-        resuming=True,
-    )
+    run = _reward_run(RunParts.resumed(opened, base, tokenizer, opened.method()))
     return run.resume(max_steps)
 
 

@@ -34,7 +34,7 @@ from typing import Any
 from workbench.errors import WorkbenchError
 from workbench.runs.directory import RunDirectory
 from workbench.runs.run import Run
-from workbench.training.anchors import check_anchored_weights
+from workbench.training.anchors import WeightAnchor, check_anchored_weights
 
 IMPORTANCE_FILE = "importance/si.safetensors"  # in the run directory, once the run finished
 CHECKPOINT_FILE = "synaptic_intelligence.safetensors"  # inside each checkpoint-N/
@@ -179,69 +179,29 @@ def si_importance(importance: dict[str, Any], damping: float) -> dict[str, Any]:
     return omega
 
 
-class SynapticIntelligence:
+class SynapticIntelligence(WeightAnchor):
     """The SI penalty: `strength * sum_i omega_i * (theta_i - theta*_i) ** 2` over the weights
     SI measured (the trainable ones of the earlier run: LoRA A/B matrices, or all for full
     fine-tuning). Build it with `synaptic_intelligence(...)`; `penalty(model)` is differentiable
     and zero at the reference weights (the earlier run's end weights)."""
 
-    def __init__(
-        self,
-        omega: dict[str, Any],
-        reference: dict[str, Any],
-        strength: float,
-        *,
-        settings: dict[str, Any] | None = None,
-    ) -> None:
-        if strength < 0:
-            raise WorkbenchError(f"SI `strength`={strength} must be 0 or more (try 0.1-100).")
-        differ = sorted(set(omega) ^ set(reference))
-        if differ:
-            raise WorkbenchError(f"SI `omega` and `reference` name different weights: {differ}")
-        self.omega, self.reference, self.strength = omega, reference, float(strength)
-        self.settings = settings or {}
-        self.last_penalty: float | None = None  # the latest value added to the loss
+    what, kind, importance_name = "SI", "si", "omega"
+    strength_hint = "0.1-100"
+    wrong_model_fix = (
+        "Continue training the model of the run that measured it (for LoRA: the same model, "
+        "its adapter continued)."
+    )
 
-    def anchored_weights(self) -> list[str]:
-        """The names of the weights the penalty holds near their reference."""
-        return list(self.omega)
-
-    def penalty(self, model):
-        """strength * sum omega (theta - theta*)^2, as a differentiable scalar tensor."""
-        import torch
-
-        params = dict(model.named_parameters())
-        unknown = [name for name in self.omega if name not in params]
-        if unknown:
-            raise WorkbenchError(
-                f"SI was measured on a different model: it has no weight `{unknown[0]}` (and "
-                f"{len(unknown) - 1} more). Continue training the model of the run that measured "
-                "it (for LoRA: the same model, its adapter continued)."
-            )
-        total = torch.zeros((), device=next(model.parameters()).device)
-        for name, omega in self.omega.items():
-            param = params[name]
-            if param.requires_grad:
-                if omega.device != param.device:  # once: the model moved after building this
-                    self.omega[name] = omega = omega.to(param.device)
-                    self.reference[name] = self.reference[name].to(param.device)
-                total = total + (omega * (param - self.reference[name]) ** 2).sum()
-        value = self.strength * total
-        self.last_penalty = float(value.detach())
-        return value
-
-    __call__ = penalty
-
-    def to_config(self) -> dict[str, Any]:
-        """What config.yaml records so that `resume` can rebuild this penalty."""
-        return {"kind": "si", "strength": self.strength, **self.settings}
+    @property
+    def omega(self) -> dict[str, Any]:
+        """omega_i by weight name: the importance SI measured."""
+        return self.importance
 
     def save(self, run_dir: str | Path) -> dict[str, Any]:
         """Copy omega and the reference weights into the new run's directory (the earlier run
         may be moved or deleted later); returns the config entry."""
-        tensors = {f"omega/{n}": t for n, t in self.omega.items()}
-        tensors.update({f"reference/{n}": t for n, t in self.reference.items()})
-        save_tensors(Path(run_dir) / REGULARIZER_FILE, tensors, {"kind": "synaptic_intelligence"})
+        metadata = {"kind": "synaptic_intelligence"}
+        save_tensors(Path(run_dir) / REGULARIZER_FILE, self.tensors(), metadata)
         return {**self.to_config(), "tensors": REGULARIZER_FILE}
 
     @classmethod

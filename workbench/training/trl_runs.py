@@ -1,30 +1,33 @@
 """What the kinds of run built on TRL's trainers share: DPO, KTO, ORPO, reward model, GRPO/PPO.
 
-Each of them builds its run the same way: a run directory (`run_directory`) whose config.yaml
-and rows a new run records (`record_new_run`), the model it trains (`model_to_train`: an SFT
-run's adapter goes on learning, a bare model gets a fresh one from the method), a `RunContext`
-with the prompts answered at each evaluation (`run_context`), TRL's config from the settings
-(`trl_arguments`) and TRL's trainer wearing the Run's event bridge (`bridged_trainer`), and the
-final adapter without TRL's frozen `ref` copy (`final_saver`). KTO and ORPO also resume alike
+Each of them builds its run the same way (`trl_run`, from its `RunParts`): a run directory whose
+config.yaml and rows a new run records, a `RunContext` with the prompts answered at each
+evaluation, and the final adapter without TRL's frozen `ref` copy (`final_saver`); the trainer
+is TRL's with the kind's config (`trl_arguments`) and the Run's event bridge
+(`bridged_trainer`). The model it trains comes from `model_to_train` (an SFT run's adapter goes
+on learning, a bare model gets a fresh one from the method). KTO and ORPO also resume alike
 (`resume_on`). Each kind keeps only what is its own: its rows, its settings and its trainer
-(PPO's, in training/ppo.py, is the project's own on the Trainer).
+(PPO's, in training/ppo.py, is the project's own on the Trainer). What every kind of run shares,
+TRL or not, is in runs/building.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from workbench.data.loading import Examples
-from workbench.errors import RunDirectoryInUseError, WorkbenchError
+from workbench.errors import WorkbenchError
 from workbench.evaluation.preferences import prompt_of
-from workbench.model.methods import Method, apply_method, count_parameters
+from workbench.model.methods import Method, apply_method
 from workbench.runs.bridge import bridged, event_bridge
-from workbench.runs.directory import RunDirectory, new_run_dir
-from workbench.runs.run import Run, RunContext
+from workbench.runs.building import model_saver, record_new_run, run_context, run_directory
+from workbench.runs.run import Run
+from workbench.runs.saved import template_for
 from workbench.tokens.templates import Template
-from workbench.training.resuming import open_run
+from workbench.training.resuming import Resuming, open_run
 
 # What `model_to_train` reads from an SFT run's adapter into the Method config.yaml records,
 # beside its rank and alpha. DPO records the dropout only and GRPO/PPO neither: narrowing
@@ -33,73 +36,39 @@ AdapterField = Literal["dropout", "target_modules"]
 ADAPTER_FIELDS: tuple[AdapterField, ...] = ("dropout", "target_modules")
 
 
-def check_new_run_dir(run_dir: str | Path | None) -> None:
-    """Raise `RunDirectoryInUseError` when `run_dir` already holds a run (never reused)."""
-    if run_dir is not None and RunDirectory(run_dir).is_run:
-        raise RunDirectoryInUseError(Path(run_dir))
+@dataclass(frozen=True)
+class RunParts:
+    """What the Run of a TRL kind is built from, whether it starts or resumes: the model it
+    trains and its tokenizer, the training and validation rows, the kind's settings, the
+    method, the template, the SFT run it started from (`parent`) and its directory (None: a
+    new one). `resuming` says whether the directory already records them."""
 
+    model: Any
+    tokenizer: Any
+    rows: Examples
+    validation: Examples | None
+    settings: Any
+    method: Method | None
+    template: Template | str | None
+    parent: str | Path | None
+    run_dir: str | Path | None
+    resuming: bool = False
 
-def run_directory(run_dir: str | Path | None, stage: str, rows: Examples, unnamed: str) -> Path:
-    """The run's directory, created: `run_dir`, or a new one named `<stage>-<first task>`
-    (`unnamed` when the rows name no task)."""
-    path = Path(run_dir) if run_dir else new_run_dir(f"{stage}-{next(iter(rows.tasks), unnamed)}")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    @classmethod
+    def resumed(cls, opened: Resuming, model, tokenizer, method: Method | None) -> RunParts:
+        """The parts of a run resumed from its directory (`open_run`) on `model` with `method`:
+        the rows, settings, template and parent its config.yaml records."""
+        rows = (opened.rows("train"), opened.rows("validation"))
+        how = (opened.settings, method, opened.template(), opened.config.get("parent"))
+        return cls(model, tokenizer, *rows, *how, opened.directory.path, resuming=True)
 
-
-def record_new_run(
-    run_dir: Path,
-    stage: str,
-    model,
-    template: Template,
-    method: Method,
-    settings,
-    rows: Examples,
-    validation: Examples | None,
-    parent: str | Path | None,
-    **extra: Any,
-) -> None:
-    """Write config.yaml and data/ of a new run: `extra` keys (a reward, ...) come before
-    `parent`, the SFT run directory it started from (None without one)."""
-    RunDirectory(run_dir).record_run(
-        stage=stage,
-        model=model,
-        template=template,
-        method=method,
-        hyperparameters=settings,
-        train=rows,
-        validation=validation,
-        **extra,
-        parent=str(parent) if parent else None,
-    )
-
-
-def run_context(
-    model,
-    tokenizer,
-    template: Template,
-    method: Method,
-    settings,
-    samples: tuple[list[str], list[str]] | None = None,
-    max_new_tokens: int | None = None,
-) -> RunContext:
-    """The RunContext of a TRL run: `samples` are (prompts, reference answers) answered at each
-    evaluation, in at most `max_new_tokens` tokens (default: `settings.sample_max_new_tokens`)."""
-    prompts, references = samples or ([], [])
-    if max_new_tokens is None:
-        max_new_tokens = settings.sample_max_new_tokens
-    return RunContext(
-        model=model,
-        tokenizer=tokenizer,
-        template=template,
-        method=method,
-        hyperparameters=settings,
-        parameters=count_parameters(model),
-        sample_prompts=prompts,
-        references=references,
-        samples_shown=len(prompts),
-        sample_max_new_tokens=max_new_tokens,
-    )
+    def to_train(self, fields: tuple[AdapterField, ...] = ADAPTER_FIELDS) -> RunParts:
+        """The parts of a new run: the template (`template_for`: the one given, else the
+        parent's, else the rows') and the model to train with its method (`model_to_train`)."""
+        # the template first: when it cannot be found, the model is left without a new adapter
+        template = template_for(self.template, self.parent, self.rows.format)
+        model, method = model_to_train(self.model, self.method, self.settings.seed, fields=fields)
+        return replace(self, model=model, method=method, template=template)
 
 
 def adapter_method(model, fields: tuple[AdapterField, ...] = ADAPTER_FIELDS) -> Method:
@@ -169,15 +138,9 @@ def answer_samples(
 def final_saver(model, tokenizer) -> Callable[[Path], None]:
     """The Run's `save_final`: the trained adapter `default`, not TRL's frozen `ref` copy (or,
     for a model without adapter, the whole model), and the tokenizer."""
-
-    def save_final(folder: Path) -> None:
-        if hasattr(model, "peft_config"):
-            model.save_pretrained(folder, selected_adapters=["default"])
-        else:
-            model.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
-
-    return save_final
+    if hasattr(model, "peft_config"):
+        return model_saver(model, tokenizer, selected_adapters=["default"])
+    return model_saver(model, tokenizer)
 
 
 def trl_arguments(
@@ -230,10 +193,68 @@ def bridged_trainer(
     return bridged(trainer, run)
 
 
+def rows_trainer(
+    trainer_class,
+    args_class,
+    run: Run,
+    settings,
+    train_rows: list[dict[str, Any]],
+    val_rows: list[dict[str, Any]] | None,
+    resuming: bool,
+    **own: Any,
+):
+    """TRL's `trainer_class` (DPOTrainer, KTOTrainer, ...) with its `args_class` from the
+    settings plus the kind's `own` fields, on the rows (counted for the plan's warmup cap and
+    too-short warning), with the Run's event bridge."""
+    args = trl_arguments(
+        run,
+        settings,
+        args_class,
+        has_validation=val_rows is not None,
+        rows=len(train_rows),
+        resuming=resuming,
+        **own,
+    )
+    return bridged_trainer(trainer_class, run, args, train_rows, val_rows)
+
+
+def trl_run(
+    stage: str,
+    unnamed: str,
+    parts: RunParts,
+    trainer: Callable[[Run, Any, bool], Any],
+    samples: tuple[list[str], list[str]] | None = None,
+    max_new_tokens: int | None = None,
+    *,
+    recorded_model: Any = None,
+    recorded: dict[str, Any] | None = None,
+) -> Run:
+    """The Run of a TRL kind in `parts.run_dir` (or a new `<stage>-<first task>`, `unnamed`
+    without one): a new run records config.yaml, naming `recorded_model` (default the model)
+    and the `recorded` keys, and its rows; `samples` and `max_new_tokens` are `run_context`'s.
+    The trainer is `trainer(run, run.hyperparameters, resuming)` (a resume may extend the
+    settings); the final save keeps the trained adapter, not TRL's `ref`."""
+    model, tokenizer, settings = parts.model, parts.tokenizer, parts.settings
+    run_dir = run_directory(parts.run_dir, stage, parts.rows, unnamed)
+    if not parts.resuming:
+        named = model if recorded_model is None else recorded_model
+        how = (parts.template, parts.method, settings, parts.rows, parts.validation)
+        parent = str(parts.parent) if parts.parent else None  # config.yaml's last key
+        record_new_run(run_dir, stage, named, *how, **(recorded or {}), parent=parent)
+    context = run_context(
+        model, tokenizer, parts.template, parts.method, settings, samples, max_new_tokens
+    )
+
+    def build_trainer(run: Run, resuming: bool):
+        return trainer(run, run.hyperparameters, resuming)
+
+    return Run(run_dir, context, build_trainer, save_final=final_saver(model, tokenizer))
+
+
 def resume_on(
     stage: str,
     settings_class: type,
-    build_run: Callable[..., Run],
+    build_run: Callable[[RunParts], Run],
     run_dir: str | Path,
     model,
     tokenizer,
@@ -241,8 +262,7 @@ def resume_on(
 ) -> Run:
     """Resume a run of `stage` (KTO, ORPO) from `run_dir` on `model` or the base model its
     config.yaml names, with the `parent` run's adapter when that is still there. `build_run`
-    is the kind's own (model, tokenizer, rows, validation, settings, method, template, parent,
-    run_dir, resuming) -> Run."""
+    is the kind's own RunParts -> Run."""
     opened = open_run(run_dir, stage, settings_class, max_steps)
     parent = opened.config.get("parent")
     if model is None:
@@ -253,7 +273,5 @@ def resume_on(
 
             model = PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
     model, method = model_to_train(model, opened.method(), opened.settings.seed)
-    rows = (opened.rows("train"), opened.rows("validation"))
-    how = (opened.settings, method, opened.template(), parent, opened.directory.path)
-    run = build_run(model, tokenizer, *rows, *how, resuming=True)
+    run = build_run(RunParts.resumed(opened, model, tokenizer, method))
     return run.resume(max_steps)
