@@ -8,9 +8,11 @@ import json
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
-from conftest import quick
+from conftest import SAMPLE_DATA, quick
+from processes import Child
 
 import workbench
 from workbench.cli import main as cli
@@ -23,6 +25,7 @@ from workbench.runs.directory import (
     RunLockedError,
     new_run_dir,
 )
+from workbench.runs.hyperparameters import Hyperparameters
 from workbench.runs.report import TRAIN_LOSS, curves_figure
 from workbench.training.finetune import train
 from workbench.training.resume import resume
@@ -265,37 +268,29 @@ def test_a_full_disk_fails_clearly_keeps_the_last_checkpoint_and_resumes(
     assert directory.read_status()[0]["status"] == "finished"
 
 
-TRAIN_OR_RESUME = """
-import sys
-import workbench
-from workbench.runs.hyperparameters import Hyperparameters
-model_dir, data, run_dir, mode = sys.argv[1:5]
-if mode == "resume":
-    workbench.resume(run_dir).wait()
-else:
+def train_or_resume(model_dir: str, data: str, run_dir: str, mode: str) -> None:
+    """The child process: 24 steps of instruction tuning, or `workbench.resume`."""
+    if mode == "resume":
+        workbench.resume(run_dir).wait()
+        return
     model, tokenizer = workbench.load_model(model_dir, device="cpu")
     rows = workbench.load_data(data, verbose=False)
     rest, validation = workbench.split_data(rows, 8, seed=0)
     settings = Hyperparameters(
         max_steps=24, batch_size=4, eval_every=2, learning_rate=5e-3, sample_max_new_tokens=2,
         keep_checkpoints=1, eval_metric_rows=0,
-    )
+    )  # fmt: skip
     workbench.train(
         model, tokenizer, rest.select(range(48)), validation, hyperparameters=settings,
         run_dir=run_dir, samples=1,
-    ).wait()
-"""
+    ).wait()  # fmt: skip
 
 
-def _child(tiny_model_dir, run_dir, mode):
-    import os
-
-    from conftest import SAMPLE_DATA
-
+def _child(tiny_model_dir, run_dir, mode) -> Child:
+    """A forked training process (tests/processes.py): its own process, killed with SIGKILL."""
     data = SAMPLE_DATA / "support_tickets.jsonl"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    argv = [sys.executable, "-c", TRAIN_OR_RESUME, str(tiny_model_dir), str(data)]
-    return subprocess.Popen(argv + [str(run_dir), mode], env=env, stderr=subprocess.DEVNULL)
+    errors = Path(f"{run_dir}.{mode}.errors")
+    return Child(train_or_resume, str(tiny_model_dir), str(data), str(run_dir), mode, errors=errors)
 
 
 def _events(run_dir):
@@ -316,7 +311,7 @@ def test_killed_at_random_moments_every_resume_continues_the_same_run(tiny_model
     import time
 
     reference = tmp_path / "reference"
-    assert _child(tiny_model_dir, reference, "train").wait(300) == 0
+    _child(tiny_model_dir, reference, "train").finished()
     expected = _losses(reference)
     assert sorted(expected) == list(range(1, 25))
 
@@ -337,6 +332,6 @@ def test_killed_at_random_moments_every_resume_continues_the_same_run(tiny_model
         kills += 1
         assert directory.complete_checkpoints(), "a kill lost every complete checkpoint"
         child = _child(tiny_model_dir, run_dir, "resume")
-    assert child.wait(300) == 0
+    child.finished()
     assert kills >= 3
     assert _losses(run_dir) == pytest.approx(expected, rel=1e-5)

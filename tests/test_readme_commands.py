@@ -32,11 +32,12 @@ SHORTER = {
         "--set", "hyperparameters.eval_every=2",
         "--set", "evaluation.held_out=4",
         "--set", "data.split=4",
+        "--set", "hyperparameters.batch_size=2",
         "--set", "output.samples=1",
     ],
     "resume": ["--max-steps", "3"],
-    "dpo": ["--max-steps", "2", "--held-out", "4"],
-    "rl": ["--max-steps", "2", "--held-out", "4", "--batch-size", "4"],
+    "dpo": ["--max-steps", "2", "--held-out", "2", "--batch-size", "2"],
+    "rl": ["--max-steps", "2", "--held-out", "2", "--batch-size", "2", "--num-generations", "2"],
 }  # fmt: skip
 
 
