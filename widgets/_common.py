@@ -275,6 +275,22 @@ class ShowsCode:
             self.code.show(f"# The code cannot be written now: {reason}")
 
 
+# The width of a setting's label: the longest plain label fits, so no label is cut and the
+# input boxes of a column line up.
+LABEL_WIDTH = "13em"
+
+
+def setting_control(settings: type, name: str, make: Callable[..., widgets.Widget], **options):
+    """A control for field `name` of a settings class (`Hyperparameters`, `Method`, ...),
+    labelled in plain words with the field's help as its tooltip (`Settings.field_text`):
+    the panels and the library explain a setting with the same sentence."""
+    label, help_text = settings.field_text(name)
+    control = make(description=label, tooltip=help_text, **options)
+    if not isinstance(control, widgets.Checkbox):  # a checkbox's label sits after the box
+        control.style.description_width = LABEL_WIDTH
+    return control
+
+
 def heading(text: str) -> widgets.HTML:
     """A small bold section title."""
     return widgets.HTML(f"<b>{escape(text)}</b>")

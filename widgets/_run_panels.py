@@ -12,8 +12,9 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from workbench.runs.hyperparameters import Hyperparameters
 from workbench.tokens.templates import Template, get_template
-from workbench.widgets._common import Panel
+from workbench.widgets._common import Panel, setting_control
 from workbench.widgets._errors import set_enabled
 from workbench.widgets.compare_view import CompareView
 from workbench.widgets.training_monitor import TrainingMonitor
@@ -57,11 +58,17 @@ class RunPanel(Panel):
         """The `max_steps`, `learning_rate` and `batch_size` controls (`batch` says what one
         step takes: "pairs/step", ...)."""
         self.max_steps = widgets.BoundedIntText(
-            value=steps, min=1, max=most_steps, description="steps"
+            value=steps, min=1, max=most_steps, description="Steps", tooltip="optimizer steps"
         )
-        self.learning_rate = widgets.FloatText(value=learning_rate, description="lr")
+        self.learning_rate = setting_control(
+            Hyperparameters, "learning_rate", widgets.FloatText, value=learning_rate
+        )
         self.batch_size = widgets.BoundedIntText(
-            value=batch_size, min=1, max=most_batch, description=batch
+            value=batch_size,
+            min=1,
+            max=most_batch,
+            description=batch,
+            tooltip=Hyperparameters.field_text("batch_size")[1],
         )
 
     def _step_settings(self) -> dict[str, Any]:

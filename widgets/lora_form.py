@@ -21,7 +21,14 @@ from workbench.model import memory
 from workbench.model.methods import Method, check_method, linear_layer_names
 from workbench.runs import fitting
 from workbench.runs.hyperparameters import Hyperparameters
-from workbench.widgets._common import Panel, ShowsCode, escape, heading, html_table
+from workbench.widgets._common import (
+    Panel,
+    ShowsCode,
+    escape,
+    heading,
+    html_table,
+    setting_control,
+)
 
 LLAMA_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 ALL_LINEAR = "all-linear"
@@ -126,24 +133,25 @@ class LoraForm(ShowsCode, Panel):
     # --- building -----------------------------------------------------------------------
 
     def _build_method_controls(self, method: Method) -> None:
+        def control(name: str, make, **options):
+            return setting_control(Method, name, make, value=getattr(method, name), **options)
+
         self.method_controls = {
-            "kind": widgets.ToggleButtons(
-                options=choices(Method, "kind"), value=method.kind, description="kind"
-            ),
-            "r": widgets.IntText(value=method.r, description="r"),
-            "alpha": widgets.FloatText(value=method.alpha, description="alpha"),
-            "dropout": widgets.FloatText(value=method.dropout, description="dropout"),
-            "bias": widgets.Dropdown(
-                options=choices(Method, "bias"), value=method.bias, description="bias"
-            ),
-            "use_rslora": widgets.Checkbox(value=method.use_rslora, description="use_rslora"),
-            "use_dora": widgets.Checkbox(value=method.use_dora, description="use_dora"),
-            "freeze_layers": widgets.IntText(
-                value=method.freeze_layers, description="freeze_layers"
-            ),
+            "kind": control("kind", widgets.ToggleButtons, options=choices(Method, "kind")),
+            "r": control("r", widgets.IntText),
+            "alpha": control("alpha", widgets.FloatText),
+            "dropout": control("dropout", widgets.FloatText),
+            "bias": control("bias", widgets.Dropdown, options=choices(Method, "bias")),
+            "use_rslora": control("use_rslora", widgets.Checkbox, indent=False),
+            "use_dora": control("use_dora", widgets.Checkbox, indent=False),
+            "freeze_layers": control("freeze_layers", widgets.IntText),
         }
         chosen = method.target_modules
-        self.all_linear = widgets.Checkbox(value=chosen == ALL_LINEAR, description=ALL_LINEAR)
+        self.all_linear = widgets.Checkbox(
+            value=chosen == ALL_LINEAR,
+            description=ALL_LINEAR,
+            tooltip=Method.field_text("target_modules")[1],
+        )
         self.targets_box = widgets.HBox(layout=widgets.Layout(flex_flow="row wrap"))
         self._build_target_checkboxes(chosen)
         for control in [*self.method_controls.values(), self.all_linear]:
@@ -187,8 +195,8 @@ class LoraForm(ShowsCode, Panel):
     def _build_hyperparameter_controls(self, hyperparameters: Hyperparameters) -> None:
         self.hyperparameter_controls = {}
         for name, make in HYPERPARAMETER_WIDGETS.items():
-            control = make(value=getattr(hyperparameters, name), description=name)
-            control.style.description_width = "initial"
+            value = getattr(hyperparameters, name)
+            control = setting_control(Hyperparameters, name, make, value=value)
             control.observe(self._on_change, names="value")
             self.hyperparameter_controls[name] = control
 

@@ -109,6 +109,18 @@ class Settings:
         """Each field's one-line explanation."""
         return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(self)}
 
+    @classmethod
+    def field_text(cls, name: str) -> tuple[str, str]:
+        """(label, help) of field `name` in plain words, as the panels show them: its `label`
+        metadata or its name in words ('batch_size' -> 'Batch size'), and its `help` (the
+        tooltip). The library's docs and the panels say the same thing."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        if name not in fields:
+            raise KeyError(f"{name!r} is not a setting of {cls.__name__}")
+        metadata = fields[name].metadata
+        label = metadata.get("label") or name.replace("_", " ").capitalize()
+        return label, metadata.get("help", "")
+
 
 def _did_you_mean(name: str, known: set[str], prefix: str = "") -> str:
     """' Did you mean `prefix.closest`?' for a mistyped setting, or '' when none is close."""

@@ -313,3 +313,18 @@ def test_the_form_offers_experiment_tracking(tiny):
     control.value = "tensorboard"
     assert form.hyperparameters.report_to == "tensorboard"
     assert "report_to='tensorboard'" in form.as_code()
+
+
+def test_every_setting_is_labelled_in_plain_words_with_its_help_as_tooltip(model):
+    form = LoraForm(model)
+    for settings, controls in (
+        (Method, form.method_controls),
+        (Hyperparameters, form.hyperparameter_controls),
+    ):
+        for name, control in controls.items():
+            label, help_text = settings.field_text(name)
+            assert control.description == label and "_" not in label, name
+            assert control.tooltip == help_text and help_text, name
+    assert Hyperparameters.field_text("max_steps")[0] == "Steps (-1: by epochs)"
+    with pytest.raises(KeyError, match="not a setting of Method"):
+        Method.field_text("rank")

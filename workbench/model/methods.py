@@ -27,34 +27,55 @@ class Method(Settings):
       go only on the layers above them (backward stops earlier, so steps are faster).
     """
 
-    kind: MethodKind = field(default="lora", metadata={"help": "lora, qlora, full or freeze"})
-    r: int = field(default=16, metadata={"help": "LoRA rank: higher learns more, costs memory"})
-    alpha: float = field(default=32, metadata={"help": "LoRA scale numerator (scale = alpha/r)"})
+    kind: MethodKind = field(
+        default="lora", metadata={"label": "Method", "help": "lora, qlora, full or freeze"}
+    )
+    r: int = field(
+        default=16,
+        metadata={"label": "Rank r", "help": "LoRA rank: higher learns more, costs memory"},
+    )
+    alpha: float = field(
+        default=32, metadata={"label": "Alpha", "help": "LoRA scale numerator (scale = alpha/r)"}
+    )
     dropout: float = field(  # peft's default too: 0.05 costs ~20% of a CPU step (measured)
         default=0.0,
         metadata={
+            "label": "Dropout",
             "help": "dropout on the LoRA input (attention dropout for full/freeze); 0 is "
-            "fastest, 0.05-0.1 regularises long runs on small data"
+            "fastest, 0.05-0.1 regularises long runs on small data",
         },
     )
     target_modules: str | list[str] = field(
         default="all-linear",
-        metadata={"help": "'all-linear' or linear layer names such as ['q_proj', 'v_proj']"},
+        metadata={
+            "label": "Layers adapted",
+            "help": "'all-linear' or linear layer names such as ['q_proj', 'v_proj']",
+        },
     )
     bias: Literal["none", "all", "lora_only"] = field(
-        default="none", metadata={"help": "which biases train alongside LoRA"}
+        default="none",
+        metadata={"label": "Train biases", "help": "which biases train alongside LoRA"},
     )
     use_rslora: bool = field(
         default=False,
-        metadata={"help": "rank-stabilised scale alpha/sqrt(r): keeps high ranks learning"},
+        metadata={
+            "label": "Rank-stabilised (rsLoRA)",
+            "help": "rank-stabilised scale alpha/sqrt(r): keeps high ranks learning",
+        },
     )
     use_dora: bool = field(
         default=False,
-        metadata={"help": "DoRA: learn magnitude and direction separately (slower per step)"},
+        metadata={
+            "label": "DoRA",
+            "help": "DoRA: learn magnitude and direction separately (slower per step)",
+        },
     )
     freeze_layers: int = field(
         default=0,
-        metadata={"help": "bottom layers left untouched (freeze: frozen; LoRA: no adapters)"},
+        metadata={
+            "label": "Frozen bottom layers",
+            "help": "bottom layers left untouched (freeze: frozen; LoRA: no adapters)",
+        },
     )
 
     def __post_init__(self) -> None:

@@ -46,81 +46,125 @@ class Hyperparameters(Settings):
         metadata={"help": "LoRA tolerates 1e-4..5e-4; full fine-tuning wants ~1e-5..5e-5"},
     )
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = field(
-        default="cosine", metadata={"help": "how the learning rate decays after warmup"}
+        default="cosine",
+        metadata={
+            "label": "Learning-rate schedule",
+            "help": "how the learning rate decays after warmup",
+        },
     )
     warmup: float = field(
         default=0.05,
-        metadata={"help": "warmup as a fraction of the steps (<1) or a step count (>=1)"},
+        metadata={
+            "label": "Warmup",
+            "help": "warmup as a fraction of the steps (<1) or a step count (>=1)",
+        },
     )
     epochs: float = field(default=1.0, metadata={"help": "passes over the training data"})
-    max_steps: int = field(default=-1, metadata={"help": "if > 0, overrides epochs"})
+    max_steps: int = field(
+        default=-1,
+        metadata={
+            "label": "Steps (-1: by epochs)",
+            "help": "optimizer steps to train; -1 trains `epochs` passes over the rows instead",
+        },
+    )
     batch_size: int = field(default=8, metadata={"help": "rows per forward pass"})
     gradient_accumulation: int = field(
         default=1,
         metadata={
-            "help": "forward passes per optimizer step (effective batch = batch_size x this)"
+            "label": "Batches per step",
+            "help": "forward passes per optimizer step (effective batch = batch_size x this)",
         },
     )
     weight_decay: float = field(
         default=0.0,
         metadata={"help": "pulls weights towards zero; 0.01-0.1 regularises full fine-tuning"},
     )
-    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping"})
-    max_length: int = field(default=256, metadata={"help": "longest row in tokens; cut beyond"})
+    max_grad_norm: float = field(
+        default=1.0, metadata={"label": "Gradient clipping", "help": "gradient clipping"}
+    )
+    max_length: int = field(
+        default=256,
+        metadata={"label": "Longest row (tokens)", "help": "longest row in tokens; cut beyond"},
+    )
     truncation_side: Literal["right", "left"] = field(
         default="right",
         metadata={"help": "right cuts the end of the response; left cuts the start of the prompt"},
     )
     completion_only: bool = field(
-        default=True, metadata={"help": "learn only the response tokens (prompt labels are -100)"}
+        default=True,
+        metadata={
+            "label": "Learn the response only",
+            "help": "learn only the response tokens (prompt labels are -100)",
+        },
     )
-    eval_every: int = field(default=20, metadata={"help": "evaluate every N optimizer steps"})
+    eval_every: int = field(
+        default=20,
+        metadata={"label": "Evaluate every (steps)", "help": "evaluate every N optimizer steps"},
+    )
     early_stopping_patience: int = field(
-        default=0, metadata={"help": "stop after N evaluations without improvement (0: off)"}
+        default=0,
+        metadata={
+            "label": "Stop after N worse evaluations",
+            "help": "stop after N evaluations without improvement (0: off)",
+        },
     )
     sample_max_new_tokens: int = field(
-        default=24, metadata={"help": "length of the sample answers generated at each evaluation"}
+        default=24,
+        metadata={
+            "label": "Sample answer length",
+            "help": "length of the sample answers generated at each evaluation",
+        },
     )
     eval_metric_rows: int = field(
         default=16,
-        metadata={"help": "validation rows answered for exact match at each evaluation (0: off)"},
+        metadata={
+            "label": "Rows scored per evaluation",
+            "help": "validation rows answered for exact match at each evaluation (0: off)",
+        },
     )
     seed: int = field(default=0, metadata={"help": "same seed, same data order and init"})
     gradient_checkpointing: bool = field(
         default=False,
         metadata={
-            "help": "recompute activations: less memory, ~30% slower; only when memory is short"
+            "label": "Recompute activations",
+            "help": "recompute activations: less memory, ~30% slower; only when memory is short",
         },
     )
-    keep_checkpoints: int = field(default=2, metadata={"help": "newest checkpoints kept"})
+    keep_checkpoints: int = field(
+        default=2, metadata={"label": "Checkpoints kept", "help": "newest checkpoints kept"}
+    )
     auto_batch: bool = field(
         default=False,
         metadata={
+            "label": "Largest batch that fits",
             "help": "on a GPU, raise batch_size to the largest whose predicted peak fits in free "
-            "memory (fewer, larger steps: faster, but retune the learning rate)"
+            "memory (fewer, larger steps: faster, but retune the learning rate)",
         },
     )
     packing: bool = field(
         default=True,
         metadata={
+            "label": "Pack rows (no padding)",
             "help": "lay each batch's rows end to end without padding (attention stays inside "
-            "each row): the same loss, no compute spent on padding"
+            "each row): the same loss, no compute spent on padding",
         },
     )
     compile: bool = field(
         default=False,
         metadata={
+            "label": "Compile layers",
             "help": "torch.compile each decoder layer while training: on a 2-core CPU the same "
             "tokens/s and ~30% less peak memory, after ~40 s of compiling the first time "
-            "(cached after); on a GPU not measured yet"
+            "(cached after); on a GPU not measured yet",
         },
     )
     report_to: Literal["none", "tensorboard", "wandb", "mlflow"] = field(
         default="none",
         metadata={
+            "label": "Also log to",
             "help": "experiment tracker for the Trainer's logs: tensorboard writes to "
             "<run_dir>/tensorboard (offline); wandb and mlflow need their package and, "
-            "usually, an account or server; none: only the run directory's own files"
+            "usually, an account or server; none: only the run directory's own files",
         },
     )
 
