@@ -24,6 +24,7 @@ from workbench.runs.report import (
     figure_rows,
     finite,
     stage_of,
+    step_axis,
     update_curves,
 )
 from workbench.widgets._common import Panel, ShowsCode, html_table
@@ -51,8 +52,9 @@ class TrainingMonitor(ShowsCode, Panel):
         self.run_dir: Path | None = None
         self._lock = threading.RLock()
         self._reset()
-        self.figure = go.FigureWidget(curves_figure([]))  # 3 rows until a run says its kind
-        self._rows = 3
+        # instruction tuning's two rows until a run says its kind (RL adds reward and KL)
+        self.figure = go.FigureWidget(curves_figure([], 2))
+        self._rows, self._stage = 2, None
         self.progress = widgets.IntProgress(value=0, min=0, max=1, description="Step")
         self.progress_label = widgets.HTML()
         self.stop_button = widgets.Button(
@@ -119,12 +121,14 @@ class TrainingMonitor(ShowsCode, Panel):
         and distillation); the figure is replaced only when the count changes."""
         import plotly.graph_objects as go
 
-        rows = figure_rows(stage_of(directory))
+        self._stage = stage_of(directory)
+        self._samples_drawn = -1  # the kind may change what "no samples" means
+        rows = figure_rows(self._stage)
         if self._rows == rows:
             return
         figure = go.FigureWidget(curves_figure([], rows))
         self.children = tuple(figure if c is self.figure else c for c in self.children)
-        self.figure, self._rows = figure, rows
+        self.figure, self._rows, self._axis_steps = figure, rows, None
 
     def trace(self, name: str):
         """The plot's trace called `name` (one of `workbench.runs.report.TRACES`)."""
@@ -143,6 +147,7 @@ class TrainingMonitor(ShowsCode, Panel):
         self._tracebacks: list[str] = []  # of the unexpected ones, folded away below them
         self._last_refresh = 0.0
         self._samples_drawn = -1
+        self._axis_steps: int | None = None  # the last step the step axis shows
 
     def _on_event(self, run, event: dict) -> None:
         if run is self.run:  # a run we stopped following keeps calling us
@@ -219,14 +224,18 @@ class TrainingMonitor(ShowsCode, Panel):
     # -- drawing --------------------------------------------------------------------------
     def _redraw(self) -> None:
         with self._lock:
-            update_curves(self.figure, self._curves)
+            with self.figure.batch_update():
+                update_curves(self.figure, self._curves)
+                if self._axis_steps != self.max_steps:  # a run starts, or resumes further
+                    self._axis_steps = self.max_steps
+                    self.figure.update_xaxes(**step_axis(self.max_steps))
             self._draw_progress()
             self._draw_status()
             self._draw_buttons()
             self._draw_errors()
             if self._samples_drawn != len(self._curves.samples):
                 self._samples_drawn = len(self._curves.samples)
-                self.samples_html.value = samples_table_html(self._curves.samples)
+                self.samples_html.value = samples_table_html(self._curves.samples, self._stage)
 
     def _draw_progress(self) -> None:
         total = self.max_steps
@@ -240,9 +249,24 @@ class TrainingMonitor(ShowsCode, Panel):
 
     def _draw_status(self) -> None:
         name = html.escape(self.run_dir.name) if self.run_dir else ""
-        self.status.value = f"<b>{html.escape(self.state)}</b>" + (
-            f" &middot; run <code>{name}</code>" if name else ""
+        self.status.value = (
+            f"<b>{html.escape(self.state)}</b>"
+            + (f" &middot; run <code>{name}</code>" if name else "")
+            + html.escape(self.closing_text())
         )
+
+    def closing_text(self) -> str:
+        """How a finished run ended: ' after N steps in <time>; report: <path>' ('' before)."""
+        end, started = self._curves.end, self._curves.started
+        if end is None or end["event"] != "finished" or self.run_dir is None:
+            return ""
+        took = ""
+        if started and "time" in end and "time" in started:
+            took = f" in {_duration(end['time'] - started['time'])}"
+            took += " since it resumed" if started.get("step") else ""
+        report = self.run_dir / "report.html"
+        where = f"; report: {report}" if report.is_file() else ""
+        return f" after {end.get('step', 0)} steps{took}{where}"
 
     def _draw_buttons(self) -> None:
         self.stop_button.disabled = self.run is None or self.run.status != "running"
@@ -340,13 +364,30 @@ class TrainingMonitor(ShowsCode, Panel):
                 f"<div>{html.escape(self.progress_text())}</div>",
                 loss_sparkline_svg([finite(e["loss"]) for e in self._curves.steps]),
                 self.error_html.value,
-                samples_table_html(self._curves.samples),
+                samples_table_html(self._curves.samples, self._stage),
             ]
         return "".join(parts)
 
 
-def samples_table_html(samples: list[dict]) -> str:
-    """A table of the sample answers at each evaluation: step, reference, answer."""
+def _duration(seconds: float) -> str:
+    """'42 s', '3 min 5 s', '1 h 2 min'."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
+# The kinds of run that score rows instead of answering prompts: no sample answers, ever.
+SCORES_ROWS = {"reward": "a reward model", "classify": "a classifier"}
+
+
+def samples_table_html(samples: list[dict], stage: str | None = None) -> str:
+    """A table of the sample answers at each evaluation: step, reference, answer; without
+    any, why (none yet, or a kind of run that answers no prompts)."""
+    if not samples and stage in SCORES_ROWS:
+        return f"<i>No sample answers: {SCORES_ROWS[stage]} scores rows, it answers no prompts.</i>"
     if not samples:
         return "<i>No sample answers yet (they come with each evaluation).</i>"
     rows = [

@@ -53,7 +53,15 @@ def test_curves_grow_with_each_step_and_get_the_evaluations(tiny, ticket_split):
     assert (monitor.progress.value, monitor.progress.max) == (6, 6)
     assert "step 6/6" in monitor.progress_label.value
     assert "finished" in monitor.status.value
+    assert " after 6 steps in " in monitor.status.value  # the closing line: time and report
+    assert str(run.run_dir / "report.html") in monitor.status.value
     assert monitor.stop_button.disabled and monitor.resume_button.disabled
+    # whole steps from 0 to the last, not the autorange's -1..1 and 0.5 ticks
+    axis = monitor.figure.layout.xaxis
+    assert axis.range[0] < 0 < 6 < axis.range[1] < 6.5 and axis.dtick == 1
+    assert axis.tickformat == "d"
+    assert monitor.figure.layout.yaxis2.rangemode == "nonnegative"  # the learning rate
+    assert monitor.figure.layout.yaxis4.visible is False  # no RL answer length: no empty axis
     # instruction tuning has no reward or KL: two rows, in the panel and in the report
     assert MEAN_REWARD not in {t.name for t in monitor.figure.data}
     assert monitor.figure in monitor.children and "yaxis5" not in monitor.figure.layout

@@ -8,6 +8,7 @@ plotly's JavaScript is embedded so the report opens offline.
 from __future__ import annotations
 
 import html
+import itertools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,7 +142,7 @@ TRACES = (
         HELD_OUT_REWARD,
         "evaluation",
         "eval_reward",
-        "rgb(31,119,180)",
+        "rgb(0,105,125)",  # the training reward's colour, darker
         row=3,
         markers=True,
         optional=True,
@@ -194,19 +195,41 @@ def curves_figure(events: list[dict], rows: int = 3):
             )
     fig.update_layout(
         height=600 if rows == 3 else 500,
-        margin=dict(l=50, r=50, t=30, b=40),
+        margin=dict(l=50, r=60, t=30, b=40),
         template="plotly_white",
         legend=dict(orientation="h", y=1.12),
+        modebar=dict(orientation="v"),  # beside the plot, not over the legend
     )
+    started = curves.started or {}
+    fig.update_xaxes(**step_axis(started.get("max_steps")))
     fig.update_xaxes(title_text="optimizer step", row=rows, col=1)
+    # the second axes of a row never go below zero: a rate, a length, a divergence
+    positive = dict(secondary_y=True, showgrid=False, rangemode="nonnegative", col=1)
     fig.update_yaxes(title_text="loss", secondary_y=False, row=1, col=1)
-    fig.update_yaxes(title_text="learning rate", secondary_y=True, showgrid=False, row=1, col=1)
-    fig.update_yaxes(title_text="exact match / accuracy", range=[-0.05, 1.05], row=2, col=1)
-    fig.update_yaxes(title_text="response tokens", secondary_y=True, showgrid=False, row=2, col=1)
-    if rows == 3:
+    fig.update_yaxes(title_text="learning rate", row=1, **positive)
+    fig.update_yaxes(
+        title_text="exact match / accuracy", range=[-0.05, 1.05], secondary_y=False, row=2, col=1
+    )
+    if rows == 3:  # reinforcement learning's answer length beside the accuracy; reward and KL
+        fig.update_yaxes(title_text="response tokens", row=2, **positive)
         fig.update_yaxes(title_text="reward", secondary_y=False, row=3, col=1)
-        fig.update_yaxes(title_text="KL", secondary_y=True, showgrid=False, row=3, col=1)
+        fig.update_yaxes(title_text="KL", row=3, **positive)
+    else:  # no trace of these runs uses it: no empty axis
+        fig.update_yaxes(visible=False, secondary_y=True, row=2, col=1)
     return fig
+
+
+def step_axis(max_steps: int | None) -> dict:
+    """The step axis of the curves: whole steps only (no tick at 0.5), from 0 to the run's
+    last step when it is known, so the curves show how far the run has come."""
+    axis = dict(rangemode="nonnegative", tickformat="d")
+    if max_steps and max_steps > 0:
+        tick, factors = 1, itertools.cycle((2, 2.5, 2))  # 1, 2, 5, 10, 20, 50, ...
+        while max_steps / tick > 10:
+            tick = round(tick * next(factors))
+        margin = max_steps * 0.02  # the first and last markers whole
+        axis.update(range=[-margin, max_steps + margin], tick0=0, dtick=tick)
+    return axis
 
 
 def update_curves(fig, curves: Curves) -> None:
