@@ -63,37 +63,90 @@ def _cell_text(value) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
+# What each metric measures, and whether it is a share of rows (shown as a percentage).
+METRICS = {
+    "accuracy": ("share of answers that name the right label", True),
+    "label_accuracy": ("share of answers that name the right label", True),
+    "exact_match": ("share of answers equal to the reference", True),
+    "invalid_rate": ("share of answers that name none of the labels", True),
+    "rouge_l": ("word overlap with the reference (0: none, 100%: the same words in order)", True),
+    "validation_loss": ("mean loss on the reference answers: lower is better", False),
+    "perplexity": ("exp(loss): how surprised the model is by the reference; lower: better", False),
+}
+# the shares that count whole rows: "3 of 8" beside the percentage
+COUNTED = {"accuracy", "label_accuracy", "exact_match", "invalid_rate"}
+
+
+def metric_value(name: str, value: float | None, rows: int | None = None) -> str:
+    """A metric as a person reads it: shares as percentages (with the row count where each row
+    is right or wrong), other values with a separator and no exponent."""
+    if value is None:
+        return ""
+    if METRICS.get(name, ("", False))[1]:
+        text = f"{100 * value:.0f}%"
+        return f"{text} ({round(value * rows)} of {rows})" if name in COUNTED and rows else text
+    return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+def metric_change(name: str, old: float | None, new: float) -> str:
+    if old is None:
+        return ""
+    if METRICS.get(name, ("", False))[1]:
+        return f"{100 * (new - old):+.0f} points"
+    return f"{new - old:+,.1f}" if abs(new - old) >= 100 else f"{new - old:+.3g}"
+
+
 def summary_table_html(
     before: Evaluation | None,
     after: Evaluation | None,
     titles: tuple[str, str] = ("base", "fine-tuned"),
 ) -> str:
-    """Totals per metric: base, fine-tuned (or the given column titles) and the change; ''
-    before `after` is measured (the status says what to do)."""
+    """Totals per metric: base, fine-tuned (or the given column titles), the change and what
+    the metric measures; '' before `after` is measured (the status says what to do)."""
     if after is None:
         return ""
-    head = "".join(
-        f"<th style='{CELL}'>{html.escape(c)}</th>" for c in ("metric", *titles, "change")
-    )
-    rows = []
+    columns = ("metric", *titles, "change", "what it measures")
+    head = "".join(f"<th style='{CELL}'>{html.escape(c)}</th>" for c in columns)
+    rows, count = [], len(after.answers)
     for name, value in after.scores.items():
         old = before.scores.get(name) if before else None
-        change = "" if old is None else f"{value - old:+.3g}"
+        meaning = METRICS.get(name, ("", False))[0]
+        cells = (
+            metric_value(name, old, count),
+            metric_value(name, value, count),
+            metric_change(name, old, value),
+            meaning,
+        )
         rows.append(
-            f"<tr><td style='{CELL}'>{html.escape(name)}</td><td style='{CELL}'>"
-            f"{'' if old is None else f'{old:.3g}'}</td><td style='{CELL}'>{value:.3g}</td>"
-            f"<td style='{CELL}'>{change}</td></tr>"
+            f"<tr><td style='{CELL}' title='{html.escape(meaning)}'>{html.escape(name)}</td>"
+            + "".join(f"<td style='{CELL}'>{html.escape(c)}</td>" for c in cells)
+            + "</tr>"
         )
     note = "" if before is not None else f"<div><i>{html.escape(NO_BASE)}</i></div>"
-    return f"{note}<table style='{TABLE_STYLE}'><tr>{head}</tr>{''.join(rows)}</table>"
+    where = (
+        f"<div><i>Measured on these {count} rows. The training monitor's exact match comes "
+        "from the validation rows, so the two can differ.</i></div>"
+    )
+    return f"{note}<table style='{TABLE_STYLE}'><tr>{head}</tr>{''.join(rows)}</table>{where}"
+
+
+DIFF_LEGEND = (
+    "<div style='font-size:12px'>In the fine-tuned column: "
+    "<ins style='background:#d4f7d4;text-decoration:none'>words it adds</ins> and "
+    "<del style='color:#b00020;background:#fdecea'>words of the base answer it drops</del>."
+    "</div>"
+)
 
 
 def rows_table_html(
     before: Evaluation | None,
     after: Evaluation | None,
     titles: tuple[str, str] = ("base", "fine-tuned"),
+    diff: bool = False,
 ) -> str:
-    """One row per prompt: prompt (collapsed), reference, base, fine-tuned (diffed), metrics."""
+    """One row per prompt: what differs between the rows (the full prompt folded under it),
+    reference, base, fine-tuned (`diff`: as word differences from the base, with a legend),
+    metrics (right/wrong as a tick or a cross)."""
     if after is None:
         return ""
     if before is not None and len(before.answers) != len(after.answers):
@@ -104,28 +157,35 @@ def rows_table_html(
     names = list(after.per_row[0]) if after.per_row else []
     columns = ["#", "prompt", "reference", *titles, *names]
     head = "".join(f"<th style='{CELL}'>{html.escape(c)}</th>" for c in columns)
-    body = [_row_html(i, before, after, names) for i in range(len(after.answers))]
-    return f"<table style='{TABLE_STYLE}'><tr>{head}</tr>{''.join(body)}</table>"
+    labels = row_labels(after)
+    diff = diff and before is not None
+    body = [_row_html(i, labels[i], before, after, names, diff) for i in range(len(labels))]
+    table = f"<table style='{TABLE_STYLE}'><tr>{head}</tr>{''.join(body)}</table>"
+    return (DIFF_LEGEND if diff else "") + table
 
 
-def _row_html(i: int, before: Evaluation | None, after: Evaluation, names: list[str]) -> str:
-    prompt = after.prompts[i]
-    short = _gist(after, i)
+def _row_html(
+    i: int,
+    label: str,
+    before: Evaluation | None,
+    after: Evaluation,
+    names: list[str],
+    diff: bool,
+) -> str:
     base = before.answers[i] if before else None
+    tuned = after.answers[i]
     cells = [
         str(i + 1),
-        f"<details><summary>{html.escape(short)}</summary>"
-        f"<pre style='white-space:pre-wrap'>{html.escape(prompt)}</pre></details>",
+        f"<details><summary>{html.escape(label)}</summary>"
+        f"<pre style='white-space:pre-wrap'>{html.escape(after.prompts[i])}</pre></details>",
         html.escape(after.references[i]),
         html.escape(base) if base is not None else "<i>n/a</i>",
-        word_diff_html(base, after.answers[i])
-        if base is not None
-        else html.escape(after.answers[i]),
+        word_diff_html(base, tuned) if diff else html.escape(tuned),
     ]
     for name in names:
         new = after.per_row[i].get(name)
         old = before.per_row[i].get(name) if before and before.per_row else None
-        cells.append(("" if old is None else f"{old:.2f} &rarr; ") + _number(new))
+        cells.append(("" if old is None else f"{_number(old)} &rarr; ") + _number(new))
     return (
         "<tr>"
         + "".join(f"<td style='{CELL};white-space:pre-wrap'>{c}</td>" for c in cells)
@@ -133,17 +193,32 @@ def _row_html(i: int, before: Evaluation | None, after: Evaluation, names: list[
     )
 
 
-def _gist(evaluation: Evaluation, i: int, width: int = 60) -> str:
-    """A one-line label for row `i`: the row's own question as the library gives it (the
-    template left out), or the start of the prompt for evaluations made without one."""
-    has_question = i < len(evaluation.questions) and evaluation.questions[i]
-    text = evaluation.questions[i] if has_question else evaluation.prompts[i]
-    line = " ".join(text.split())
-    return line if len(line) <= width else line[: width - 3] + "..."
+def row_labels(evaluation: Evaluation, width: int = 120) -> list[str]:
+    """A one-line label for each row: what differs between the rows. That is the row's own
+    question as the library gives it (the template left out), without its first line when
+    every row shares that line (one instruction, many inputs: the ticket, not the task), or
+    the start of the prompt for evaluations made without questions."""
+    count = len(evaluation.prompts)
+    texts = [
+        evaluation.questions[i]
+        if i < len(evaluation.questions) and evaluation.questions[i]
+        else evaluation.prompts[i]
+        for i in range(count)
+    ]
+    heads = {text.split("\n", 1)[0] for text in texts}
+    if count > 1 and len(heads) == 1 and all("\n" in text for text in texts):
+        texts = [text.split("\n", 1)[1] for text in texts]  # the shared instruction left out
+    lines = [" ".join(text.split()) for text in texts]
+    return [line if len(line) <= width else line[: width - 3] + "..." for line in lines]
 
 
 def _number(value) -> str:
-    return "" if value is None else f"{value:.2f}"
+    """A per-row metric: a tick or a cross where the row is right (1) or wrong (0)."""
+    if value is None:
+        return ""
+    if value in (0, 1):
+        return "&#10003;" if value == 1 else "&#10007;"
+    return f"{value:.2f}"
 
 
 def try_table_html(prompt: str, base: str | None, tuned: str) -> str:

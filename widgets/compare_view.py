@@ -44,7 +44,8 @@ class CompareView(ShowsCode, Panel):
 
     Children: `.run_button` ("Run comparison"), `.status` (what the comparison is doing, one
     state at a time), `.summary_html` (totals), `.table_html` (rows: prompt, reference, base,
-    fine-tuned, metrics), `.forgetting_html` (learned and retained, per task), `.prompt_box`,
+    fine-tuned, metrics; `.show_diff` ticked shows the fine-tuned answers as word differences
+    from the base), `.forgetting_html` (learned and retained, per task), `.prompt_box`,
     `.raw_prompt`, `.try_button`, `.try_output`, `.try_error`, `.error_html`, `.copy_button`
     and `.code` (`as_code()`: the comparison as library calls). `state` says where the
     comparison is: `ready` (Run comparison answers the rows), `comparing`, or `done` (the
@@ -89,6 +90,7 @@ class CompareView(ShowsCode, Panel):
             self.code,
             self.summary_html,
             self.forgetting_html,
+            self.show_diff,
             self.table_html,
             widgets.HTML("<b>Try a prompt on both models</b>"),
             self.prompt_box,
@@ -104,6 +106,12 @@ class CompareView(ShowsCode, Panel):
         self.summary_html = widgets.HTML()
         self.table_html = widgets.HTML()
         self.forgetting_html = widgets.HTML()
+        self.show_diff = widgets.Checkbox(
+            value=False,
+            description="show the fine-tuned answers as word differences from the base",
+            indent=False,
+            layout=widgets.Layout(width="auto"),
+        )
         self.prompt_box = widgets.Textarea(
             placeholder="Type an instruction, then try it on the base and the fine-tuned model",
             layout=widgets.Layout(width="100%", height="80px"),
@@ -115,6 +123,7 @@ class CompareView(ShowsCode, Panel):
         self.run_button.on_click(lambda _: self.compare_in_background())
         self.try_button.on_click(lambda _: self._try_in_background())
         self.raw_prompt.observe(self._on_raw_prompt, names="value")
+        self.show_diff.observe(lambda _: self._draw(), names="value")
 
     @property
     def has_adapter(self) -> bool:
@@ -285,7 +294,9 @@ class CompareView(ShowsCode, Panel):
     # -- drawing --------------------------------------------------------------------------
     def _draw(self) -> None:
         try:
-            self.table_html.value = rows_table_html(self.before, self.after, self.titles)
+            self.table_html.value = rows_table_html(
+                self.before, self.after, self.titles, diff=self.show_diff.value
+            )
             self.summary_html.value = summary_table_html(self.before, self.after, self.titles)
             self.forgetting_html.value = forgetting_html(self.forgetting)
         except Exception as error:  # noqa: BLE001 - shown to the user, not swallowed

@@ -72,8 +72,9 @@ def test_run_comparison_fills_both_columns_from_one_lora_model(lora_run):
         assert f">{column}</th>" in table
     assert table.count("&rarr;") == 2 * len(rows)  # base -> fine-tuned, per row and metric
     assert "<details>" in table  # prompts are collapsed
-    for row in rows.rows:  # each collapsed prompt is labelled with its row's own question
-        assert f"<summary>{html.escape(row['instruction'][:40])}" in table
+    assert len({row["instruction"] for row in rows.rows}) == 1  # one task, many tickets
+    for row in rows.rows:  # each collapsed prompt is labelled with what differs: the ticket
+        assert f"<summary>{html.escape(row['input'][:40])}" in table
     assert "<summary>Below is" not in table and "<summary>###" not in table
     for reference in view.after.references:
         assert reference in table
@@ -274,3 +275,39 @@ def test_without_rows_the_button_is_off_and_says_why(tiny):
     view = CompareView(model, tokenizer)
     assert view.state == "ready" and view.run_button.disabled
     assert "No rows to compare" in view.run_button.tooltip and "No rows" in view.status.value
+
+
+def _ticket_evaluations():
+    """Base and fine-tuned answers to three tickets that share one instruction."""
+    task = "Classify the customer message into one of these topics: billing, shipping."
+    tickets = ["I was charged twice.", "Where is my parcel?", "Refund my order please."]
+    prompts = [f"### Instruction:\n{task}\n\n### Input:\n{t}\n\n### Response:\n" for t in tickets]
+    questions = [f"{task}\n{t}" for t in tickets]
+    references = ["billing", "shipping", "billing"]
+
+    def evaluation(answers, rows_right, perplexity):
+        per_row = [{"accuracy": float(right)} for right in rows_right]
+        scores = {"accuracy": sum(rows_right) / 3, "perplexity": perplexity}
+        return workbench.Evaluation(prompts, references, answers, scores, per_row, questions)
+
+    before = evaluation(["- VAT = 18", "shipping", "the billing team"], [0, 1, 1], 1910.4)
+    after = evaluation(["billing", "shipping", "billing"], [1, 1, 1], 3.2)
+    return before, after, tickets
+
+
+def test_rows_show_what_differs_between_them_and_metrics_read_as_shares():
+    from workbench.widgets.compare_view import rows_table_html, summary_table_html
+
+    before, after, tickets = _ticket_evaluations()
+    table = rows_table_html(before, after)
+    for ticket in tickets:  # the shared instruction is left out of each row's label
+        assert f"<summary>{html.escape(ticket)}</summary>" in table
+    assert "<ins" not in table and "billing</td>" in table  # answers shown plainly
+    assert table.count("&#10007; &rarr; &#10003;") == 1  # row 1: wrong, then right
+    diffed = rows_table_html(before, after, diff=True)
+    assert "<ins" in diffed and "words it adds" in diffed  # the diff, with its legend
+    summary = summary_table_html(before, after)
+    assert "67% (2 of 3)" in summary and "100% (3 of 3)" in summary and "+33 points" in summary
+    assert "1,910.4" in summary and "e+03" not in summary
+    assert "share of answers that name the right label" in summary
+    assert "Measured on these 3 rows" in summary
