@@ -26,9 +26,12 @@ COST_NOTE = (
 )
 
 
-def remedy_options() -> list[tuple[str, str | None]]:
-    """(label, name) of every registered remedy; None, the baseline, reads "none"."""
-    return [("none" if name is None else name, name) for name in REMEDIES]
+BASELINE = "none"  # the dropdown's value for no remedy (a None value would show blank)
+
+
+def remedy_options() -> list[tuple[str, str]]:
+    """(label, value) of every registered remedy; the baseline (no remedy) is "none"."""
+    return [(name or BASELINE, name or BASELINE) for name in REMEDIES]
 
 
 class SequenceControls(widgets.VBox):
@@ -41,7 +44,9 @@ class SequenceControls(widgets.VBox):
     def __init__(self) -> None:
         super().__init__()
         self.continues_html = widgets.HTML()
-        self.remedy = widgets.Dropdown(options=remedy_options(), value=None, description="Remedy")
+        self.remedy = widgets.Dropdown(
+            options=remedy_options(), value=BASELINE, description="Remedy"
+        )
         self.strength = widgets.Text(
             value="",
             description="strength",
@@ -60,6 +65,7 @@ class SequenceControls(widgets.VBox):
             value=True,
             description="track importance (for synaptic intelligence later)",
             indent=False,
+            layout=widgets.Layout(width="auto"),  # the whole label, not cut
             tooltip=COST_NOTE,
         )
         self.cost_html = widgets.HTML()
@@ -73,6 +79,12 @@ class SequenceControls(widgets.VBox):
             widgets.HBox([self.track_importance, self.cost_html]),
         ]
         self.show_previous(None, None)
+
+    @property
+    def chosen_remedy(self) -> str | None:
+        """The remedy's registered name; None for none (the baseline)."""
+        value = self.remedy.value
+        return None if value in (None, BASELINE) else value
 
     def follow(self, form) -> SequenceControls:
         """Default `track_importance` to the Method tab's kind: on for LoRA, off otherwise
@@ -103,13 +115,13 @@ class SequenceControls(widgets.VBox):
             )
         chosen = self.remedy.value
         self.remedy.options = remedy_options()  # remedies registered since are offered too
-        self.remedy.value = chosen if chosen in REMEDIES else None
+        self.remedy.value = chosen if chosen in REMEDIES else BASELINE
         self.remedy_row.layout.display = "none" if run is None else None
         self._show_settings()
 
     def _show_settings(self) -> None:
         """Replay takes a share, a penalty a strength; the baseline neither."""
-        name = self.remedy.value
+        name = self.chosen_remedy
         self.replay_share.layout.display = None if name == "replay" else "none"
         self.strength.layout.display = "none" if name in (None, "replay") else None
 
@@ -147,7 +159,7 @@ class SequenceControls(widgets.VBox):
                 state.template,
                 [*state.stage_rows, state.train],
                 state.stage_runs,
-                remedy=None if first else self.remedy.value,
+                remedy=None if first else self.chosen_remedy,
                 strength=self.strength_value(),
                 replay_share=self.replay_share.value,
                 seed=state.hyperparameters.seed,

@@ -306,7 +306,13 @@ class DatasetPreview(ShowsCode, Panel):
         rows = [[task] + [part.tasks.get(task, 0) for part in parts] for task in examples.tasks]
         rows.append(["total", *(len(part) for part in parts)])
         headers = ["task", "rows", "train", "validation"][: 1 + len(parts)]
-        self.summary.value = "<b>Rows per task and split</b>" + html_table(headers, rows)
+        share = f"{self.validation:.0%}" if isinstance(self.validation, float) else self.validation
+        note = (
+            f"<div style='font-size:12px'><i>The panel's own split: validation {share} of "
+            f"the rows, seed {self.seed} (its <code>split</code> trait). A notebook that keeps "
+            "held-out rows aside first, or splits differently, trains on its own counts.</i></div>"
+        )
+        self.summary.value = "<b>Rows per task and split</b>" + html_table(headers, rows) + note
 
     def _measure(self) -> None:
         """Measure the token lengths and draw them in the one histogram, updated in place."""

@@ -51,8 +51,8 @@ class RunBrowser(RunPanel):
         )
         self.status = widgets.HTML()
         self.table_html = widgets.HTML()
-        self.selector = widgets.SelectMultiple(
-            options=[], rows=6, description="Compare", layout=widgets.Layout(width="70%")
+        self.selector = widgets.SelectMultiple(  # wide enough for a run's name on one line
+            options=[], rows=6, description="Compare", layout=widgets.Layout(width="90%")
         )
         self.figure = go.FigureWidget()
         self.differences_html = widgets.HTML()
@@ -122,7 +122,9 @@ class RunBrowser(RunPanel):
             self.differences_html.value = "<i>The selected runs have the same settings.</i>"
         else:
             rows = [[k, *row] for k, row in zip(differences.index, differences.values.tolist())]
-            self.differences_html.value = html_table(["setting", *differences.columns], rows)
+            table = html_table(["setting", *differences.columns], rows)
+            # one column a run: scroll sideways rather than run off the panel's edge
+            self.differences_html.value = f"<div style='overflow-x:auto'>{table}</div>"
 
     def _show_curves(self, new) -> None:
         """Show the traces of `new` (a figure of `RunComparison.figure()`, or None: none) in
@@ -139,8 +141,14 @@ class RunBrowser(RunPanel):
             for trace in self.figure.data:
                 trace.update(_points(wanted.pop(trace.name)))
             for name, trace in wanted.items():
-                line = {"dash": trace.line.dash}
-                self.figure.add_trace(go.Scatter(name=name, line=line, **_points(trace)))
+                self.figure.add_trace(go.Scatter(name=name, **_points(trace)))
+            for trace in self.figure.data:  # a run keeps one colour as the selection changes
+                given = new.data[[t.name for t in new.data].index(trace.name)]
+                trace.update(
+                    line={"dash": given.line.dash, "color": given.line.color},
+                    legendgroup=given.legendgroup,
+                    yaxis=given.yaxis,
+                )
             if new is not None:
                 self.figure.update_layout(new.layout)
 

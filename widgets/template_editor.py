@@ -17,6 +17,7 @@ import traitlets
 
 import workbench
 from workbench.interfaces import code as codegen
+from workbench.runs.hyperparameters import Hyperparameters
 from workbench.tokens.tokenizing import segments_view
 from workbench.widgets._common import (
     Panel,
@@ -25,12 +26,21 @@ from workbench.widgets._common import (
     findings_table,
     heading,
     html_table,
+    setting_control,
     text_table,
 )
 
 CUSTOM = "custom"
-PROMPT_STYLE = "background:#eeeeee;color:#444;padding:4px;margin:0;white-space:pre-wrap"
-RESPONSE_STYLE = "background:#c8f7c5;color:#111;padding:4px;margin:0;white-space:pre-wrap"
+# pre-wrap keeps the template's line breaks; words wrap whole (a front-end's `pre` may break
+# them anywhere)
+WRAP = "white-space:pre-wrap;word-break:normal;overflow-wrap:break-word"
+PROMPT_STYLE = f"background:#eeeeee;color:#444;padding:4px;margin:0;{WRAP}"
+RESPONSE_STYLE = f"background:#c8f7c5;color:#111;padding:4px;margin:0;{WRAP}"
+# the last good preview, while the template being edited does not render
+STALE = (
+    "<div style='color:#b00020;font-size:12px'>The preview below is the last template that "
+    "rendered; fix the error above to update it.</div><div style='opacity:0.45'>{}</div>"
+)
 CHECKED_ROWS = 1000  # checks rerun on each edit: 1,000 rows take ~0.2 s (CPU), typing stays fluid
 
 
@@ -70,6 +80,7 @@ class TemplateEditor(ShowsCode, Panel):
         self._syncing = False  # True while the panel sets controls itself
         self.render_count = 0  # renders so far: one per change keeps typing responsive
         self._last_item, self._checked_with = None, None
+        self._fresh = False  # whether the preview shows the template being edited
         with self.hold_trait_notifications():
             self.tokenizer, self.examples = tokenizer, examples
             self.template, self.max_length = start, max_length
@@ -104,7 +115,7 @@ class TemplateEditor(ShowsCode, Panel):
             value=start.name if workbench.TEMPLATES.get(start.name) == start else CUSTOM,
             description="Template",
         )
-        text_layout = widgets.Layout(width="100%", height="7em")
+        text_layout = widgets.Layout(width="100%", height="12em")  # Alpaca's prompt, whole
         self.prompt_text = widgets.Textarea(description="Prompt", layout=text_layout)
         self.prompt_no_input_text = widgets.Textarea(
             description="No input",
@@ -117,9 +128,15 @@ class TemplateEditor(ShowsCode, Panel):
         self.row_index = widgets.IntSlider(
             value=0, min=0, max=self._last_row(), description="Row", continuous_update=False
         )
-        self.max_length_input = widgets.IntText(value=max_length, description="max_length")
-        self.completion_only_checkbox = widgets.Checkbox(
-            value=self.completion_only, description="loss on response only", indent=False
+        self.max_length_input = setting_control(
+            Hyperparameters, "max_length", widgets.IntText, value=max_length
+        )
+        self.completion_only_checkbox = setting_control(
+            Hyperparameters,
+            "completion_only",
+            widgets.Checkbox,
+            value=self.completion_only,
+            indent=False,
         )
 
     def _last_row(self) -> int:
@@ -227,6 +244,7 @@ class TemplateEditor(ShowsCode, Panel):
             return
         self._last_item = item
         self.error.clear()
+        self._fresh = True
         self.rendered.value = f"<small>{escape(where)}</small>" + "".join(
             f'<pre style="{RESPONSE_STYLE if s.learned else PROMPT_STYLE}" title="{escape(s.role)}'
             f'{" (learned)" if s.learned else ""}">{escape(s.text) or "(empty)"}</pre>'
@@ -276,6 +294,10 @@ class TemplateEditor(ShowsCode, Panel):
 
     def _show_problem(self, problem: BaseException | str) -> None:
         self.error.show(problem)
+        if self._fresh:  # grey the last good preview out, once
+            self._fresh = False
+            self.rendered.value = STALE.format(self.rendered.value)
+            self.token_html.value = STALE.format(self.token_html.value)
         self.valid = False
         self._refresh_code()
 

@@ -151,8 +151,8 @@ class WorkbenchApp(ShowsCode, Panel):
         )
         # QLoRA in the Method tab needs a 4-bit base: the model is loaded quantised here
         self.quantization = widgets.Dropdown(
-            options=[("full precision", None), ("4-bit (QLoRA)", "4bit"), ("8-bit", "8bit")],
-            value=None,
+            options=[("full precision", "full"), ("4-bit (QLoRA)", "4bit"), ("8-bit", "8bit")],
+            value="full",  # not None: a Dropdown shows a None value as a blank box
             description="Weights",
             disabled=model is not None,
         )
@@ -169,6 +169,7 @@ class WorkbenchApp(ShowsCode, Panel):
             value=str(data) if is_path else "",
             description="Data",
             placeholder="path to .jsonl / .json / .csv / .parquet",
+            layout=widgets.Layout(width="60%"),  # a whole path, not cut
         )
         self.data_button = widgets.Button(description="Load data", icon="folder-open")
         self.data_error = ErrorArea()
@@ -254,7 +255,8 @@ class WorkbenchApp(ShowsCode, Panel):
         """Load the model named in `model_name`; the tabs that need it follow by themselves."""
         name = self.model_name.value.strip() or workbench.DEFAULT_MODEL
         self.model_status.value = f"<i>Loading {html.escape(name)} ...</i>"
-        model, tokenizer = workbench.load_model(name, quantization=self.quantization.value)
+        quantization = None if self.quantization.value == "full" else self.quantization.value
+        model, tokenizer = workbench.load_model(name, quantization=quantization)
         self.state.model, self.state.tokenizer = model, tokenizer
         self.state.stage_runs, self.state.stage_rows = [], []  # a fresh model continues nothing
         self.sequence.show_previous(None, None)

@@ -135,6 +135,10 @@ from workbench.training.synaptic import SynapticIntelligence, synaptic_intellige
 # bitsandbytes warns on every import on CPUs with AVX512-BF16 that an optional kernel package
 # is missing; it falls back to its own kernel, so the warning only alarms users.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+# ... and, offline, the package that fetches that kernel says it skipped a check it cannot do
+logging.getLogger("kernels._internals.hf_hub").addFilter(
+    lambda record: not str(record.msg).startswith("Skipping publisher trust check")
+)
 
 __all__ = [
     # data: read, validate, split, mix

@@ -274,30 +274,42 @@ class RunComparison:
     results: Any  # DataFrame: one row per result (train_loss, eval_loss, metrics), run columns
 
     def figure(self):
-        """A plotly figure overlaying every run's training and validation loss."""
+        """A plotly figure overlaying every run's training and validation loss: one colour a
+        run (training solid, validation dotted), DPO's reward margin on an axis of its own,
+        the legend below the plot (long run names do not squeeze it)."""
         import plotly.graph_objects as go
+        from plotly.colors import qualitative
 
         fig = go.Figure()
+        runs = list(dict.fromkeys(self.curves["run"])) if len(self.curves) else []
+        colours = {run: qualitative.Plotly[i % 10] for i, run in enumerate(runs)}
         for name, group in self.curves.groupby(["run", "series"], sort=False):
             run, series = name
             dash = {"train loss": "solid", "validation loss": "dot"}.get(series, "dash")
-            mode = "lines" if series == "train loss" else "lines+markers"
             fig.add_trace(
                 go.Scatter(
                     x=group["step"],
                     y=group["value"],
                     name=f"{run} · {series}",
-                    mode=mode,
-                    line=dict(dash=dash),
+                    mode="lines" if series == "train loss" else "lines+markers",
+                    line=dict(dash=dash, color=colours[run]),
+                    legendgroup=run,
+                    yaxis="y2" if series == "reward margin" else "y",
                 )
             )
+        margins = "reward margin" in set(self.curves["series"]) if len(self.curves) else False
         fig.update_layout(
-            height=380,
+            height=460,
             template="plotly_white",
-            margin=dict(l=50, r=20, t=30, b=40),
-            xaxis_title="optimizer step",
+            margin=dict(l=50, r=50, t=30, b=40),
+            xaxis=dict(title="optimizer step", rangemode="nonnegative", tickformat="d"),
             yaxis_title="loss",
+            legend=dict(orientation="h", yanchor="top", y=-0.18, x=0),
         )
+        if margins:  # DPO's margin grows while losses fall: not on the loss axis
+            fig.update_layout(
+                yaxis2=dict(title="reward margin", overlaying="y", side="right", showgrid=False)
+            )
         return fig
 
 

@@ -78,8 +78,9 @@ def check_dataset(
     findings += empty_fields(examples, template) + unused_columns(examples, template)
     findings += label_findings(examples, validation, template)
     if tokenizer is None:
-        what = "no tokenizer: the checks on tokens did not run"
-        findings.append(Finding("info", "tokens", what, examples.source, "Pass the tokenizer."))
+        what = "no tokenizer yet: the checks on lengths and the loss mask did not run"
+        fix = "Load a model (in code: pass its `tokenizer`); these checks then run too."
+        findings.append(Finding("info", "tokens", what, examples.source, fix))
     else:
         given = tokenized.examples if tokenized is not None and completion_only else None
         rows, problems = _tokenized_rows(

@@ -180,16 +180,25 @@ def bridged_trainer(
     """TRL's `trainer_class` on the Run's model, tokenizer and rows, with the Run's event
     bridge (the same events as an SFT run); `own` adds the kind's arguments (reward_funcs)."""
     import datasets
+    from datasets.utils import logging as datasets_logging
 
-    trainer = trainer_class(
-        model=run.model,
-        args=args,
-        train_dataset=datasets.Dataset.from_list(train_rows),
-        eval_dataset=datasets.Dataset.from_list(val_rows) if val_rows else None,
-        processing_class=run.tokenizer,
-        callbacks=[event_bridge(run)],
-        **own,
-    )
+    # TRL prepares the rows with datasets' map, one progress bar a pass ("Adding EOS ...",
+    # "Tokenizing ..."): noise above the panels for rows that take a second. Off meanwhile.
+    bars = datasets_logging.is_progress_bar_enabled()
+    datasets_logging.disable_progress_bar()
+    try:
+        trainer = trainer_class(
+            model=run.model,
+            args=args,
+            train_dataset=datasets.Dataset.from_list(train_rows),
+            eval_dataset=datasets.Dataset.from_list(val_rows) if val_rows else None,
+            processing_class=run.tokenizer,
+            callbacks=[event_bridge(run)],
+            **own,
+        )
+    finally:
+        if bars:
+            datasets_logging.enable_progress_bar()
     return bridged(trainer, run)
 
 
