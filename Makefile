@@ -32,7 +32,7 @@ browser:
 # training took its core), every other tier on all cores. The browser pass's output follows.
 BROWSER_LOG = test-artifacts/browser-pass.log
 test: lint browser
-	@py=$$($(ENSURE)) && mkdir -p test-artifacts && rm -f $(BROWSER_LOG).rc && \
+	@py=$$($(ENSURE)) || exit 1; mkdir -p test-artifacts; rm -f $(BROWSER_LOG).rc; \
 	{ $$py -m pytest -q -ra -m browser -p no:cacheprovider $(ARGS) > $(BROWSER_LOG) 2>&1; \
 	  echo $$? > $(BROWSER_LOG).rc; } & \
 	nice -n 10 $$py -m pytest -q -ra -n $(WORKERS) --dist loadgroup -m "not browser" $(ARGS); \
