@@ -288,3 +288,19 @@ def test_each_assistant_turn_has_its_prompt_and_reference(tiny_tokenizer):
     assert [reference for _, reference in turns] == ["Noted.", "BLUE-7"]
     assert turns[1][0].endswith("What is my code?<|im_end|>\n<|im_start|>assistant\n")
     assert turns[1][0].startswith(turns[0][0])  # each prompt continues the one before
+
+
+def test_a_typed_text_is_a_new_input_when_the_rows_share_one_instruction():
+    from workbench.tokens.templates import shared_instruction
+
+    task = "Classify the message: billing or shipping."
+    tickets = [{"instruction": task, "input": text} for text in ("charged twice", "late")]
+    alpaca = TEMPLATES["alpaca"]
+    assert shared_instruction(tickets) == task
+    prompt = alpaca.prompt_for_text("where is my parcel", rows=tickets)
+    assert prompt == alpaca.render_prompt({"instruction": task, "input": "where is my parcel"})
+    varied = [tickets[0], {"instruction": "Translate to French.", "input": "hello"}]
+    assert shared_instruction(varied) is None and shared_instruction([]) is None
+    assert shared_instruction([{"instruction": task, "input": ""}]) is None  # no inputs
+    alone = alpaca.prompt_for_text("Name three colours.", rows=varied)
+    assert alone == alpaca.render_prompt({"instruction": "Name three colours.", "input": ""})

@@ -221,12 +221,13 @@ def _number(value) -> str:
     return f"{value:.2f}"
 
 
-def try_table_html(prompt: str, base: str | None, tuned: str) -> str:
-    """The prompt sent (folded) and the two answers to it side by side, the second diffed."""
+def try_table_html(prompt: str, base: str | None, tuned: str, how: str = "") -> str:
+    """How the text was sent, the prompt sent (folded) and the two answers side by side."""
     base_cell = html.escape(base) if base is not None else f"<i>{html.escape(NO_BASE)}</i>"
-    tuned_cell = word_diff_html(base, tuned) if base is not None else html.escape(tuned)
+    tuned_cell = html.escape(tuned)
     return (
-        f"<details><summary>prompt sent ({len(prompt)} characters)</summary>"
+        (f"<div style='font-size:12px'><i>{html.escape(how)}</i></div>" if how else "")
+        + f"<details><summary>prompt sent ({len(prompt)} characters)</summary>"
         f"<pre style='white-space:pre-wrap'>{html.escape(prompt)}</pre></details>"
         f"<table style='{TABLE_STYLE};width:100%'><tr>"
         f"<th style='{CELL}'>base</th><th style='{CELL}'>fine-tuned</th></tr><tr>"

@@ -22,7 +22,7 @@ from workbench.evaluation.compare import (
 )
 from workbench.interfaces import code as codegen
 from workbench.model.generation import Decoding, adapter_disabled, generate
-from workbench.tokens.templates import Template, get_template
+from workbench.tokens.templates import Template, get_template, shared_instruction
 from workbench.widgets._common import Panel, ShowsCode
 from workbench.widgets._compare_tables import (  # the tables, here where panels have used them
     NO_BASE,
@@ -206,8 +206,22 @@ class CompareView(ShowsCode, Panel):
                 base = generate(self.model, self.tokenizer, [prompt], self.decoding)[0]
         tuned = generate(self.model, self.tokenizer, [prompt], self.decoding)[0]
         self.try_answers = (base, tuned)
-        self.try_output.value = try_table_html(prompt, base, tuned)
+        self.try_output.value = try_table_html(prompt, base, tuned, self.how_sent())
         return self.try_answers
+
+    def how_sent(self) -> str:
+        """How the typed text reaches the model, in a sentence."""
+        if self.raw_prompt.value:
+            return "The text is sent as it is (raw prompt): no template around it."
+        rows = self.examples.rows if self.examples is not None else []
+        shared = None if self.template.use_chat_template else shared_instruction(rows)
+        if shared:
+            return (
+                f"The text is sent as a new input under the rows' shared instruction "
+                f"({shared[:60]}{'...' if len(shared) > 60 else ''}), in the "
+                f"{self.template.name} template."
+            )
+        return f"The text is sent as the instruction, in the {self.template.name} template."
 
     def render_prompt(self, text: str) -> str:
         """What the model is given: the template around `text`, or `text` itself (raw)."""

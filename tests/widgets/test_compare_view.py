@@ -93,9 +93,11 @@ def test_try_on_both_answers_with_the_adapter_off_and_on(lora_run):
     view.wait()
     assert view.errors == []
     base, tuned = view.try_answers
+    task = rows.rows[0]["instruction"]  # the rows share one task: the text is a new ticket
     prompt = workbench.TEMPLATES["alpaca"].render_prompt(
-        {"instruction": "My invoice shows a charge twice.", "input": ""}
+        {"instruction": task, "input": "My invoice shows a charge twice."}
     )
+    assert "a new input under the rows' shared instruction" in view.try_output.value
     with adapter_disabled(run.model):
         assert base == generate(run.model, run.tokenizer, [prompt], SHORT)[0]
     assert tuned == generate(run.model, run.tokenizer, [prompt], SHORT)[0]

@@ -174,8 +174,13 @@ class Template:
     def prompt_for_text(self, text: str, tokenizer=None, rows: list[dict] | None = None) -> str:
         """The prompt for a new message a person types, rendered as the training rows were: a
         chat template gets the rows' own system message (the most common one) rather than
-        the tokenizer's default, so the prompt tried is the prompt learned."""
+        the tokenizer's default, so the prompt tried is the prompt learned; rows that all put
+        their `input` under one instruction (a classifier's task) get the text as a new
+        `input` under it (`shared_instruction`), else the text is the instruction."""
         if not self.use_chat_template:
+            shared = shared_instruction(rows or [])
+            if shared:  # one task, many inputs (tickets): the text is a new input to it
+                return self.render_prompt({"instruction": shared, "input": text}, tokenizer)
             return self.render_prompt({"instruction": text, "input": "", "prompt": text}, tokenizer)
         self._check_chat_tokenizer(tokenizer)
         system = self.system or chat.common_system(rows or [])
@@ -294,3 +299,14 @@ def get_template(template: str | Template | None, data_format: str | None = None
 def default_template(data_format: str) -> Template:
     """The built-in template that suits a detected data format."""
     return TEMPLATES[DEFAULT_TEMPLATE_FOR_FORMAT[data_format]]
+
+
+def shared_instruction(rows: list[dict]) -> str | None:
+    """The instruction every row shares when each row's own part is its `input` (one task
+    over many inputs, as in the support tickets), else None."""
+    if not rows:
+        return None
+    instructions = {str(row.get("instruction") or "") for row in rows}
+    if len(instructions) != 1 or not all(row.get("input") for row in rows):
+        return None
+    return instructions.pop() or None
