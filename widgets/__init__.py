@@ -14,6 +14,7 @@ if __name__ == "widgets":
         stacklevel=2,
     )
 
+from workbench.widgets.change_view import ChangeView
 from workbench.widgets.classifier_panel import ClassifierPanel
 from workbench.widgets.compare_view import CompareView
 from workbench.widgets.dataset_preview import DatasetPreview
@@ -27,6 +28,7 @@ from workbench.widgets.training_monitor import TrainingMonitor
 from workbench.widgets.workbench_app import Workbench, WorkbenchApp
 
 __all__ = [
+    "ChangeView",
     "ClassifierPanel",
     "CompareView",
     "DatasetPreview",

@@ -33,6 +33,7 @@ from workbench.widgets._compare_tables import (  # the tables, here where panels
     word_diff_html,
 )
 from workbench.widgets._errors import ErrorArea, set_enabled
+from workbench.widgets.change_view import ChangeView
 
 __all__ = ["NO_BASE", "CompareView", "rows_table_html", "summary_table_html", "word_diff_html"]
 NO_ROWS = "No rows to compare: pass `examples=` (e.g. the validation split)."
@@ -46,7 +47,9 @@ class CompareView(ShowsCode, Panel):
     state at a time), `.summary_html` (totals), `.table_html` (rows: prompt, reference, base,
     fine-tuned, metrics; `.show_diff` ticked shows the fine-tuned answers as word differences
     from the base), `.forgetting_html` (learned and retained, per task), `.prompt_box`,
-    `.raw_prompt`, `.try_button`, `.try_output`, `.try_error`, `.error_html`, `.copy_button`
+    `.raw_prompt`, `.try_button`, `.try_output`, `.try_error`, `.changes` (a `ChangeView`: what
+    fine-tuning changed in one row, token by token; None without an adapter to switch off),
+    `.error_html`, `.copy_button`
     and `.code` (`as_code()`: the comparison as library calls). `state` says where the
     comparison is: `ready` (Run comparison answers the rows), `comparing`, or `done` (the
     table shows the answers; with rows, Run comparison answers them again). The button is
@@ -98,6 +101,11 @@ class CompareView(ShowsCode, Panel):
             self.try_error,
             self.try_output,
         ]
+        # token by token, where the base is this model with its adapter off
+        self.changes = None
+        if self.has_adapter and titles == ("base", "fine-tuned"):
+            self.changes = ChangeView(model, tokenizer, examples, self.template)
+            self.children = (*self.children, self.changes)
         self._set_state("done" if after is not None else "ready")
 
     def _build_controls(self) -> None:

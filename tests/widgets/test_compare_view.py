@@ -97,7 +97,7 @@ def test_try_on_both_answers_with_the_adapter_off_and_on(lora_run):
     prompt = workbench.TEMPLATES["alpaca"].render_prompt(
         {"instruction": task, "input": "My invoice shows a charge twice."}
     )
-    assert "a new input under the rows' shared instruction" in view.try_output.value
+    assert html.escape("a new input under the rows' shared instruction") in view.try_output.value
     with adapter_disabled(run.model):
         assert base == generate(run.model, run.tokenizer, [prompt], SHORT)[0]
     assert tuned == generate(run.model, run.tokenizer, [prompt], SHORT)[0]
