@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import html
 import re
+from collections.abc import Callable
 
 from workbench.evaluation.compare import Evaluation
 from workbench.widgets._common import CELL_STYLE, TABLE_STYLE, html_table
@@ -130,6 +131,8 @@ def summary_table_html(
     return f"{note}<table style='{TABLE_STYLE}'><tr>{head}</tr>{''.join(rows)}</table>{where}"
 
 
+# after an answer that stopped at the token limit rather than ending by itself
+CUT_MARK = "<span title='cut at the token limit (max_new_tokens)'>&hellip;</span>"
 DIFF_LEGEND = (
     "<div style='font-size:12px'>In the fine-tuned column: "
     "<ins style='background:#d4f7d4;text-decoration:none'>words it adds</ins> and "
@@ -143,10 +146,12 @@ def rows_table_html(
     after: Evaluation | None,
     titles: tuple[str, str] = ("base", "fine-tuned"),
     diff: bool = False,
+    cut: Callable[[str], bool] | None = None,
 ) -> str:
     """One row per prompt: what differs between the rows (the full prompt folded under it),
     reference, base, fine-tuned (`diff`: as word differences from the base, with a legend),
-    metrics (right/wrong as a tick or a cross)."""
+    metrics (right/wrong as a tick or a cross). An answer for which `cut(answer)` is true
+    (it reached the token limit) ends in an ellipsis."""
     if after is None:
         return ""
     if before is not None and len(before.answers) != len(after.answers):
@@ -159,7 +164,7 @@ def rows_table_html(
     head = "".join(f"<th style='{CELL}'>{html.escape(c)}</th>" for c in columns)
     labels = row_labels(after)
     diff = diff and before is not None
-    body = [_row_html(i, labels[i], before, after, names, diff) for i in range(len(labels))]
+    body = [_row_html(i, labels[i], before, after, names, diff, cut) for i in range(len(labels))]
     table = f"<table style='{TABLE_STYLE}'><tr>{head}</tr>{''.join(body)}</table>"
     return (DIFF_LEGEND if diff else "") + table
 
@@ -171,21 +176,26 @@ def _row_html(
     after: Evaluation,
     names: list[str],
     diff: bool,
+    cut: Callable[[str], bool] | None,
 ) -> str:
     base = before.answers[i] if before else None
     tuned = after.answers[i]
+
+    def ending(answer: str) -> str:
+        return CUT_MARK if cut is not None and cut(answer) else ""
+
     cells = [
         str(i + 1),
         f"<details><summary>{html.escape(label)}</summary>"
         f"<pre style='white-space:pre-wrap'>{html.escape(after.prompts[i])}</pre></details>",
         html.escape(after.references[i]),
-        html.escape(base) if base is not None else "<i>n/a</i>",
-        word_diff_html(base, tuned) if diff else html.escape(tuned),
+        html.escape(base) + ending(base) if base is not None else "<i>n/a</i>",
+        (word_diff_html(base, tuned) if diff else html.escape(tuned)) + ending(tuned),
     ]
     for name in names:
         new = after.per_row[i].get(name)
         old = before.per_row[i].get(name) if before and before.per_row else None
-        cells.append(("" if old is None else f"{_number(old)} &rarr; ") + _number(new))
+        cells.append(("" if old is None else f"{_number(old, name)} &rarr; ") + _number(new, name))
     return (
         "<tr>"
         + "".join(f"<td style='{CELL};white-space:pre-wrap'>{c}</td>" for c in cells)
@@ -212,10 +222,13 @@ def row_labels(evaluation: Evaluation, width: int = 120) -> list[str]:
     return [line if len(line) <= width else line[: width - 3] + "..." for line in lines]
 
 
-def _number(value) -> str:
-    """A per-row metric: a tick or a cross where the row is right (1) or wrong (0)."""
+def _number(value, name: str = "") -> str:
+    """A per-row metric: a tick or a cross where the row is right (1) or wrong (0); for
+    `invalid_rate`, where 1 is the bad case, the words."""
     if value is None:
         return ""
+    if value in (0, 1) and name == "invalid_rate":
+        return "invalid" if value == 1 else "valid"
     if value in (0, 1):
         return "&#10003;" if value == 1 else "&#10007;"
     return f"{value:.2f}"

@@ -70,6 +70,7 @@ class RunPanel(Panel):
             description=batch,
             tooltip=Hyperparameters.field_text("batch_size")[1],
         )
+        self.batch_size.style.description_width = "initial"  # "answers/step" whole
 
     def _step_settings(self) -> dict[str, Any]:
         """What the step controls say, as settings; the run evaluates four times."""

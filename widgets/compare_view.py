@@ -217,6 +217,12 @@ class CompareView(ShowsCode, Panel):
         self.try_output.value = try_table_html(prompt, base, tuned, self.how_sent())
         return self.try_answers
 
+    def was_cut(self, answer: str) -> bool:
+        """Whether `answer` stopped at the token limit (`decoding.max_new_tokens`) rather
+        than ending by itself: as many tokens as the limit allows."""
+        ids = self.tokenizer(answer, add_special_tokens=False)["input_ids"]
+        return len(ids) >= self.decoding.max_new_tokens
+
     def how_sent(self) -> str:
         """How the typed text reaches the model, in a sentence."""
         if self.raw_prompt.value:
@@ -317,7 +323,7 @@ class CompareView(ShowsCode, Panel):
     def _draw(self) -> None:
         try:
             self.table_html.value = rows_table_html(
-                self.before, self.after, self.titles, diff=self.show_diff.value
+                self.before, self.after, self.titles, diff=self.show_diff.value, cut=self.was_cut
             )
             self.summary_html.value = summary_table_html(self.before, self.after, self.titles)
             self.forgetting_html.value = forgetting_html(self.forgetting)

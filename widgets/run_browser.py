@@ -121,7 +121,8 @@ class RunBrowser(RunPanel):
         elif differences.empty:
             self.differences_html.value = "<i>The selected runs have the same settings.</i>"
         else:
-            rows = [[k, *row] for k, row in zip(differences.index, differences.values.tolist())]
+            values = differences.values.tolist()
+            rows = [[k, *map(_cell, row)] for k, row in zip(differences.index, values)]
             table = html_table(["setting", *differences.columns], rows)
             # one column a run: scroll sideways rather than run off the panel's edge
             self.differences_html.value = f"<div style='overflow-x:auto'>{table}</div>"
@@ -232,6 +233,10 @@ def _points(trace) -> dict:
 
 
 def _cell(value) -> str:
+    """A setting or a figure as written: whole numbers without '.0' (pandas makes a column of
+    ints and floats all floats), others to four significant digits."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
     if isinstance(value, float):
         return f"{value:.4g}"
     return "" if value is None else str(value)

@@ -306,6 +306,8 @@ def test_rows_show_what_differs_between_them_and_metrics_read_as_shares():
         assert f"<summary>{html.escape(ticket)}</summary>" in table
     assert "<ins" not in table and "billing</td>" in table  # answers shown plainly
     assert table.count("&#10007; &rarr; &#10003;") == 1  # row 1: wrong, then right
+    cut = rows_table_html(before, after, cut=lambda answer: answer == "the billing team")
+    assert cut.count("&hellip;") == 1 and "the billing team<span title='cut at" in cut
     diffed = rows_table_html(before, after, diff=True)
     assert "<ins" in diffed and "words it adds" in diffed  # the diff, with its legend
     summary = summary_table_html(before, after)

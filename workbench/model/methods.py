@@ -28,7 +28,7 @@ class Method(Settings):
     """
 
     kind: MethodKind = field(
-        default="lora", metadata={"label": "Method", "help": "lora, qlora, full or freeze"}
+        default="lora", metadata={"label": "Kind", "help": "lora, qlora, full or freeze"}
     )
     r: int = field(
         default=16,

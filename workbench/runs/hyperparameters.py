@@ -104,7 +104,7 @@ class Hyperparameters(Settings):
     early_stopping_patience: int = field(
         default=0,
         metadata={
-            "label": "Stop after N worse evaluations",
+            "label": "Patience (evaluations)",
             "help": "stop after N evaluations without improvement (0: off)",
         },
     )
@@ -118,7 +118,7 @@ class Hyperparameters(Settings):
     eval_metric_rows: int = field(
         default=16,
         metadata={
-            "label": "Rows scored per evaluation",
+            "label": "Exact-match rows",
             "help": "validation rows answered for exact match at each evaluation (0: off)",
         },
     )

@@ -195,7 +195,7 @@ def curves_figure(events: list[dict], rows: int = 3):
             )
     fig.update_layout(
         height=600 if rows == 3 else 500,
-        margin=dict(l=50, r=60, t=30, b=40),
+        margin=dict(l=50, r=80, t=30, b=40),
         template="plotly_white",
         legend=dict(orientation="h", y=1.12),
         modebar=dict(orientation="v"),  # beside the plot, not over the legend
