@@ -32,6 +32,7 @@ ON_LESSON_MODEL = {
     "08_continued_pretraining",
     "09_reward_model_and_rl",
     "10_distillation",
+    "11_what_changed",
 }
 # Text each notebook's outputs must contain: proof that its story reached the end.
 EXPECTED = {
@@ -57,6 +58,7 @@ EXPECTED = {
         "cpu-reinforcement.json",
     ],
     "10_distillation": ["cpu-distillation.json (committed)", "student, distilled", "LoRA + LwF"],
+    "11_what_changed": ["gained most:", "first fork at step", "answer tokens scored"],
 }
 
 
@@ -557,6 +559,31 @@ def check_four_ways(printed, frames, loss_ceiling):
         assert tokens[0] < tokens[1] < table["4-shot fixed"]["tokens_per_query"]
 
 
+def check_what_changed(printed, frames, loss_ceiling):
+    ((status, steps),) = matches(r"^run (\w+) after (\d+) steps", printed, 1)
+    assert (status, int(steps)) == ("finished", STEPS)
+    ((before, after, change, tokens),) = matches(
+        r"log-probability (-?[\d.]+) before, (-?[\d.]+) after \(([-+][\d.]+) over (\d+) tokens",
+        printed,
+        1,
+    )
+    assert float(change) == pytest.approx(float(after) - float(before), abs=0.011)
+    shifts = frame_with(frames, "logprob_before", "logprob_after", "shift")
+    assert len(shifts) == int(tokens) > 0  # the table beside the line: one row a token
+    for row in shifts.values():
+        assert row["logprob_before"] <= 0 and row["logprob_after"] <= 0
+        assert row["shift"] == pytest.approx(row["logprob_after"] - row["logprob_before"], abs=2e-4)
+    total = sum(row["logprob_before"] for row in shifts.values())
+    assert total == pytest.approx(float(before), abs=0.01)
+    ((fork,),) = matches(r"first fork at step (\w+)", printed, 1)
+    ((scored, panel_fork),) = matches(r"^(\d+) answer tokens scored; first fork: (\w+)", printed, 1)
+    assert int(scored) == int(tokens) and panel_fork == fork  # the panel: the same row, the same
+    steps = [f for f in frames if f and {"chosen", "forked"} <= set(next(iter(f.values())))]
+    assert steps and 1 <= len(steps[-1]) <= 6  # the tuned answer's steps: max_new_tokens=6
+    forked = [label for label, row in steps[-1].items() if row["forked"] == "True"]
+    assert (forked[0] if forked else "None") == fork  # first_fork: the first forked step
+
+
 FIGURES = {
     "01_quickstart": check_quickstart,
     "02_prompt_templates": check_prompt_templates,
@@ -568,6 +595,7 @@ FIGURES = {
     "08_continued_pretraining": check_continued_pretraining,
     "09_reward_model_and_rl": check_reward_model_and_rl,
     "10_distillation": check_distillation,
+    "11_what_changed": check_what_changed,
 }
 
 

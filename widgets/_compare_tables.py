@@ -8,7 +8,7 @@ import html
 import re
 from collections.abc import Callable
 
-from workbench.evaluation.compare import Evaluation
+from workbench.evaluation.compare import Evaluation, distinct_parts
 from workbench.widgets._common import CELL_STYLE, TABLE_STYLE, html_table
 
 CELL = CELL_STYLE
@@ -215,10 +215,7 @@ def row_labels(evaluation: Evaluation, width: int = 120) -> list[str]:
         else evaluation.prompts[i]
         for i in range(count)
     ]
-    heads = {text.split("\n", 1)[0] for text in texts}
-    if count > 1 and len(heads) == 1 and all("\n" in text for text in texts):
-        texts = [text.split("\n", 1)[1] for text in texts]  # the shared instruction left out
-    lines = [" ".join(text.split()) for text in texts]
+    lines = [" ".join(text.split()) for text in distinct_parts(texts)]
     return [line if len(line) <= width else line[: width - 3] + "..." for line in lines]
 
 

@@ -46,6 +46,16 @@ def question_of(row: dict[str, Any]) -> str:
     return "\n".join(str(part) for part in (head, row.get("input")) if part)
 
 
+def distinct_parts(questions: list[str]) -> list[str]:
+    """What differs between the questions: each without its first line when they all share
+    that line and have more (one instruction over many inputs: the ticket, not the task), else
+    the questions as they are. Tables label their rows and columns with it."""
+    heads = {question.split("\n", 1)[0] for question in questions}
+    if len(questions) > 1 and len(heads) == 1 and all("\n" in q for q in questions):
+        return [question.split("\n", 1)[1] for question in questions]
+    return list(questions)
+
+
 def has_adapter(model) -> bool:
     """Whether `model` carries an adapter that can be switched off (a PEFT model): then its
     base answers come from the same weights with the adapter off."""

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import WorkbenchError
-from workbench.evaluation.compare import question_of, score_answers
+from workbench.evaluation.compare import distinct_parts, question_of, score_answers
 from workbench.model.generation import Decoding, generate
 from workbench.model.loading import load_model
 from workbench.runs.directory import HELD_OUT, RunDirectory, checkpoint_step
@@ -232,10 +232,10 @@ def _score(result: CheckpointAnswers, step: int, metrics: tuple[str, ...]) -> No
 
 
 def _unique_labels(questions: list[str], width: int = 60) -> list[str]:
-    """Short column labels, one a question: its start and its end (where rows that share an
-    instruction differ), numbered where two would still read the same."""
+    """Short column labels, one a question: what differs between them (`distinct_parts`), its
+    start and its end when long, numbered where two would still read the same."""
     labels = []
-    for i, question in enumerate(questions):
+    for i, question in enumerate(distinct_parts(questions)):
         label = " ".join(question.split())
         if len(label) > width:
             head = width // 3
