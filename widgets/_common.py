@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import ipywidgets as widgets
@@ -273,6 +274,15 @@ class ShowsCode:
         except (ValueError, OSError) as error:  # WorkbenchError is a ValueError too
             reason = str(error).replace("\n", "\n# ")
             self.code.show(f"# The code cannot be written now: {reason}")
+
+
+def shown_path(path: str | Path) -> str:
+    """A path as the panels show it: relative to the working directory when it lies inside
+    it (runs/<id>/report.html, not /home/.../runs/<id>/report.html), else as it is."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return str(path)
 
 
 # The width of a setting's label: the longest plain label fits, so no label is cut and the

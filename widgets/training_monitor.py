@@ -27,7 +27,7 @@ from workbench.runs.report import (
     step_axis,
     update_curves,
 )
-from workbench.widgets._common import Panel, ShowsCode, html_table
+from workbench.widgets._common import Panel, ShowsCode, html_table, shown_path
 from workbench.widgets._errors import describe_error
 
 
@@ -265,7 +265,7 @@ class TrainingMonitor(ShowsCode, Panel):
             took = f" in {_duration(end['time'] - started['time'])}"
             took += " since it resumed" if started.get("step") else ""
         report = self.run_dir / "report.html"
-        where = f"; report: {report}" if report.is_file() else ""
+        where = f"; report: {shown_path(report)}" if report.is_file() else ""
         return f" after {end.get('step', 0)} steps{took}{where}"
 
     def _draw_buttons(self) -> None:

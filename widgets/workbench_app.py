@@ -28,7 +28,7 @@ from workbench.model.loading import model_origin
 from workbench.model.methods import Method
 from workbench.runs.hyperparameters import Hyperparameters
 from workbench.tokens.templates import Template, get_template
-from workbench.widgets._common import Panel, ShowsCode
+from workbench.widgets._common import Panel, ShowsCode, shown_path
 from workbench.widgets._errors import ErrorArea, set_enabled
 from workbench.widgets._sequence import SequenceControls
 from workbench.widgets._workbench_state import WorkbenchState
@@ -475,7 +475,8 @@ class WorkbenchApp(ShowsCode, Panel):
         if model is None:
             return "<i>No model loaded.</i>"
         name, _ = model_origin(model)
-        return f"Model: <code>{html.escape(str(name))}</code>"
+        shown = shown_path(name) if Path(str(name)).exists() else str(name)  # a folder, or an id
+        return f"Model: <code>{html.escape(shown)}</code>"
 
     # -- without a widget frontend (StaticFallback) ----------------------------------------
     def _summary_lines(self) -> list[str]:
