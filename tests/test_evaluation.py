@@ -132,3 +132,12 @@ def test_turn_scores_split_earlier_turns_from_the_last(tiny, monkeypatch):
     assert (scores.earlier_turns, scores.last_turns) == (sum(turns) - len(turns), len(turns))
     assert (scores.earlier, scores.last) == (1.0, 0.0)
     assert [r["turn"] for r in scores.answers[: turns[0]]] == list(range(turns[0]))
+
+
+def test_an_answer_as_long_as_the_token_limit_counts_as_cut(tiny_tokenizer):
+    from workbench.model.generation import reached_limit
+
+    answer = "billing and shipping"
+    length = len(tiny_tokenizer(answer, add_special_tokens=False)["input_ids"])
+    assert reached_limit(tiny_tokenizer, answer, length)
+    assert not reached_limit(tiny_tokenizer, answer, length + 1)

@@ -9,6 +9,7 @@ import re
 from collections.abc import Callable
 
 from workbench.evaluation.compare import Evaluation, distinct_parts
+from workbench.evaluation.metrics import COUNTED_SHARES, METRIC_MEANINGS
 from workbench.widgets._common import CELL_STYLE, TABLE_STYLE, html_table
 
 CELL = CELL_STYLE
@@ -64,18 +65,8 @@ def _cell_text(value) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-# What each metric measures, and whether it is a share of rows (shown as a percentage).
-METRICS = {
-    "accuracy": ("share of answers that name the right label", True),
-    "label_accuracy": ("share of answers that name the right label", True),
-    "exact_match": ("share of answers equal to the reference", True),
-    "invalid_rate": ("share of answers that name none of the labels", True),
-    "rouge_l": ("word overlap with the reference (0: none, 100%: the same words in order)", True),
-    "validation_loss": ("mean loss on the reference answers: lower is better", False),
-    "perplexity": ("exp(loss): how surprised the model is by the reference; lower: better", False),
-}
-# the shares that count whole rows: "3 of 8" beside the percentage
-COUNTED = {"accuracy", "label_accuracy", "exact_match", "invalid_rate"}
+def _is_share(name: str) -> bool:
+    return METRIC_MEANINGS.get(name, ("", False))[1]
 
 
 def metric_value(name: str, value: float | None, rows: int | None = None) -> str:
@@ -83,16 +74,18 @@ def metric_value(name: str, value: float | None, rows: int | None = None) -> str
     is right or wrong), other values with a separator and no exponent."""
     if value is None:
         return ""
-    if METRICS.get(name, ("", False))[1]:
+    if _is_share(name):
         text = f"{100 * value:.0f}%"
-        return f"{text} ({round(value * rows)} of {rows})" if name in COUNTED and rows else text
+        return (
+            f"{text} ({round(value * rows)} of {rows})" if name in COUNTED_SHARES and rows else text
+        )
     return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
 def metric_change(name: str, old: float | None, new: float) -> str:
     if old is None:
         return ""
-    if METRICS.get(name, ("", False))[1]:
+    if _is_share(name):
         return f"{100 * (new - old):+.0f} points"
     return f"{new - old:+,.1f}" if abs(new - old) >= 100 else f"{new - old:+.3g}"
 
@@ -111,7 +104,7 @@ def summary_table_html(
     rows, count = [], len(after.answers)
     for name, value in after.scores.items():
         old = before.scores.get(name) if before else None
-        meaning = METRICS.get(name, ("", False))[0]
+        meaning = METRIC_MEANINGS.get(name, ("", False))[0]  # '' for a metric of your own
         cells = (
             metric_value(name, old, count),
             metric_value(name, value, count),

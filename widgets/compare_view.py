@@ -21,7 +21,7 @@ from workbench.evaluation.compare import (
     needs_base_measurement,
 )
 from workbench.interfaces import code as codegen
-from workbench.model.generation import Decoding, adapter_disabled, generate
+from workbench.model.generation import Decoding, adapter_disabled, generate, reached_limit
 from workbench.tokens.templates import Template, get_template, shared_instruction
 from workbench.widgets._common import Panel, ShowsCode
 from workbench.widgets._compare_tables import (  # the tables, here where panels have used them
@@ -218,10 +218,8 @@ class CompareView(ShowsCode, Panel):
         return self.try_answers
 
     def was_cut(self, answer: str) -> bool:
-        """Whether `answer` stopped at the token limit (`decoding.max_new_tokens`) rather
-        than ending by itself: as many tokens as the limit allows."""
-        ids = self.tokenizer(answer, add_special_tokens=False)["input_ids"]
-        return len(ids) >= self.decoding.max_new_tokens
+        """Whether `answer` stopped at `decoding.max_new_tokens` (`reached_limit`)."""
+        return reached_limit(self.tokenizer, answer, self.decoding.max_new_tokens)
 
     def how_sent(self) -> str:
         """How the typed text reaches the model, in a sentence."""

@@ -91,6 +91,12 @@ def generate(model, tokenizer, prompts: list[str], decoding: Decoding | None = N
     return answers
 
 
+def reached_limit(tokenizer, answer: str, max_new_tokens: int) -> bool:
+    """Whether a generated `answer` stopped at the token limit rather than ending by itself:
+    it holds as many tokens as `max_new_tokens` allows (the answer may be cut)."""
+    return len(tokenizer(answer, add_special_tokens=False)["input_ids"]) >= max_new_tokens
+
+
 def prompt_batch(tokenizer, prompts: list[str], device):
     """The prompts as one left-padded batch of tensors on `device` (every prompt ends where
     generation starts); the tokenizer's BOS is added unless the prompts already carry it."""

@@ -16,6 +16,20 @@ if TYPE_CHECKING:
 
 METRICS_DIR = Path(__file__).parent
 
+# What each score of an Evaluation measures, in a sentence, and whether it is a share of rows
+# (the panels show a share as a percentage, and count rows for those in `COUNTED_SHARES`).
+METRIC_MEANINGS: dict[str, tuple[str, bool]] = {
+    "accuracy": ("share of answers that name the right label", True),
+    "label_accuracy": ("share of answers that name the right label", True),
+    "exact_match": ("share of answers equal to the reference", True),
+    "invalid_rate": ("share of answers that name none of the labels", True),
+    "rouge_l": ("word overlap with the reference (0: none, 100%: the same words in order)", True),
+    "validation_loss": ("mean loss on the reference answers: lower is better", False),
+    "perplexity": ("exp(loss): how surprised the model is by the reference; lower: better", False),
+}
+# the shares where each row is right or wrong: "3 of 8" can stand beside the percentage
+COUNTED_SHARES = frozenset({"accuracy", "label_accuracy", "exact_match", "invalid_rate"})
+
 
 def available_metrics() -> list[str]:
     """Names of the metrics shipped with the workbench, sorted."""
